@@ -1,0 +1,106 @@
+"""The LSTM cell, written once. Every other path in clearlstm is tested against this file.
+
+One step of one unit, in the words of the seed article (``Understanding LSTMs``, Part 4)
+and StatQuest's worked example (shared reference ``seed-walkthrough.md``)::
+
+    x-axis values   z   = (W_ih x + b_ih) + (W_hh h + b_hh)      # (B, 4H), gates i, f, g, o
+    forget gate     f   = sigmoid(z_f)    # fraction of the long-term memory retained
+    input gate      i   = sigmoid(z_i)    # fraction of the potential memory added
+    potential mem.  g   = tanh(z_g)       # potential long-term memory
+    output gate     o   = sigmoid(z_o)    # fraction of the potential short-term memory kept
+    long-term       c'  = f * c + i * g   # new long-term memory (cell state)
+    short-term      h'  = o * tanh(c')    # new short-term memory (hidden state, the output)
+    projection      h'  = W_hr h'         # only when proj_size > 0
+
+Shapes: ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` projection size
+(``P = H`` without projection). Weights use torch.nn.LSTM's layout: ``w_ih (4H, I)``,
+``w_hh (4H, P)``, ``b_ih, b_hh (4H,)``, ``w_hr (P, H)``, gate blocks in the order i, f, g, o.
+
+The input-to-hidden product does not depend on the recurrence, so a sequence computes it
+for all steps at once (:func:`input_projection`) and only :func:`cell_step` runs per step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class CellStep(NamedTuple):
+    """Everything one step computes. Gate tensors are ``(B, H)``; ``h`` is ``(B, P)``."""
+
+    pre_activation: Tensor  # (B, 4H) the seed's "x-axis values", gate order i, f, g, o
+    input_gate: Tensor  # (B, H) i
+    forget_gate: Tensor  # (B, H) f
+    potential_memory: Tensor  # (B, H) g
+    output_gate: Tensor  # (B, H) o
+    c: Tensor  # (B, H) new long-term memory
+    h: Tensor  # (B, P) new short-term memory
+
+
+def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
+    """``x (..., I) -> (..., 4H)``: the input's share of every gate's x-axis value."""
+    xw = x @ w_ih.T
+    return xw if b_ih is None else xw + b_ih
+
+
+def long_term_memory(forget_gate: Tensor, c: Tensor, input_gate: Tensor, g: Tensor) -> Tensor:
+    """New long-term memory: the retained part of the old plus the admitted potential memory."""
+    return forget_gate * c + input_gate * g
+
+
+def short_term_memory(output_gate: Tensor, c_new: Tensor, w_hr: Tensor | None) -> Tensor:
+    """New short-term memory ``(B, P)``: the output gate's share of ``tanh(c')``, projected."""
+    h = output_gate * torch.tanh(c_new)
+    return h if w_hr is None else h @ w_hr.T
+
+
+def cell_step(
+    xw: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    w_hr: Tensor | None = None,
+) -> CellStep:
+    """One LSTM step from the precomputed input projection ``xw (B, 4H)``.
+
+    ``h (B, P)`` is the previous short-term memory, ``c (B, H)`` the previous long-term memory.
+    """
+    pre = xw + h @ w_hh.T  # (B, 4H)
+    if b_hh is not None:
+        pre = pre + b_hh
+    z_i, z_f, z_g, z_o = pre.chunk(4, dim=-1)  # (B, H) each
+    i = torch.sigmoid(z_i)  # fraction of the potential memory to add
+    f = torch.sigmoid(z_f)  # fraction of the long-term memory to retain
+    g = torch.tanh(z_g)  # potential long-term memory
+    o = torch.sigmoid(z_o)  # fraction of the potential short-term memory to output
+    c_new = long_term_memory(f, c, i, g)
+    h_new = short_term_memory(o, c_new, w_hr)
+    return CellStep(pre, i, f, g, o, c_new, h_new)
+
+
+def lstm_cell(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    w_hr: Tensor | None = None,
+) -> CellStep:
+    """One LSTM step from the raw input ``x (B, I)``.
+
+    >>> import torch
+    >>> w_ih = torch.tensor([[1.65], [1.63], [0.94], [-0.19]], dtype=torch.float64)
+    >>> w_hh = torch.tensor([[2.00], [2.70], [1.41], [4.38]], dtype=torch.float64)
+    >>> b_ih = torch.tensor([0.62, 1.62, -0.32, 0.59], dtype=torch.float64)
+    >>> one = torch.ones(1, 1, dtype=torch.float64)
+    >>> step = lstm_cell(one, one, 2 * one, w_ih, w_hh, b_ih)
+    >>> round(step.forget_gate.item(), 6), round(step.c.item(), 6), round(step.h.item(), 6)
+    (0.997401, 2.947567, 0.986229)
+    """
+    return cell_step(input_projection(x, w_ih, b_ih), h, c, w_hh, b_hh, w_hr)

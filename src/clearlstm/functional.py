@@ -1,0 +1,193 @@
+"""Whole-sequence LSTM functions: one call per layer and direction, stacked into layers.
+
+:func:`lstm_layer` is the boundary the fast kernels plug into: it runs one layer in one
+direction over a whole sequence and optionally records every gate. The ``"reference"``
+backend steps :func:`clearlstm.cell.cell_step` in a loop and is differentiated by torch's
+autograd; it is the path every other backend is tested against.
+
+Shapes: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` projected size
+(``P = H`` without projection), ``L`` layers, ``D`` directions (1 or 2). Sequences are
+time-major, ``(T, B, ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clearlstm.cell import cell_step, input_projection
+
+Backend = Literal["reference", "auto"]
+BACKENDS: tuple[str, ...] = ("auto", "reference")
+
+
+class LayerWeights(NamedTuple):
+    """One layer-direction's parameters in torch.nn.LSTM's layout (gate order i, f, g, o)."""
+
+    w_ih: Tensor  # (4H, I)
+    w_hh: Tensor  # (4H, P)
+    b_ih: Tensor | None  # (4H,)
+    b_hh: Tensor | None  # (4H,)
+    w_hr: Tensor | None  # (P, H), only with projection
+
+
+class LayerRecord(NamedTuple):
+    """Every value one layer-direction computed, in the original time order.
+
+    Detached from autograd; padded steps hold NaN.
+    """
+
+    pre_activation: Tensor  # (T, B, 4, H) x-axis values of gates i, f, g, o
+    input_gate: Tensor  # (T, B, H)
+    forget_gate: Tensor  # (T, B, H)
+    potential_memory: Tensor  # (T, B, H)
+    output_gate: Tensor  # (T, B, H)
+    c: Tensor  # (T, B, H) long-term memory after each step
+    h: Tensor  # (T, B, P) short-term memory after each step
+
+
+class LayerResult(NamedTuple):
+    output: Tensor  # (T, B, P), zero at padded steps
+    h_n: Tensor  # (B, P) short-term memory after each sequence's last valid step
+    c_n: Tensor  # (B, H) long-term memory after each sequence's last valid step
+    record: LayerRecord | None
+
+
+def step_mask(lengths: Tensor, steps: int) -> Tensor:
+    """``(T, B)`` bool: True where step ``t`` lies inside sequence ``b``."""
+    return torch.arange(steps, device=lengths.device)[:, None] < lengths[None, :]
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of ``x (T, B, ...)`` within its own length; padding stays put.
+
+    Its own inverse, so it maps a reverse direction's outputs back to the original order.
+    """
+    if lengths is None:
+        return x.flip(0)
+    steps = x.shape[0]
+    t = torch.arange(steps, device=x.device)[:, None]  # (T, 1)
+    last = lengths.to(x.device)[None, :] - 1  # (1, B)
+    index = torch.where(t <= last, last - t, t)  # (T, B)
+    index = index.reshape(steps, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, index)
+
+
+def _reference_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: LayerWeights,
+    mask: Tensor | None,
+    record: bool,
+) -> tuple[Tensor, Tensor, Tensor, list | None]:
+    """Forward-in-time loop over :func:`cell_step`; ``mask (T, B)`` freezes padded steps."""
+    xw = input_projection(x, weights.w_ih, weights.b_ih)  # (T, B, 4H) for all steps at once
+    h, c = h0, c0
+    outputs, steps = [], [] if record else None
+    for t in range(x.shape[0]):
+        step = cell_step(xw[t], h, c, weights.w_hh, weights.b_hh, weights.w_hr)
+        if mask is None:
+            h, c = step.h, step.c
+            outputs.append(h)
+        else:
+            valid = mask[t, :, None]  # (B, 1)
+            h = torch.where(valid, step.h, h)
+            c = torch.where(valid, step.c, c)
+            outputs.append(torch.where(valid, step.h, torch.zeros_like(step.h)))
+        if steps is not None:
+            steps.append(step)
+    return torch.stack(outputs), h, c, steps
+
+
+def _stack_record(steps: list, mask: Tensor | None) -> LayerRecord:
+    """Stack per-step values into ``(T, B, ...)`` tensors, NaN at padded steps."""
+    fields = []
+    for name in LayerRecord._fields:
+        values = torch.stack([getattr(s, name).detach() for s in steps])  # (T, B, X)
+        if name == "pre_activation":
+            values = values.unflatten(-1, (4, -1))  # (T, B, 4, H)
+        if mask is not None:
+            shape = mask.shape + (1,) * (values.dim() - 2)
+            values = values.masked_fill(~mask.reshape(shape), float("nan"))
+        fields.append(values)
+    return LayerRecord(*fields)
+
+
+def lstm_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: LayerWeights,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    record: bool = False,
+    backend: Backend = "auto",
+) -> LayerResult:
+    """One layer in one direction over a whole sequence, in one call.
+
+    ``x (T, B, I)``, ``h0 (B, P)``, ``c0 (B, H)``, ``lengths (B,)`` int64 or None (all ``T``).
+    With ``reverse=True`` each sequence is read from its own last valid step to its first.
+    Returns outputs ``(T, B, P)`` in the original time order, the final memories, and with
+    ``record=True`` a :class:`LayerRecord`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"lstm_layer: backend must be one of {BACKENDS}; got {backend!r}")
+    mask = None if lengths is None else step_mask(lengths.to(x.device), x.shape[0])
+    if reverse:
+        x = reverse_within_lengths(x, lengths)
+    output, h_n, c_n, steps = _reference_layer(x, h0, c0, weights, mask, record)
+    rec = None if steps is None else _stack_record(steps, mask)
+    if reverse:
+        output = reverse_within_lengths(output, lengths)
+        if rec is not None:
+            rec = LayerRecord(*(reverse_within_lengths(v, lengths) for v in rec))
+    return LayerResult(output, h_n, c_n, rec)
+
+
+def lstm(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: Sequence[LayerWeights],
+    *,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    training: bool = False,
+    lengths: Tensor | None = None,
+    record: bool = False,
+    backend: Backend = "auto",
+) -> tuple[Tensor, Tensor, Tensor, list[list[LayerRecord]] | None]:
+    """A stack of LSTM layers, torch.nn.LSTM's semantics, on validated inputs.
+
+    ``x (T, B, I)``, ``h0 (L*D, B, P)``, ``c0 (L*D, B, H)``; ``weights`` holds ``L*D``
+    entries ordered layer by layer, forward direction first. Dropout applies to every
+    layer's output but the last, in training mode only. Returns ``output (T, B, D*P)``,
+    ``h_n (L*D, B, P)``, ``c_n (L*D, B, H)`` and, with ``record=True``, the records
+    indexed ``[layer][direction]``.
+    """
+    directions = 2 if bidirectional else 1
+    num_layers = len(weights) // directions
+    layer_input = x
+    h_n, c_n, records = [], [], [] if record else None
+    for layer in range(num_layers):
+        outputs, layer_records = [], []
+        for direction in range(directions):
+            k = layer * directions + direction
+            result = lstm_layer(
+                layer_input, h0[k], c0[k], weights[k], lengths, direction == 1, record, backend
+            )
+            outputs.append(result.output)
+            h_n.append(result.h_n)
+            c_n.append(result.c_n)
+            layer_records.append(result.record)
+        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+        if records is not None:
+            records.append(layer_records)
+    return layer_input, torch.stack(h_n), torch.stack(c_n), records
