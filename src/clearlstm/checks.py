@@ -32,13 +32,13 @@ def check_like(owner: str, name: str, tensor: Tensor, reference: Tensor, referen
     """Same dtype and device as ``reference``: clearlstm never converts silently."""
     if tensor.dtype != reference.dtype:
         raise TypeError(
-            f"{owner}: {name} has dtype {tensor.dtype} but {reference_name} has dtype "
+            f"{owner}: {name} has dtype {tensor.dtype} but the dtype of {reference_name} is "
             f"{reference.dtype}; convert one of them (e.g. module.to({tensor.dtype}))"
         )
     if tensor.device != reference.device:
         raise ValueError(
-            f"{owner}: {name} is on device {tensor.device} but {reference_name} is on "
-            f"{reference.device}; move them to the same device"
+            f"{owner}: {name} is on device {tensor.device} but the device of {reference_name} "
+            f"is {reference.device}; move them to the same device"
         )
 
 

@@ -29,18 +29,11 @@ def _check_dtype(owner: str, dtype: torch.dtype | None) -> None:
         raise TypeError(f"{owner}: dtype must be a floating-point dtype; got {dtype}")
 
 
-class _FiniteWeights:
-    """Checks parameters for NaN/Inf only when one of them changed since the last check."""
-
-    def __init__(self) -> None:
-        self._checked: tuple | None = None
-
-    def check(self, owner: str, module: nn.Module) -> None:
-        params = list(module.named_parameters())
-        key = tuple((p.data_ptr(), p._version) for _, p in params)
-        if key != self._checked:
-            checks.check_finite(owner, ((f"parameter {n}", p.detach()) for n, p in params))
-            self._checked = key
+def _check_finite_weights(owner: str, module: nn.Module) -> None:
+    """NaN/Inf in any parameter raise. Checked on every call: a cache keyed on the tensors'
+    version counters misses writes through ``param.data``, which bump no counter."""
+    params = module.named_parameters()
+    checks.check_finite(owner, ((f"parameter {n}", p.detach()) for n, p in params))
 
 
 class LSTM(nn.Module):
@@ -129,7 +122,6 @@ class LSTM(nn.Module):
         self.proj_size = proj_size
         self.check_finite = check_finite
         self.backend = backend
-        self._finite_weights = _FiniteWeights()
 
         factory = {"device": device, "dtype": dtype}
         gates, out_size = 4 * hidden_size, proj_size or hidden_size
@@ -267,7 +259,7 @@ class LSTM(nn.Module):
             checks.check_finite(
                 owner, [("input", x.detach()), ("h_0", h0.detach()), ("c_0", c0.detach())]
             )
-            self._finite_weights.check(owner, self)
+            _check_finite_weights(owner, self)
 
         weights = [
             self.layer_weights(layer, direction)
@@ -355,7 +347,6 @@ class LSTMCell(nn.Module):
         _check_dtype("LSTMCell", dtype)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.check_finite = check_finite
-        self._finite_weights = _FiniteWeights()
         factory = {"device": device, "dtype": dtype}
         gates = 4 * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
@@ -412,7 +403,7 @@ class LSTMCell(nn.Module):
             checks.check_finite(
                 owner, [("input", x.detach()), ("h", h.detach()), ("c", c.detach())]
             )
-            self._finite_weights.check(owner, self)
+            _check_finite_weights(owner, self)
         step = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         h1, c1 = (step.h, step.c) if batched else (step.h[0], step.c[0])
         if not trace:
