@@ -85,7 +85,10 @@ def run_explain(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_explain]
+# One entry per sub-command, in the order `clearlstm --help` lists them.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_explain,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
