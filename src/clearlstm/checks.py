@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -60,7 +61,11 @@ def check_lengths(owner: str, lengths: object, batch: int, steps: int) -> Tensor
         values = lengths.detach().to("cpu", torch.int64)
     else:
         items = list(lengths) if isinstance(lengths, Iterable) else None
-        if items is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        # Integral also admits numpy's integers (a NumPy array of lengths); bool is no length.
+        integers = items is not None and all(
+            isinstance(v, Integral) and not isinstance(v, bool) for v in items
+        )
+        if not integers:
             raise TypeError(
                 f"{owner}: lengths must be a 1-D integer tensor or a list of ints; got {lengths!r}"
             )

@@ -394,9 +394,10 @@ class LSTMCell(nn.Module):
             if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                 raise TypeError(f"LSTMCell: hx must be a tuple (h, c); got {type(hx).__name__}")
             expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
+            what = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched input"
             for name, state in zip(("h", "c"), hx, strict=True):
                 checks.check_tensor(owner, name, state)
-                checks.check_shape(owner, name, state, expected, "(batch, hidden_size)")
+                checks.check_shape(owner, name, state, expected, what)
                 checks.check_like(owner, name, state, x, "input")
             h, c = (s if batched else s.unsqueeze(0) for s in hx)
         if self.check_finite:

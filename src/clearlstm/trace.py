@@ -64,6 +64,12 @@ class Trace:
 
     def __getitem__(self, key: int | tuple[int, int]) -> LayerRecord:
         layer, direction = (key, 0) if isinstance(key, int) else key
+        layers, directions = self.num_layers, self.num_directions
+        if not (-layers <= layer < layers and -directions <= direction < directions):
+            raise IndexError(
+                f"Trace: no record [{layer}, {direction}]; this trace has {layers} layer(s) "
+                f"and {directions} direction(s), indexed trace[layer, direction]"
+            )
         return self.records[layer][direction]
 
     def __repr__(self) -> str:
