@@ -21,8 +21,8 @@ from torch import Tensor
 
 from clearlstm.cell import cell_step, input_projection
 
-Backend = Literal["reference", "auto"]
-BACKENDS: tuple[str, ...] = ("auto", "reference")
+Backend = Literal["reference", "fused", "auto"]
+BACKENDS: tuple[str, ...] = ("auto", "reference", "fused")
 
 
 class LayerWeights(NamedTuple):
@@ -134,9 +134,28 @@ def lstm_layer(
     With ``reverse=True`` each sequence is read from its own last valid step to its first.
     Returns outputs ``(T, B, P)`` in the original time order, the final memories, and with
     ``record=True`` a :class:`LayerRecord`.
+
+    ``backend``: ``"reference"`` steps :func:`clearlstm.cell.cell_step`; ``"fused"`` runs the
+    numba kernels of :mod:`clearlstm.kernels` (CPU, float32/64, no projection); ``"auto"``
+    takes ``"fused"`` when it applies and the reference otherwise (other devices: correct,
+    not tuned).
     """
     if backend not in BACKENDS:
         raise ValueError(f"lstm_layer: backend must be one of {BACKENDS}; got {backend!r}")
+    fused = None
+    if backend != "reference":
+        try:  # imported on first use: numba loads slowly, and may be missing
+            from clearlstm import autograd as fused
+        except ImportError:
+            fused = None
+    if fused is not None and fused.supports(x, weights):
+        return fused.fused_layer(x, h0, c0, weights, lengths, reverse, record)
+    if backend == "fused":
+        raise NotImplementedError(
+            "lstm_layer: backend='fused' needs numba, a CPU tensor of float32/float64 and no "
+            f"projection; got {x.dtype} on {x.device}, projection={weights.w_hr is not None}. "
+            "Use backend='auto' (falls back to the reference) or 'reference'"
+        )
     mask = None if lengths is None else step_mask(lengths.to(x.device), x.shape[0])
     if reverse:
         x = reverse_within_lengths(x, lengths)

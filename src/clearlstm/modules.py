@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from clearlstm import checks
 from clearlstm.cell import CellStep, lstm_cell
 from clearlstm.functional import BACKENDS, Backend, LayerWeights, lstm
+from clearlstm.streaming import Stream
 from clearlstm.trace import Trace
 
 State = tuple[Tensor, Tensor]
@@ -162,6 +163,14 @@ class LSTM(nn.Module):
         return LayerWeights(
             get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
         )
+
+    def stream(self, hx: State | None = None) -> Stream:
+        """A stateful stepper for step-at-a-time inference: ``y = stream.step(x_t)``.
+
+        ``hx``: optional ``(h_0 (L, B, P), c_0 (L, B, H))``. Snapshots the current weights;
+        see :class:`clearlstm.streaming.Stream`.
+        """
+        return Stream(self, hx)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"

@@ -1,0 +1,232 @@
+"""The ``"fused"`` backend: one layer-direction through :mod:`clearlstm.kernels`, with autograd.
+
+Split of the work, per layer and direction (shapes as in :mod:`clearlstm.functional`,
+``G = 4H``):
+
+1. one torch GEMM for all steps: ``xw = x @ w_ih.T + (b_ih + b_hh)``  ``(T, B, G)``;
+2. the kernels run the recurrence forward and store the activated gates and memories
+   (which are also the trace);
+3. backward through time from the stored gates gives ``dz``, the gradient w.r.t. ``xw``;
+   then ``dx = dz @ w_ih``, ``dw_ih = dz.T @ x``, ``dw_hh = dz.T @ h_prev`` are GEMMs.
+
+:class:`_FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
+chosen here (small GEMMs run on one thread). Projection (``proj_size > 0``), other devices
+and other dtypes are not handled; :func:`supports` says so and ``backend="auto"`` then takes
+the reference path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from clearlstm import kernels
+from clearlstm.functional import LayerRecord, LayerResult, LayerWeights, step_mask
+
+DTYPES = (torch.float32, torch.float64)
+# Whole-sequence kernel while the recurrent weights stay in cache or the batch is small;
+# otherwise a BLAS GEMM per step beats H axpys per sequence (crossover measured on 2 cores).
+SEQUENCE_MAX_HIDDEN = 128
+SEQUENCE_MAX_UNITS = 4096  # batch * hidden
+SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
+
+
+class Plan(NamedTuple):
+    """How one call runs: ``kernel`` is ``"sequence"`` (fused recurrent product) or
+    ``"blas"`` (a GEMM per step); ``threads`` for the numba kernels and the big GEMMs."""
+
+    kernel: str
+    threads: int
+
+
+def supports(x: Tensor, weights: LayerWeights) -> bool:
+    """True when the fused kernels handle this call: CPU, float32/64, no projection."""
+    return x.device.type == "cpu" and x.dtype in DTYPES and weights.w_hr is None
+
+
+def plan(batch: int, hidden: int) -> Plan:
+    """Pick the kernel for the size, using at most torch's thread count."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
+        return Plan("sequence", min(threads, batch))
+    return Plan("blas", threads)
+
+
+@contextmanager
+def _gemm_threads(flops: float, threads: int) -> Iterator[None]:
+    """Run small GEMMs on one thread: waking a thread pool costs more than they take (and on
+    a busy machine a parallel region can wait milliseconds for a descheduled thread)."""
+    before = torch.get_num_threads()
+    wanted = 1 if flops < SMALL_GEMM_FLOPS else max(1, min(threads, before))
+    if wanted == before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _empty(like: Tensor, *shape: int) -> Tensor:
+    return like.new_empty(shape)
+
+
+_NONE = (0, 0, 0)  # shape of an unused record buffer
+
+
+class _FusedLayer(torch.autograd.Function):
+    """``(x, w_ih, bias, h0, c0, w_hh) -> (out, h_n, c_n, gates, cs, pre)``.
+
+    ``bias = b_ih + b_hh`` or None. ``gates, cs, pre`` are the records (not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
+        steps, batch, inputs = x.shape
+        width = w_ih.shape[0]
+        hidden = width // 4
+        x2 = x.detach().reshape(steps * batch, inputs)
+        w_ih_t = w_ih.detach().t()
+        with _gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
+            xw = x2 @ w_ih_t if bias is None else torch.addmm(bias.detach(), x2, w_ih_t)
+        xw = xw.view(steps, batch, width)
+        h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
+        whh_t = w_hh.detach().t().contiguous()  # (H, G): rows vectorize over the gates
+        out = _empty(xw, steps, batch, hidden)
+        gates = _empty(xw, steps, batch, width) if store else _empty(xw, *_NONE)
+        cs = _empty(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
+        pre = _empty(xw, steps, batch, width) if record else _empty(xw, *_NONE)
+        lens = lengths.numpy()
+        if how.threads > 1:
+            numba.set_num_threads(how.threads)
+        if how.kernel == "sequence":
+            h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
+            kernels.forward_sequence(
+                _np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n),
+                _np(c_n), _np(gates), _np(cs), _np(pre), store, record, how.threads,
+            )  # fmt: skip
+        else:
+            h_n, c_n = h0.clone(), c0.clone()  # advanced in place
+            hw = _empty(xw, batch, width)
+            args = (_np(xw), _np(hw), _np(h_n), _np(c_n), lens, reverse, _np(out))
+            records = (_np(gates), _np(cs), _np(pre), store, record)
+            with _gemm_threads(2.0 * batch * hidden * width, how.threads):
+                for s in range(steps):
+                    torch.mm(h_n, whh_t, out=hw)
+                    kernels.forward_gates(s, *args, *records)
+        if store:
+            ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, cs, lengths)
+            ctx.reverse, ctx.how = reverse, how
+        ctx.mark_non_differentiable(gates, cs, pre)
+        return out, h_n, c_n, gates, cs, pre
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn, grad_cn, *_):
+        x, w_ih, h0, c0, w_hh, out, gates, cs, lengths = ctx.saved_tensors
+        steps, batch, hidden = out.shape
+        width = 4 * hidden
+        w_hh = w_hh.contiguous()
+        grad_out, grad_hn, grad_cn = (g.contiguous() for g in (grad_out, grad_hn, grad_cn))
+        dz = _empty(out, steps, batch, width)  # gradient w.r.t. the pre-activations
+        lens, how = lengths.numpy(), ctx.how
+        if how.threads > 1:
+            numba.set_num_threads(how.threads)
+        if how.kernel == "sequence":
+            dh0, dc0 = _empty(out, batch, hidden), _empty(out, batch, hidden)
+            kernels.backward_sequence(
+                _np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0),
+                _np(w_hh), lens, ctx.reverse, _np(dz), _np(dh0), _np(dc0), how.threads,
+            )  # fmt: skip
+        else:
+            dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
+            dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
+            dz_step = _empty(out, batch, width)
+            args = (_np(grad_out), _np(dh0), _np(dh), _np(dc), _np(gates), _np(cs), _np(c0))
+            rest = (lens, ctx.reverse, _np(dz), _np(dz_step))
+            with _gemm_threads(2.0 * batch * hidden * width, how.threads):
+                for s in range(steps - 1, -1, -1):
+                    kernels.backward_gates(s, *args, *rest)
+                    torch.mm(dz_step, w_hh, out=dh0)
+            dc0 = dc  # every sequence has step 0, so dh0 is the last recurrent gradient
+        need = ctx.needs_input_grad
+        dx = dw_ih = db = dw_hh = None
+        dz2 = dz.view(steps * batch, width)
+        x2 = x.reshape(steps * batch, -1)
+        with _gemm_threads(2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1]), how.threads):
+            if need[0]:
+                dx = (dz2 @ w_ih).view(x.shape)
+            if need[1]:
+                dw_ih = dz2.t() @ x2
+            if need[2]:
+                db = dz2.sum(0)
+            if need[5]:
+                h_prev = _previous_h(out, h0, lengths, ctx.reverse)  # (T, B, H)
+                dw_hh = dz2.t() @ h_prev.view(steps * batch, hidden)
+        return dx, dw_ih, db, dh0, dc0, dw_hh, None, None, None, None, None
+
+
+def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
+    """``(T, B, H)``: the short-term memory each valid step started from."""
+    if not reverse:
+        return torch.cat([h0[None], out[:-1]])
+    h_prev = torch.cat([out[1:], h0[None]])
+    h_prev[lengths - 1, torch.arange(out.shape[1])] = h0  # each sequence's first step read
+    return h_prev
+
+
+def fused_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: LayerWeights,
+    lengths: Tensor | None,
+    reverse: bool,
+    record: bool,
+    kernel: str | None = None,
+) -> LayerResult:
+    """:func:`clearlstm.functional.lstm_layer` on the fused kernels; same arguments and result.
+
+    ``x (T, B, I)``, ``h0, c0 (B, H)``, ``lengths (B,)`` or None. Requires :func:`supports`.
+    ``kernel``: ``"sequence"`` or ``"blas"`` to override :func:`plan` (for tests, benchmarks).
+    """
+    steps, batch, _ = x.shape
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    hidden = w_hh.shape[1]
+    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, w_ih, bias, h0, c0, w_hh)
+    )
+    lens = (
+        torch.full((batch,), steps, dtype=torch.int64)
+        if lengths is None
+        else lengths.to("cpu", torch.int64).contiguous()
+    )
+    how = plan(batch, hidden)
+    if kernel is not None:
+        if kernel not in ("sequence", "blas"):
+            raise ValueError(f"fused_layer: kernel must be 'sequence' or 'blas'; got {kernel!r}")
+        how = how._replace(kernel=kernel)
+    out, h_n, c_n, gates, cs, pre = _FusedLayer.apply(
+        x, w_ih, bias, h0, c0, w_hh, lens, reverse, needs_grad or record, record, how
+    )
+    rec = None
+    if record:
+        h_rec = out.detach().clone()
+        if lengths is not None:
+            h_rec.masked_fill_(~step_mask(lens, steps)[..., None], float("nan"))
+        g = gates.view(steps, batch, 4, hidden)
+        rec = LayerRecord(pre.view(steps, batch, 4, hidden), *g.unbind(2), cs, h_rec)
+    return LayerResult(out, h_n, c_n, rec)

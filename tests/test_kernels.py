@@ -1,0 +1,286 @@
+"""The fused CPU kernels (``backend="fused"``) against the reference path, value by value.
+
+Property tests draw shapes, values, lengths, initial states and directions; every output,
+final memory, recorded gate and gradient must match :mod:`clearlstm.cell` stepped in Python.
+Both kernel strategies (``"sequence"``: recurrent product fused; ``"blas"``: per-step GEMM)
+and both thread counts are exercised, plus streaming and a state decaying into denormals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+import clearlstm
+from clearlstm import autograd
+from clearlstm.functional import LayerWeights, lstm_layer
+
+TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 2e-5, "rtol": 1e-4}}
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+PROPERTY = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@st.composite
+def layer_case(draw):
+    steps = draw(st.integers(1, 7))
+    batch = draw(st.integers(1, 4))
+    inputs = draw(st.integers(1, 5))
+    hidden = draw(st.sampled_from([1, 2, 5, 8, 17]))
+    padded = draw(st.booleans())
+    lengths = None
+    if padded:
+        lengths = draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
+    return {
+        "shape": (steps, batch, inputs, hidden),
+        "lengths": lengths,
+        "reverse": draw(st.booleans()),
+        "bias": draw(st.booleans()),
+        "scale": draw(st.sampled_from([0.1, 1.0, 4.0])),  # 4.0 saturates the gates
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
+
+
+def make_layer(case: dict, dtype: torch.dtype):
+    steps, batch, inputs, hidden = case["shape"]
+    g = torch.Generator().manual_seed(case["seed"])
+    scale = case["scale"]
+
+    def leaf(*shape):
+        return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
+
+    x, h0, c0 = leaf(steps, batch, inputs), leaf(batch, hidden), leaf(batch, hidden)
+    w = [leaf(4 * hidden, inputs), leaf(4 * hidden, hidden)]
+    w += [leaf(4 * hidden), leaf(4 * hidden)] if case["bias"] else [None, None]
+    lengths = None if case["lengths"] is None else torch.tensor(case["lengths"])
+    grads = [torch.randn(steps, batch, hidden, generator=g, dtype=dtype)]
+    grads += [torch.randn(batch, hidden, generator=g, dtype=dtype) for _ in range(2)]
+    return x, h0, c0, LayerWeights(*w, None), lengths, grads
+
+
+def run_layer(inputs, reverse: bool, backend: str, kernel: str | None = None):
+    """Outputs, record and every gradient of one layer-direction on one path."""
+    x, h0, c0, weights, lengths, grads = inputs
+    leaves = [x, h0, c0, *(w for w in weights if w is not None)]
+    for t in leaves:
+        t.grad = None
+    if kernel is None:
+        result = lstm_layer(x, h0, c0, weights, lengths, reverse, True, backend)
+    else:
+        result = autograd.fused_layer(x, h0, c0, weights, lengths, reverse, True, kernel)
+    values = (result.output, result.h_n, result.c_n)
+    sum((g * v).sum() for g, v in zip(grads, values, strict=True)).backward()
+    return values, result.record, [t.grad.clone() for t in leaves]
+
+
+def assert_same(ref, ours, tol) -> None:
+    (ref_values, ref_record, ref_grads), (values, record, grads) = ref, ours
+    for name, a, b in zip(("output", "h_n", "c_n"), ref_values, values, strict=True):
+        assert_close(b, a, **tol, msg=name)
+    for name, a, b in zip(ref_record._fields, ref_record, record, strict=True):
+        assert a.shape == b.shape, name
+        assert torch.equal(a.isnan(), b.isnan()), f"NaN pattern of record.{name}"
+        assert_close(b.nan_to_num(), a.nan_to_num(), **tol, msg=f"record.{name}")
+    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
+    for name, a, b in zip(names, ref_grads, grads, strict=False):
+        assert_close(b, a, **tol, msg=f"gradient w.r.t. {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("kernel", ["sequence", "blas"])
+@PROPERTY
+@given(case=layer_case())
+def test_fused_layer_matches_reference(threads, kernel, dtype, case) -> None:
+    inputs = make_layer(case, dtype)
+    ref = run_layer(inputs, case["reverse"], "reference")
+    ours = run_layer(inputs, case["reverse"], "fused", kernel)
+    assert_same(ref, ours, TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@settings(max_examples=15, deadline=None)
+@given(
+    layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    batch=st.integers(1, 3),
+    lengths_seed=st.one_of(st.none(), st.integers(0, 1000)),
+)
+def test_module_fused_equals_reference_and_trace(dtype, layers, bidirectional, batch, lengths_seed):
+    torch.manual_seed(layers * 7 + batch)
+    steps = 6
+    ref = clearlstm.LSTM(
+        3, 5, layers, bidirectional=bidirectional, dtype=dtype, backend="reference"
+    )
+    ours = clearlstm.LSTM(3, 5, layers, bidirectional=bidirectional, dtype=dtype, backend="fused")
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(steps, batch, 3, dtype=dtype)
+    lengths = None
+    if lengths_seed is not None:
+        lengths = torch.randint(
+            1, steps + 1, (batch,), generator=torch.Generator().manual_seed(lengths_seed)
+        )
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref, (h_ref, c_ref), trace_ref = ref(x_ref, lengths=lengths, trace=True)
+    out, (h, c), trace = ours(x_ours, lengths=lengths, trace=True)
+    tol = TOL[dtype]
+    for a, b in ((out_ref, out), (h_ref, h), (c_ref, c)):
+        assert_close(b, a, **tol)
+    for layer in range(layers):
+        for direction in range(2 if bidirectional else 1):
+            for name, a, b in zip(
+                trace_ref[layer, direction]._fields,
+                trace_ref[layer, direction],
+                trace[layer, direction],
+                strict=True,
+            ):
+                assert torch.equal(a.isnan(), b.isnan()), name
+                assert_close(b.nan_to_num(), a.nan_to_num(), **tol, msg=name)
+    (out_ref.sum() + h_ref.sum() * 0.5 + c_ref.sum() * 0.25).backward()
+    (out.sum() + h.sum() * 0.5 + c.sum() * 0.25).backward()
+    assert_close(x_ours.grad, x_ref.grad, **tol)
+    ref_params = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, ref_params[name].grad, **tol, msg=name)
+
+
+def test_auto_matches_torch_lstm() -> None:
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(4, 6, num_layers=2, bidirectional=True, dtype=torch.float64)
+    ours = clearlstm.LSTM.from_torch(ref)  # backend="auto" takes the fused kernels here
+    x = torch.randn(9, 3, 4, dtype=torch.float64)
+    out_ref, (h_ref, c_ref) = ref(x)
+    out, (h, c) = ours(x)
+    for a, b in ((out_ref, out), (h_ref, h), (c_ref, c)):
+        assert_close(b, a, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@settings(max_examples=15, deadline=None)
+@given(
+    layers=st.integers(1, 3),
+    batch=st.integers(1, 3),
+    hidden=st.sampled_from([1, 4, 33]),
+    with_hx=st.booleans(),
+)
+def test_stream_equals_full_call(dtype, layers, batch, hidden, with_hx) -> None:
+    torch.manual_seed(layers + 10 * batch + hidden)
+    lstm = clearlstm.LSTM(3, hidden, layers, dtype=dtype)
+    x = torch.randn(8, batch, 3, dtype=dtype)
+    hx = None
+    if with_hx:
+        hx = (
+            torch.randn(layers, batch, hidden, dtype=dtype),
+            torch.randn(layers, batch, hidden, dtype=dtype),
+        )
+    with torch.no_grad():
+        out, (h_n, c_n) = lstm(x, hx)
+    stream = lstm.stream(hx)
+    ys = torch.stack([stream.step(x_t) for x_t in x])
+    assert_close(ys, out, **TOL[dtype])
+    assert_close(stream.state[0], h_n, **TOL[dtype])
+    assert_close(stream.state[1], c_n, **TOL[dtype])
+
+
+def test_stream_unbatched_reset_and_projection() -> None:
+    torch.manual_seed(1)
+    for proj in (0, 2):  # with projection the stream steps the reference cell
+        lstm = clearlstm.LSTM(3, 4, 2, proj_size=proj, dtype=torch.float64)
+        x = torch.randn(5, 3, dtype=torch.float64)
+        with torch.no_grad():
+            out, _ = lstm(x)
+        stream = lstm.stream()
+        first = torch.stack([stream.step(x_t) for x_t in x])
+        stream.reset()
+        second = torch.stack([stream.step(x_t) for x_t in x])
+        assert_close(first, out, **TOL[torch.float64])
+        assert torch.equal(first, second)
+
+
+def test_stream_errors() -> None:
+    with pytest.raises(
+        NotImplementedError, match=r"LSTM\.stream: a bidirectional LSTM cannot stream"
+    ):
+        clearlstm.LSTM(3, 4, bidirectional=True).stream()
+    stream = clearlstm.LSTM(3, 4).stream()
+    with pytest.raises(ValueError, match=r"LSTM.stream: expected a step of shape \(B, 3\)"):
+        stream.step(torch.randn(2, 5))
+    stream.step(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"LSTM\.stream: expected a batch of 2"):
+        stream.step(torch.randn(4, 3))
+
+
+def test_fused_backend_rejects_projection() -> None:
+    lstm = clearlstm.LSTM(3, 4, proj_size=2, backend="fused")
+    with pytest.raises(NotImplementedError, match="lstm_layer: backend='fused' needs numba"):
+        lstm(torch.randn(5, 2, 3))
+
+
+def test_auto_falls_back_for_other_dtypes() -> None:
+    torch.manual_seed(2)
+    ref = clearlstm.LSTM(3, 4, dtype=torch.bfloat16, backend="reference")
+    auto = clearlstm.LSTM(3, 4, dtype=torch.bfloat16)
+    auto.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
+    assert torch.equal(auto(x)[0], ref(x)[0])
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "blas"])
+def test_decaying_state_is_flushed_not_denormal(kernel) -> None:
+    """A memory that decays geometrically reaches zero without passing through denormals."""
+    hidden, steps = 8, 400
+    zeros = torch.zeros(4 * hidden, hidden)
+    bias = torch.zeros(4 * hidden)
+    bias[hidden : 2 * hidden] = -1.0  # forget gate ~0.27: c shrinks ~4x per step
+    bias[3 * hidden :] = 5.0
+    weights = LayerWeights(torch.zeros(4 * hidden, 1), zeros, bias, torch.zeros(4 * hidden), None)
+    x = torch.zeros(steps, 1, 1)
+    h0 = torch.full((1, hidden), 1e-3)
+    c0 = torch.full((1, hidden), 1.0)
+    ref = lstm_layer(x, h0, c0, weights, backend="reference")
+    ours = autograd.fused_layer(x, h0, c0, weights, None, False, True, kernel)
+    assert_close(ours.output, ref.output, **TOL[torch.float32])
+    c = ours.record.c.abs()
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((c > 0) & (c < tiny)).any(), "denormal long-term memory"
+    assert (c[-1] == 0).all()
+
+
+def test_float32_activations_are_close_to_exact() -> None:
+    """The rational tanh/sigmoid used in float32 stay within 1e-7 of libm."""
+    from clearlstm import kernels
+
+    xw = np.linspace(-30, 30, 4 * 20001, dtype=np.float32).reshape(1, 1, -1)
+    hidden = xw.shape[-1] // 4
+    args = [np.zeros((hidden, 4 * hidden), np.float32), np.zeros((1, hidden), np.float32)]
+    args += [np.zeros((1, hidden), np.float32), np.ones(1, np.int64), False]
+    out = np.empty((1, 1, hidden), np.float32)
+    gates = np.empty((1, 1, 4 * hidden), np.float32)
+    cs = np.empty((1, 1, hidden), np.float32)
+    h_n, c_n = np.empty((1, hidden), np.float32), np.empty((1, hidden), np.float32)
+    kernels.forward_sequence(
+        xw, *args, out, h_n, c_n, gates, cs, np.empty((0, 0, 0), np.float32), True, False
+    )
+    z = torch.from_numpy(xw[0, 0]).double()
+    exact = torch.cat(
+        [
+            torch.sigmoid(z[: 2 * hidden]),
+            torch.tanh(z[2 * hidden : 3 * hidden]),
+            torch.sigmoid(z[3 * hidden :]),
+        ]
+    )
+    assert (torch.from_numpy(gates[0, 0]).double() - exact).abs().max() < 1e-7
