@@ -26,7 +26,7 @@ TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 1e-
 LENGTHS = [4, 1, 3]
 SORTED_LENGTHS = [5, 3, 1]
 VARIANTS = ("full", "lengths", "packed_sorted", "packed_unsorted")
-BACKENDS = ("reference", "auto")
+BACKENDS = ("reference", "auto", "torch")
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
 

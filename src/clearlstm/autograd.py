@@ -86,6 +86,44 @@ def _empty(like: Tensor, *shape: int) -> Tensor:
 _NONE = (0, 0, 0)  # shape of an unused record buffer
 
 
+def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
+    """The forward computation of :class:`_FusedLayer`, also run directly when no gradient is
+    needed (``autograd.Function.apply`` costs ~10 µs per call)."""
+    steps, batch, inputs = x.shape
+    width = w_ih.shape[0]
+    hidden = width // 4
+    x2 = x.detach().reshape(steps * batch, inputs)
+    w_ih_t = w_ih.detach().t()
+    with _gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
+        xw = x2 @ w_ih_t if bias is None else torch.addmm(bias.detach(), x2, w_ih_t)
+    xw = xw.view(steps, batch, width)
+    h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
+    whh_t = w_hh.detach().t().contiguous()  # (H, G): rows vectorize over the gates
+    out = _empty(xw, steps, batch, hidden)
+    gates = _empty(xw, steps, batch, width) if store else _empty(xw, *_NONE)
+    cs = _empty(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
+    pre = _empty(xw, steps, batch, width) if record else _empty(xw, *_NONE)
+    lens = lengths.numpy()
+    if how.threads > 1:
+        numba.set_num_threads(how.threads)
+    if how.kernel == "sequence":
+        h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
+        kernels.forward_sequence(
+            _np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n),
+            _np(c_n), _np(gates), _np(cs), _np(pre), store, record, how.threads,
+        )  # fmt: skip
+    else:
+        h_n, c_n = h0.clone(), c0.clone()  # advanced in place
+        hw = _empty(xw, batch, width)
+        args = (_np(xw), _np(hw), _np(h_n), _np(c_n), lens, reverse, _np(out))
+        records = (_np(gates), _np(cs), _np(pre), store, record)
+        with _gemm_threads(2.0 * batch * hidden * width, how.threads):
+            for s in range(steps):
+                torch.mm(h_n, whh_t, out=hw)
+                kernels.forward_gates(s, *args, *records)
+    return out, h_n, c_n, gates, cs, pre, h0, c0
+
+
 class _FusedLayer(torch.autograd.Function):
     """``(x, w_ih, bias, h0, c0, w_hh) -> (out, h_n, c_n, gates, cs, pre)``.
 
@@ -94,38 +132,9 @@ class _FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
-        steps, batch, inputs = x.shape
-        width = w_ih.shape[0]
-        hidden = width // 4
-        x2 = x.detach().reshape(steps * batch, inputs)
-        w_ih_t = w_ih.detach().t()
-        with _gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
-            xw = x2 @ w_ih_t if bias is None else torch.addmm(bias.detach(), x2, w_ih_t)
-        xw = xw.view(steps, batch, width)
-        h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
-        whh_t = w_hh.detach().t().contiguous()  # (H, G): rows vectorize over the gates
-        out = _empty(xw, steps, batch, hidden)
-        gates = _empty(xw, steps, batch, width) if store else _empty(xw, *_NONE)
-        cs = _empty(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
-        pre = _empty(xw, steps, batch, width) if record else _empty(xw, *_NONE)
-        lens = lengths.numpy()
-        if how.threads > 1:
-            numba.set_num_threads(how.threads)
-        if how.kernel == "sequence":
-            h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
-            kernels.forward_sequence(
-                _np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n),
-                _np(c_n), _np(gates), _np(cs), _np(pre), store, record, how.threads,
-            )  # fmt: skip
-        else:
-            h_n, c_n = h0.clone(), c0.clone()  # advanced in place
-            hw = _empty(xw, batch, width)
-            args = (_np(xw), _np(hw), _np(h_n), _np(c_n), lens, reverse, _np(out))
-            records = (_np(gates), _np(cs), _np(pre), store, record)
-            with _gemm_threads(2.0 * batch * hidden * width, how.threads):
-                for s in range(steps):
-                    torch.mm(h_n, whh_t, out=hw)
-                    kernels.forward_gates(s, *args, *records)
+        out, h_n, c_n, gates, cs, pre, h0, c0 = _forward(
+            x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how
+        )
         if store:
             ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, cs, lengths)
             ctx.reverse, ctx.how = reverse, how
@@ -219,9 +228,11 @@ def fused_layer(
         if kernel not in ("sequence", "blas"):
             raise ValueError(f"fused_layer: kernel must be 'sequence' or 'blas'; got {kernel!r}")
         how = how._replace(kernel=kernel)
-    out, h_n, c_n, gates, cs, pre = _FusedLayer.apply(
-        x, w_ih, bias, h0, c0, w_hh, lens, reverse, needs_grad or record, record, how
-    )
+    args = (x, w_ih, bias, h0, c0, w_hh, lens, reverse, needs_grad or record, record, how)
+    if needs_grad:
+        out, h_n, c_n, gates, cs, pre = _FusedLayer.apply(*args)
+    else:
+        out, h_n, c_n, gates, cs, pre = _forward(*args)[:6]
     rec = None
     if record:
         h_rec = out.detach().clone()

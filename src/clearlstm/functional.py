@@ -5,6 +5,19 @@ direction over a whole sequence and optionally records every gate. The ``"refere
 backend steps :func:`clearlstm.cell.cell_step` in a loop and is differentiated by torch's
 autograd; it is the path every other backend is tested against.
 
+Backends (one ``if`` in :func:`choose_backend`, public so tests select each path):
+
+- ``"reference"``: :func:`clearlstm.cell.cell_step` in a Python loop; any device and dtype.
+- ``"fused"``: the numba kernels (:mod:`clearlstm.autograd`); CPU, float32/float64, no
+  projection; the only fast path that records the trace.
+- ``"torch"``: torch's own fused CPU op (``torch.lstm``, oneDNN/MKL), one layer-direction per
+  call, lengths through its packed variant; no trace.
+- ``"auto"`` (default), on CPU with float32/float64:
+  with ``record`` -> ``"fused"`` (``"reference"`` with projection); otherwise ``"fused"``
+  while ``B * H <= FUSED_MAX_UNITS`` and ``H <= FUSED_MAX_HIDDEN`` (where the kernels beat
+  torch.nn.LSTM, measured by ``benchmarks/bench_lstm.py``), else ``"torch"`` (also with
+  projection). Other devices and dtypes: ``"reference"`` (correct, not tuned).
+
 Shapes: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` projected size
 (``P = H`` without projection), ``L`` layers, ``D`` directions (1 or 2). Sequences are
 time-major, ``(T, B, ...)``.
@@ -18,11 +31,18 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from clearlstm.cell import cell_step, input_projection
 
-Backend = Literal["reference", "fused", "auto"]
-BACKENDS: tuple[str, ...] = ("auto", "reference", "fused")
+# "auto" runs the fused kernels up to this size (batch * hidden, and hidden); above it torch's
+# own op is faster (crossover measured side by side on 2 cores, float32 and float64).
+FUSED_MAX_UNITS = 256
+FUSED_MAX_HIDDEN = 128
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+Backend = Literal["reference", "fused", "torch", "auto"]
+BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "torch")
 
 
 class LayerWeights(NamedTuple):
@@ -118,6 +138,40 @@ def _stack_record(steps: list, mask: Tensor | None) -> LayerRecord:
     return LayerRecord(*fields)
 
 
+def choose_backend(x: Tensor, weights: LayerWeights, record: bool, backend: Backend) -> str:
+    """The path :func:`lstm_layer` takes: ``"reference"``, ``"fused"`` or ``"torch"``.
+
+    Explicit choices are returned as they are; ``"auto"`` follows the rule in this module's
+    docstring. ``x (T, B, I)``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"lstm_layer: backend must be one of {BACKENDS}; got {backend!r}")
+    if backend != "auto":
+        return backend
+    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES:
+        return "reference"
+    projection = weights.w_hr is not None
+    if record:
+        return "reference" if projection or _fused() is None else "fused"
+    batch, hidden = x.shape[1], weights.w_hh.shape[0] // 4
+    small = hidden <= FUSED_MAX_HIDDEN and batch * hidden <= FUSED_MAX_UNITS
+    return "fused" if small and not projection and _fused() is not None else "torch"
+
+
+_FUSED: list = []  # the imported module (or None), once known
+
+
+def _fused():
+    """:mod:`clearlstm.autograd` (the numba kernels), or None without numba."""
+    if not _FUSED:
+        try:  # imported on first use: numba loads slowly, and may be missing
+            from clearlstm import autograd
+        except ImportError:
+            autograd = None
+        _FUSED.append(autograd)
+    return _FUSED[0]
+
+
 def lstm_layer(
     x: Tensor,
     h0: Tensor,
@@ -135,27 +189,27 @@ def lstm_layer(
     Returns outputs ``(T, B, P)`` in the original time order, the final memories, and with
     ``record=True`` a :class:`LayerRecord`.
 
-    ``backend``: ``"reference"`` steps :func:`clearlstm.cell.cell_step`; ``"fused"`` runs the
-    numba kernels of :mod:`clearlstm.kernels` (CPU, float32/64, no projection); ``"auto"``
-    takes ``"fused"`` when it applies and the reference otherwise (other devices: correct,
-    not tuned).
+    ``backend``: ``"reference"``, ``"fused"``, ``"torch"`` or ``"auto"``; see
+    :func:`choose_backend` and this module's docstring.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"lstm_layer: backend must be one of {BACKENDS}; got {backend!r}")
-    fused = None
-    if backend != "reference":
-        try:  # imported on first use: numba loads slowly, and may be missing
-            from clearlstm import autograd as fused
-        except ImportError:
-            fused = None
-    if fused is not None and fused.supports(x, weights):
+    path = choose_backend(x, weights, record, backend)
+    if path == "fused":
+        fused = _fused()
+        if fused is None or not fused.supports(x, weights):
+            raise NotImplementedError(
+                "lstm_layer: backend='fused' needs numba, a CPU tensor of float32/float64 and "
+                f"no projection; got {x.dtype} on {x.device}, projection="
+                f"{weights.w_hr is not None}. Use backend='auto' (falls back to the reference) "
+                "or 'reference'"
+            )
         return fused.fused_layer(x, h0, c0, weights, lengths, reverse, record)
-    if backend == "fused":
-        raise NotImplementedError(
-            "lstm_layer: backend='fused' needs numba, a CPU tensor of float32/float64 and no "
-            f"projection; got {x.dtype} on {x.device}, projection={weights.w_hr is not None}. "
-            "Use backend='auto' (falls back to the reference) or 'reference'"
-        )
+    if path == "torch":
+        if record:
+            raise NotImplementedError(
+                "lstm_layer: backend='torch' cannot record the trace (torch's op keeps no "
+                "gates); use backend='auto', 'fused' or 'reference' with trace=True"
+            )
+        return _torch_layer(x, h0, c0, weights, lengths, reverse)
     mask = None if lengths is None else step_mask(lengths.to(x.device), x.shape[0])
     if reverse:
         x = reverse_within_lengths(x, lengths)
@@ -166,6 +220,52 @@ def lstm_layer(
         if rec is not None:
             rec = LayerRecord(*(reverse_within_lengths(v, lengths) for v in rec))
     return LayerResult(output, h_n, c_n, rec)
+
+
+def _torch_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: LayerWeights,
+    lengths: Tensor | None,
+    reverse: bool,
+) -> LayerResult:
+    """:func:`lstm_layer` on torch's fused op (``torch.lstm``), one layer, one direction.
+
+    Padded batches go through the op's packed variant, so padded steps neither change the
+    state nor appear in the output; a reverse direction reads each sequence reversed within
+    its length.
+    """
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    has_biases = b_ih is not None or b_hh is not None
+    params = [w_ih, w_hh]
+    if has_biases:
+        zeros = w_ih.new_zeros(w_ih.shape[0])
+        params += [zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh]
+    if w_hr is not None:
+        params.append(w_hr)
+    steps = x.shape[0]
+    if lengths is not None and bool((lengths == steps).all()):
+        lengths = None  # nothing padded: the plain op is faster than the packed one
+    hx = (h0[None], c0[None])
+    if reverse:
+        x = reverse_within_lengths(x, lengths)
+    if lengths is None:
+        output, h_n, c_n = torch.lstm(x, hx, params, has_biases, 1, 0.0, False, False, False)
+    else:
+        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        order = packed.sorted_indices
+        hx = (hx[0].index_select(1, order), hx[1].index_select(1, order))
+        data, h_n, c_n = torch.lstm(
+            packed.data, packed.batch_sizes, hx, params, has_biases, 1, 0.0, False, False
+        )
+        back = packed.unsorted_indices
+        packed_out = PackedSequence(data, packed.batch_sizes, order, back)
+        output = pad_packed_sequence(packed_out, total_length=steps)[0]
+        h_n, c_n = h_n.index_select(1, back), c_n.index_select(1, back)
+    if reverse:
+        output = reverse_within_lengths(output, lengths)
+    return LayerResult(output, h_n[0], c_n[0], None)
 
 
 def lstm(

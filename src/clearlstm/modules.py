@@ -66,7 +66,8 @@ class LSTM(nn.Module):
 
     Extra keyword-only arguments: ``check_finite`` (default True: NaN/Inf in the input, the
     state or the weights raise an error; False lets them through) and ``backend``
-    (``"auto"`` or ``"reference"``).
+    (``"auto"``, ``"reference"``, ``"fused"`` or ``"torch"``; see
+    :mod:`clearlstm.functional` for which path ``"auto"`` takes).
 
     >>> import torch, clearlstm
     >>> lstm = clearlstm.LSTM(input_size=3, hidden_size=5, num_layers=2)
