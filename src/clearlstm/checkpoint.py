@@ -18,8 +18,6 @@ cannot run code (there is no pickle and no ``torch.load`` anywhere).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import Tensor
+
+from clearlstm.files import write_atomically
 
 FORMAT = "clearlstm"
 FORMAT_VERSION = "1"
@@ -40,18 +40,9 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, whole."""
+    """Write ``data`` to ``path`` (creating its folder) so a reader sees the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data)
 
 
 def _tensor_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:

@@ -31,6 +31,8 @@ def write_atomically(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the rename: a power cut keeps one whole file
         os.chmod(temporary, _PERMISSIONS)  # mkstemp's 0600 would hide the file from others
         os.replace(temporary, path)
     except BaseException:
