@@ -571,3 +571,12 @@ def test_trace_retention_start_out_of_range(start) -> None:
         ValueError, match=rf"Trace\.retention: start must be in \[0, {T - 1}\]; got {start}"
     ):
         trace.retention(start=start)
+
+
+def test_finite_input_whose_sum_overflows_is_accepted() -> None:
+    # The finite check first sums the tensor; an overflowing sum must not be taken for NaN/Inf.
+    lstm = clearlstm.LSTM(1, 2)
+    x = torch.full((4, 1, 1), 3.0e38)
+    assert not torch.isfinite(x.sum())
+    output, _ = lstm(x)
+    assert torch.isfinite(output).all()
