@@ -17,7 +17,7 @@ the reference path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -75,6 +75,22 @@ def _gemm_threads(flops: float, threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _step_product(weight: Tensor) -> Callable[[Tensor, Tensor], object]:
+    """``product(a (B, K), out (B, N))`` writes ``a @ weight.T`` for ``weight (N, K)``.
+
+    float32 goes through oneDNN, which runs the per-step GEMM 1.6-2.3x faster than torch.mm's
+    MKL on this class of CPU (AMD; measured at B*H = 8k-64k) even with the two conversions;
+    float64 (no oneDNN path) stays on torch.mm.
+    """
+    if weight.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        packed = weight.contiguous().to_mkldnn()
+        return lambda a, out: out.copy_(
+            torch._C._nn.mkldnn_linear(a.to_mkldnn(), packed).to_dense()
+        )
+    weight_t = weight.t().contiguous()
+    return lambda a, out: torch.mm(a, weight_t, out=out)
+
+
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
@@ -117,9 +133,10 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         hw = _empty(xw, batch, width)
         args = (_np(xw), _np(hw), _np(h_n), _np(c_n), lens, reverse, _np(out))
         records = (_np(gates), _np(cs), _np(pre), store, record)
+        product = _step_product(w_hh.detach())
         with _gemm_threads(2.0 * batch * hidden * width, how.threads):
             for s in range(steps):
-                torch.mm(h_n, whh_t, out=hw)
+                product(h_n, hw)
                 kernels.forward_gates(s, *args, *records)
     return out, h_n, c_n, gates, cs, pre, h0, c0
 
@@ -165,10 +182,11 @@ class _FusedLayer(torch.autograd.Function):
             dz_step = _empty(out, batch, width)
             args = (_np(grad_out), _np(dh0), _np(dh), _np(dc), _np(gates), _np(cs), _np(c0))
             rest = (lens, ctx.reverse, _np(dz), _np(dz_step))
+            product = _step_product(w_hh.t())
             with _gemm_threads(2.0 * batch * hidden * width, how.threads):
                 for s in range(steps - 1, -1, -1):
                     kernels.backward_gates(s, *args, *rest)
-                    torch.mm(dz_step, w_hh, out=dh0)
+                    product(dz_step, dh0)
             dc0 = dc  # every sequence has step 0, so dh0 is the last recurrent gradient
         need = ctx.needs_input_grad
         dx = dw_ih = db = dw_hh = None
