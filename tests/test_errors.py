@@ -580,3 +580,20 @@ def test_finite_input_whose_sum_overflows_is_accepted() -> None:
     assert not torch.isfinite(x.sum())
     output, _ = lstm(x)
     assert torch.isfinite(output).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_nan_in_padding_is_ignored_by_the_check_and_the_gradients(backend) -> None:
+    # Padded steps are never read: NaN there is neither an error nor a NaN gradient.
+    torch.manual_seed(0)
+    lstm = clearlstm.LSTM(2, 3, backend=backend)
+    x = torch.randn(5, 2, 2)
+    x[3:, 1] = float("nan")
+    output, (h_n, _) = lstm(x, lengths=[5, 3])
+    (output.sum() + h_n.sum()).backward()
+    assert torch.isfinite(output).all()
+    for name, p in lstm.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    x[1, 0, 0] = float("nan")  # a step that is read still raises
+    with pytest.raises(ValueError, match="LSTM: input contains 1 non-finite value"):
+        lstm(x, lengths=[5, 3])

@@ -291,6 +291,11 @@ def lstm(
     """
     directions = 2 if bidirectional else 1
     num_layers = len(weights) // directions
+    if lengths is not None:
+        # Padded steps are never read, but whatever they hold (NaN too) would still reach the
+        # input-weight gradient through the all-steps input product: zero them once here.
+        valid = step_mask(lengths.to(x.device), x.shape[0])[..., None]  # (T, B, 1)
+        x = x.masked_fill(~valid, 0.0)
     layer_input = x
     h_n, c_n, records = [], [], [] if record else None
     for layer in range(num_layers):

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from clearlstm import checks
 from clearlstm.cell import CellStep, lstm_cell
-from clearlstm.functional import BACKENDS, Backend, LayerWeights, lstm
+from clearlstm.functional import BACKENDS, Backend, LayerWeights, lstm, step_mask
 from clearlstm.streaming import Stream
 from clearlstm.trace import Trace
 
@@ -266,8 +266,10 @@ class LSTM(nn.Module):
             lengths = checks.check_lengths(owner, lengths, batch, steps)
         h0, c0 = self._initial_state(hx, x, batch, batched)
         if self.check_finite:
+            # Only the steps the LSTM reads: padding may hold anything.
+            valid = x if lengths is None else x[step_mask(lengths, steps)]
             checks.check_finite(
-                owner, [("input", x.detach()), ("h_0", h0.detach()), ("c_0", c0.detach())]
+                owner, [("input", valid.detach()), ("h_0", h0.detach()), ("c_0", c0.detach())]
             )
             _check_finite_weights(owner, self)
 
