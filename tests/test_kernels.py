@@ -2,8 +2,9 @@
 
 Property tests draw shapes, values, lengths, initial states and directions; every output,
 final memory, recorded gate and gradient must match :mod:`clearlstm.cell` stepped in Python.
-Both kernel strategies (``"sequence"``: recurrent product fused; ``"blas"``: per-step GEMM)
-and both thread counts are exercised, plus streaming and a state decaying into denormals.
+Every kernel strategy (``"sequence"``: recurrent product fused; ``"split"``: the same with the
+units split across two threads; ``"blas"``: per-step GEMM) and both thread counts are
+exercised, plus streaming and a state decaying into denormals.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
@@ -28,7 +29,11 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROPERTY = settings(
     max_examples=30,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 
@@ -114,10 +119,11 @@ def assert_same(ref, ours, tol) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("kernel", ["sequence", "blas"])
+@pytest.mark.parametrize("kernel", autograd.KERNELS)
 @PROPERTY
 @given(case=layer_case())
 def test_fused_layer_matches_reference(threads, kernel, dtype, case) -> None:
+    assume(kernel != "split" or case["shape"][3] % 2 == 0)  # units split in two halves
     inputs = make_layer(case, dtype)
     ref = run_layer(inputs, case["reverse"], "reference")
     ours = run_layer(inputs, case["reverse"], "fused", kernel)
@@ -251,7 +257,7 @@ def test_auto_falls_back_for_other_dtypes() -> None:
     assert torch.equal(auto(x)[0], ref(x)[0])
 
 
-@pytest.mark.parametrize("kernel", ["sequence", "blas"])
+@pytest.mark.parametrize("kernel", autograd.KERNELS)
 def test_decaying_state_is_flushed_not_denormal(kernel) -> None:
     """A memory that decays geometrically reaches zero without passing through denormals."""
     hidden, steps = 8, 400
@@ -364,3 +370,71 @@ def test_auto_takes_torch_for_large_layers_and_matches_torch() -> None:
     out, (h, c) = ours(packed)
     for a, b in ((out_ref.data, out.data), (h_ref, h), (c_ref, c)):
         assert_close(b, a, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@settings(max_examples=20, deadline=None)
+@given(case=layer_case(), half=st.sampled_from([1, 3, 16, 40]))
+def test_split_kernel_is_bit_identical_to_sequence_kernel(dtype, case, half) -> None:
+    """Splitting the units across threads changes who computes a number, never its value."""
+    steps, batch, inputs, _ = case["shape"]
+    case = {**case, "shape": (steps, batch, inputs, 2 * half)}
+    x, h0, c0, weights, lengths, _ = make_layer(case, dtype)
+    with torch.no_grad():
+        one, two = (
+            autograd.fused_layer(x, h0, c0, weights, lengths, case["reverse"], True, kernel)
+            for kernel in ("sequence", "split")
+        )
+    for name in ("output", "h_n", "c_n"):
+        assert torch.equal(getattr(one, name), getattr(two, name)), name
+    for name, a, b in zip(one.record._fields, one.record, two.record, strict=True):
+        assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)), f"record.{name}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@settings(max_examples=20, deadline=None)
+@given(case=layer_case(), half=st.sampled_from([1, 3, 16, 40]))
+def test_split_kernel_gradients_match_sequence_kernel(dtype, case, half) -> None:
+    """Backward with the units split sums ``dz @ w_hh`` in another order: equal to rounding."""
+    steps, batch, inputs, _ = case["shape"]
+    case = {**case, "shape": (steps, batch, inputs, 2 * half)}
+    inputs = make_layer(case, dtype)
+    one = run_layer(inputs, case["reverse"], "fused", "sequence")
+    two = run_layer(inputs, case["reverse"], "fused", "split")
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5}[dtype]
+    for a, b in zip(one[2], two[2], strict=True):
+        assert_close(b, a, atol=tol * max(1.0, float(a.abs().max())), rtol=tol)
+
+
+def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
+    """A thread waiting at the step barrier for a partner that never runs abandons the call
+    (the caller then reruns on one thread) instead of hanging the process."""
+    from clearlstm import kernels_split
+
+    steps, hidden = 3, 4
+    f32 = np.float32
+    xw = np.zeros((steps, 1, 4 * hidden), f32)
+    parts = np.zeros((2, hidden, 2 * hidden), f32)
+    state = np.zeros((1, hidden), f32)
+    out = np.zeros((steps, 1, hidden), f32)
+    none = np.empty((0, 0, 0), f32)
+    hbuf = np.zeros((2, hidden), f32)
+    counters = np.zeros(2 * kernels_split._PAD + 1, np.int64)
+    lengths = np.full(1, steps, np.int64)
+    kernels_split._forward_slice(
+        xw, parts[0], state, lengths, False, out, state.copy(), state.copy(), none, none, none,
+        False, False, hbuf, counters, 0, 2, 0, hidden // 2,
+    )  # fmt: skip
+    assert counters[-1] == 1
+
+
+def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch) -> None:
+    from clearlstm import kernels_split
+
+    torch.manual_seed(5)
+    lstm = clearlstm.LSTM(3, 64, backend="fused")
+    x = torch.randn(20, 1, 3)
+    with torch.no_grad():
+        expected = lstm(x)[0]
+        monkeypatch.setattr(kernels_split, "forward_split", lambda *args: False)
+        assert torch.equal(lstm(x)[0], expected)

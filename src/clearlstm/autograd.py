@@ -17,6 +17,7 @@ the reference path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -27,23 +28,49 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from clearlstm import kernels
+from clearlstm import kernels, kernels_split
 from clearlstm.functional import LayerRecord, LayerResult, LayerWeights, step_mask
 
 DTYPES = (torch.float32, torch.float64)
+KERNELS = ("sequence", "split", "blas")
 # Whole-sequence kernel while the recurrent weights stay in cache or the batch is small;
 # otherwise a BLAS GEMM per step beats H axpys per sequence (crossover measured on 2 cores).
 SEQUENCE_MAX_HIDDEN = 128
 SEQUENCE_MAX_UNITS = 4096  # batch * hidden
+# Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
+SPLIT_MIN_HIDDEN = 64
 SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
 
 
 class Plan(NamedTuple):
-    """How one call runs: ``kernel`` is ``"sequence"`` (fused recurrent product) or
-    ``"blas"`` (a GEMM per step); ``threads`` for the numba kernels and the big GEMMs."""
+    """How one call runs: ``kernel`` is ``"sequence"`` (fused recurrent product, batch split
+    across threads), ``"split"`` (the same with the units split across threads, for fewer
+    sequences than threads) or ``"blas"`` (a GEMM per step); ``threads`` for the numba
+    kernels and the big GEMMs."""
 
     kernel: str
     threads: int
+
+
+def _set_numba_threads(threads: int) -> None:
+    """``numba.set_num_threads``; the first call starts numba's OpenMP workers, with
+    ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy: idle workers then sleep at once
+    instead of spinning for milliseconds on a core that torch's threads (a second OpenMP
+    runtime in the process) need next. Both pools stay busy only while they compute."""
+    if not _NUMBA_STARTED:
+        policy = os.environ.get("OMP_WAIT_POLICY")
+        if policy is None:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once, when OpenMP loads
+        try:
+            numba.set_num_threads(threads)
+        finally:
+            if policy is None:
+                del os.environ["OMP_WAIT_POLICY"]
+        _NUMBA_STARTED.append(True)
+    numba.set_num_threads(threads)
+
+
+_NUMBA_STARTED: list[bool] = []
 
 
 def supports(x: Tensor, weights: LayerWeights) -> bool:
@@ -54,6 +81,8 @@ def supports(x: Tensor, weights: LayerWeights) -> bool:
 def plan(batch: int, hidden: int) -> Plan:
     """Pick the kernel for the size, using at most torch's thread count."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0:
+        return Plan("split", threads)
     if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
         return Plan("sequence", min(threads, batch))
     return Plan("blas", threads)
@@ -109,9 +138,12 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     width = w_ih.shape[0]
     hidden = width // 4
     x2 = x.detach().reshape(steps * batch, inputs)
-    w_ih_t = w_ih.detach().t()
+    w_ih, bias = w_ih.detach(), None if bias is None else bias.detach()
+    if how.kernel == "split":  # each thread's gate rows together (kernels_split.unit_order)
+        order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
+        w_ih, bias = w_ih[order], None if bias is None else bias[order]
     with _gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
-        xw = x2 @ w_ih_t if bias is None else torch.addmm(bias.detach(), x2, w_ih_t)
+        xw = x2 @ w_ih.t() if bias is None else torch.addmm(bias, x2, w_ih.t())
     xw = xw.view(steps, batch, width)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
     whh_t = w_hh.detach().t().contiguous()  # (H, G): rows vectorize over the gates
@@ -121,8 +153,18 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     pre = _empty(xw, steps, batch, width) if record else _empty(xw, *_NONE)
     lens = lengths.numpy()
     if how.threads > 1:
-        numba.set_num_threads(how.threads)
-    if how.kernel == "sequence":
+        _set_numba_threads(how.threads)
+    if how.kernel == "split":
+        h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
+        outputs = (_np(out), _np(h_n), _np(c_n), _np(gates), _np(cs), _np(pre), store, record)
+        parts = kernels_split.split_columns(_np(whh_t), how.threads)
+        if not kernels_split.forward_split(
+            _np(xw), parts, _np(h0), _np(c0), lens, reverse, *outputs
+        ):  # a thread never came (cores taken): the same result on one thread
+            back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
+            xw = xw[:, :, back].contiguous()
+            kernels.forward_sequence(_np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, *outputs)
+    elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         kernels.forward_sequence(
             _np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n),
@@ -169,13 +211,16 @@ class _FusedLayer(torch.autograd.Function):
         dz = _empty(out, steps, batch, width)  # gradient w.r.t. the pre-activations
         lens, how = lengths.numpy(), ctx.how
         if how.threads > 1:
-            numba.set_num_threads(how.threads)
-        if how.kernel == "sequence":
+            _set_numba_threads(how.threads)
+        if how.kernel != "blas":
             dh0, dc0 = _empty(out, batch, hidden), _empty(out, batch, hidden)
-            kernels.backward_sequence(
-                _np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0),
-                _np(w_hh), lens, ctx.reverse, _np(dz), _np(dh0), _np(dc0), how.threads,
-            )  # fmt: skip
+            args = (_np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0))
+            results = (lens, ctx.reverse, _np(dz), _np(dh0), _np(dc0))
+            parts = (
+                kernels_split.split_rows(_np(w_hh), how.threads) if how.kernel == "split" else None
+            )
+            if parts is None or not kernels_split.backward_split(*args, parts, *results):
+                kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
@@ -227,7 +272,7 @@ def fused_layer(
     """:func:`clearlstm.functional.lstm_layer` on the fused kernels; same arguments and result.
 
     ``x (T, B, I)``, ``h0, c0 (B, H)``, ``lengths (B,)`` or None. Requires :func:`supports`.
-    ``kernel``: ``"sequence"`` or ``"blas"`` to override :func:`plan` (for tests, benchmarks).
+    ``kernel``: one of :data:`KERNELS` to override :func:`plan` (for tests, benchmarks).
     """
     steps, batch, _ = x.shape
     w_ih, w_hh, b_ih, b_hh, _ = weights
@@ -243,9 +288,15 @@ def fused_layer(
     )
     how = plan(batch, hidden)
     if kernel is not None:
-        if kernel not in ("sequence", "blas"):
-            raise ValueError(f"fused_layer: kernel must be 'sequence' or 'blas'; got {kernel!r}")
-        how = how._replace(kernel=kernel)
+        if kernel not in KERNELS:
+            raise ValueError(f"fused_layer: kernel must be one of {KERNELS}; got {kernel!r}")
+        if kernel == "split" and (numba.config.NUMBA_NUM_THREADS < 2 or hidden % 2):
+            raise ValueError(
+                "fused_layer: kernel 'split' needs 2 numba threads and an even hidden size; got "
+                f"{numba.config.NUMBA_NUM_THREADS} thread(s) and hidden size {hidden}"
+            )
+        threads = 2 if kernel == "split" else how.threads
+        how = Plan(kernel, threads)
     args = (x, w_ih, bias, h0, c0, w_hh, lens, reverse, needs_grad or record, record, how)
     if needs_grad:
         out, h_n, c_n, gates, cs, pre = _FusedLayer.apply(*args)

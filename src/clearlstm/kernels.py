@@ -160,8 +160,9 @@ def _matvec_t(h, r, w_t, z, zr):
 
 
 @njit(**_JIT)
-def _gates_forward(z, zr, c, h, sr, out, t, b):
-    """Activate ``z[zr] (G,)`` in place and advance ``c[sr], h[sr] (H,)``; ``out[t, b] = h``."""
+def _gates_forward(z, zr, c, h, sr, out, t, b, u0=0):
+    """Activate ``z[zr] (G,)`` in place and advance ``c[sr], h[sr] (H,)``;
+    ``out[t, b, u0:u0 + H] = h``."""
     hidden = c.shape[1]
     tiny = _tiny(z[zr, 0])
     zero = z.dtype.type(0.0)
@@ -182,32 +183,34 @@ def _gates_forward(z, zr, c, h, sr, out, t, b):
         z[zr, 3 * hidden + j] = o
         c[sr, j] = c_new
         h[sr, j] = h_new
-        out[t, b, j] = h_new
+        out[t, b, u0 + j] = h_new
 
 
 @njit(**_JIT)
-def _gates_backward(dh, dc, cp, r, gates, cs, t, b, dz):
-    """One step back through the gates of sequence ``b`` at time ``t``.
+def _gates_backward(dh, dc, cp, r, gates, cs, t, b, dz, u0=0):
+    """One step back through the gates of sequence ``b`` at time ``t``, units
+    ``[u0, u0 + H')`` where ``H' = dh.shape[1]`` (all units unless the units are split).
 
-    ``dh[r] (H,)`` is the total gradient w.r.t. this step's ``h``; ``dc[r]`` the gradient
+    ``dh[r] (H',)`` is the total gradient w.r.t. this step's ``h``; ``dc[r]`` the gradient
     w.r.t. its ``c`` from later steps, replaced by the gradient w.r.t. the previous ``c``,
     ``cp[r]``. Reads ``gates (T, B, G)``, ``cs (T, B, H)``; writes ``dz[t, b] (G,)``.
     """
-    hidden = dh.shape[1]
+    units, hidden = dh.shape[1], cs.shape[2]
     one = dz.dtype.type(1.0)
     zero = dz.dtype.type(0.0)
     tiny = _tiny(dz[0, 0, 0])
-    for j in range(hidden):
-        i = gates[t, b, j]
-        f = gates[t, b, hidden + j]
-        g = gates[t, b, 2 * hidden + j]
-        o = gates[t, b, 3 * hidden + j]
-        tc = _tanh(cs[t, b, j])
+    for j in range(units):
+        u = u0 + j
+        i = gates[t, b, u]
+        f = gates[t, b, hidden + u]
+        g = gates[t, b, 2 * hidden + u]
+        o = gates[t, b, 3 * hidden + u]
+        tc = _tanh(cs[t, b, u])
         dc_j = dc[r, j] + dh[r, j] * o * (one - tc * tc)
-        dz[t, b, j] = dc_j * g * i * (one - i)
-        dz[t, b, hidden + j] = dc_j * cp[r, j] * f * (one - f)
-        dz[t, b, 2 * hidden + j] = dc_j * i * (one - g * g)
-        dz[t, b, 3 * hidden + j] = dh[r, j] * tc * o * (one - o)
+        dz[t, b, u] = dc_j * g * i * (one - i)
+        dz[t, b, hidden + u] = dc_j * cp[r, j] * f * (one - f)
+        dz[t, b, 2 * hidden + u] = dc_j * i * (one - g * g)
+        dz[t, b, 3 * hidden + u] = dh[r, j] * tc * o * (one - o)
         dc_new = dc_j * f
         if abs(dc_new) < tiny:
             dc_new = zero
@@ -215,15 +218,15 @@ def _gates_backward(dh, dc, cp, r, gates, cs, t, b, dz):
 
 
 @njit(**_JIT)
-def _previous_c(cp, r, cs, c0, s, n, reverse, b):
-    """``cp[r] =`` the memory step ``s`` of sequence ``b`` started from."""
+def _previous_c(cp, r, cs, c0, s, n, reverse, b, u0=0):
+    """``cp[r] =`` the memory step ``s`` of sequence ``b`` started from (units from ``u0``)."""
     if s == 0:
         for j in range(cp.shape[1]):
-            cp[r, j] = c0[b, j]
+            cp[r, j] = c0[b, u0 + j]
     else:
         tp = _time(s - 1, n, reverse)
         for j in range(cp.shape[1]):
-            cp[r, j] = cs[tp, b, j]
+            cp[r, j] = cs[tp, b, u0 + j]
 
 
 @njit(cache=True, **_JIT)
