@@ -1,8 +1,8 @@
 """clearlstm's fused CPU kernels against torch.nn.LSTM, a torch LSTMCell loop and ONNX Runtime.
 
 Run ``python benchmarks/bench_lstm.py`` (``--quick`` for fewer repeats and no largest
-shape). One process, the same weights for every peer, repeats interleaved (each repeat runs
-every contender once, in rotating order), medians. Prints the tables and writes
+shape). One process, the same weights for every peer, rounds interleaved (each round runs
+every contender, in shuffled order, for a block of calls whose first is dropped), medians. Prints the tables and writes
 ``BENCHMARKS.md`` with the machine's description. Ratios are ``peer time / clearlstm time``
 (above 1: clearlstm is faster). float32 throughout.
 
@@ -110,12 +110,16 @@ def cell_loop(cell: nn.LSTMCell, x: torch.Tensor) -> torch.Tensor:
 # --- timing ------------------------------------------------------------------------------
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per contender; each repeat runs every contender once, in a new order.
+def interleaved(
+    contenders: dict[str, Callable[[], object]], repeats: int, block: int = 4
+) -> dict[str, float]:
+    """Median seconds per call per contender, from ``repeats`` rounds.
 
-    The order is shuffled, not rotated: rotation keeps each contender's predecessor, and
-    ONNX Runtime's and OpenMP's idle workers spin for a while after a call, taxing whoever
-    always runs next. (A pause between calls would instead let the cores cool down.)
+    Each round runs every contender, in a new shuffled order, for ``block`` calls in a row
+    and keeps all but the first. Interleaving rounds cancels the machine's drift; the
+    dropped first call is the one taxed by the previous contender's idle workers (ONNX
+    Runtime's and each OpenMP runtime's threads spin for a while after a call), so each
+    library is timed as a user calling it repeatedly sees it.
     """
     names = list(contenders)
     for fn in contenders.values():  # warm-up: compile, allocate, fill caches
@@ -124,9 +128,12 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> di
     order = random.Random(0)
     for _ in range(repeats):
         for name in order.sample(names, len(names)):
-            start = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - start)
+            fn = contenders[name]
+            fn()
+            for _ in range(block - 1):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {n: statistics.median(t) for n, t in times.items()}
 
 
@@ -479,7 +486,8 @@ def main() -> None:
     sections += [
         "\n## Cold start (fresh process)\n",
         table(["", "s"], [[k, f"{v:.2f}"] for k, v in cold.items()]),
-        f"\nRepeats: {repeats} (a third for the big shapes), interleaved; medians. "
+        f"\nRounds: {repeats} (a third for the big shapes), interleaved, each a block of 4 "
+        "calls per contender with the first dropped; medians. "
         "Ratios above 1 mean clearlstm is faster.\n",
     ]
     report = "\n".join(sections)

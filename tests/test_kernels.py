@@ -438,3 +438,32 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch) -> None:
         expected = lstm(x)[0]
         monkeypatch.setattr(kernels_split, "forward_split", lambda *args: False)
         assert torch.equal(lstm(x)[0], expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@PROPERTY
+@given(case=layer_case())
+def test_calls_without_gradient_match_reference(dtype, case) -> None:
+    """No gradient, no record: tiny calls run as one kernel (kernels.forward_small), larger
+    ones through the usual path; both equal the reference."""
+    x, h0, c0, weights, lengths, _ = make_layer(case, dtype)
+    with torch.no_grad():
+        ref = lstm_layer(x, h0, c0, weights, lengths, case["reverse"], False, "reference")
+        ours = lstm_layer(x, h0, c0, weights, lengths, case["reverse"], False, "fused")
+    assert ours.record is None
+    for name in ("output", "h_n", "c_n"):
+        assert_close(getattr(ours, name), getattr(ref, name), **TOL[dtype], msg=name)
+
+
+def test_tiny_call_takes_the_one_kernel_path(monkeypatch) -> None:
+    from clearlstm import kernels
+
+    calls = []
+    original = kernels.forward_small
+    monkeypatch.setattr(kernels, "forward_small", lambda *a: calls.append(1) or original(*a))
+    lstm = clearlstm.LSTM(1, 1, backend="fused")
+    x = torch.randn(5, 1, 1)
+    with torch.no_grad():
+        small = lstm(x)[0]
+    assert calls, "a (5, 1, 1, 1) call without gradient should run as one kernel"
+    assert_close(small, lstm(x)[0], **TOL[torch.float32])  # with gradient: the usual path

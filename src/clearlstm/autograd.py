@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from clearlstm import kernels, kernels_split
+from clearlstm import kernels, kernels_split, pool
 from clearlstm.functional import LayerRecord, LayerResult, LayerWeights, step_mask
 
 DTYPES = (torch.float32, torch.float64)
@@ -40,6 +40,9 @@ SEQUENCE_MAX_UNITS = 4096  # batch * hidden
 # Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
 SPLIT_MIN_HIDDEN = 64
 SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
+# Below this many multiply-adds a call without gradient or record runs as one kernel
+# (kernels.forward_small), input product included: ~25 µs of tensor operations saved.
+SMALL_CALL_MACS = 2**14
 
 
 class Plan(NamedTuple):
@@ -128,6 +131,11 @@ def _empty(like: Tensor, *shape: int) -> Tensor:
     return like.new_empty(shape)
 
 
+def _recycled(like: Tensor, *shape: int) -> Tensor:
+    """For records, saved gates and scratch: memory from :mod:`clearlstm.pool`."""
+    return pool.empty(shape, like.dtype)
+
+
 _NONE = (0, 0, 0)  # shape of an unused record buffer
 
 
@@ -143,14 +151,18 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
         w_ih, bias = w_ih[order], None if bias is None else bias[order]
     with _gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
-        xw = x2 @ w_ih.t() if bias is None else torch.addmm(bias, x2, w_ih.t())
+        xw = _recycled(x2, steps * batch, width)  # scratch: back to the pool after the call
+        if bias is None:
+            torch.mm(x2, w_ih.t(), out=xw)
+        else:
+            torch.addmm(bias, x2, w_ih.t(), out=xw)
     xw = xw.view(steps, batch, width)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
     whh_t = w_hh.detach().t().contiguous()  # (H, G): rows vectorize over the gates
     out = _empty(xw, steps, batch, hidden)
-    gates = _empty(xw, steps, batch, width) if store else _empty(xw, *_NONE)
-    cs = _empty(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
-    pre = _empty(xw, steps, batch, width) if record else _empty(xw, *_NONE)
+    gates = _recycled(xw, steps, batch, width) if store else _empty(xw, *_NONE)
+    cs = _recycled(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
+    pre = _recycled(xw, steps, batch, width) if record else _empty(xw, *_NONE)
     lens = lengths.numpy()
     if how.threads > 1:
         _set_numba_threads(how.threads)
@@ -208,7 +220,7 @@ class _FusedLayer(torch.autograd.Function):
         width = 4 * hidden
         w_hh = w_hh.contiguous()
         grad_out, grad_hn, grad_cn = (g.contiguous() for g in (grad_out, grad_hn, grad_cn))
-        dz = _empty(out, steps, batch, width)  # gradient w.r.t. the pre-activations
+        dz = _recycled(out, steps, batch, width)  # gradient w.r.t. the pre-activations
         lens, how = lengths.numpy(), ctx.how
         if how.threads > 1:
             _set_numba_threads(how.threads)
@@ -259,6 +271,24 @@ def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tens
     return h_prev
 
 
+def _small_call(x: Tensor, w_hh: Tensor) -> bool:
+    steps, batch, inputs = x.shape
+    width, hidden = w_hh.shape
+    return steps * batch * width * (inputs + hidden) <= SMALL_CALL_MACS
+
+
+def _small_layer(x, h0, c0, weights, lengths, reverse) -> LayerResult:
+    """:func:`fused_layer` without gradient or record, as one kernel call (no torch ops)."""
+    steps, batch, _ = x.shape
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    lens = np.full(batch, steps, np.int64) if lengths is None else _np(lengths.long())
+    zero = np.zeros(w_hh.shape[0], _np(w_hh).dtype)
+    b_ih, b_hh = (zero if b is None else _np(b) for b in (b_ih, b_hh))
+    arrays = (_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0))
+    out, h_n, c_n = kernels.forward_small(*arrays, b_ih, b_hh, lens, reverse)
+    return LayerResult(torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n), None)
+
+
 def fused_layer(
     x: Tensor,
     h0: Tensor,
@@ -277,10 +307,12 @@ def fused_layer(
     steps, batch, _ = x.shape
     w_ih, w_hh, b_ih, b_hh, _ = weights
     hidden = w_hh.shape[1]
-    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, w_ih, bias, h0, c0, w_hh)
+        t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
+    if not (needs_grad or record or kernel) and _small_call(x, w_hh):
+        return _small_layer(x, h0, c0, weights, lengths, reverse)
+    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (
         torch.full((batch,), steps, dtype=torch.int64)
         if lengths is None
@@ -304,7 +336,7 @@ def fused_layer(
         out, h_n, c_n, gates, cs, pre = _forward(*args)[:6]
     rec = None
     if record:
-        h_rec = out.detach().clone()
+        h_rec = pool.empty(tuple(out.shape), out.dtype).copy_(out.detach())
         if lengths is not None:
             h_rec.masked_fill_(~step_mask(lens, steps)[..., None], float("nan"))
         g = gates.view(steps, batch, 4, hidden)
