@@ -2,9 +2,9 @@
 
 Run ``python benchmarks/bench_lstm.py`` (``--quick`` for fewer repeats and no largest
 shape). One process, the same weights for every peer, rounds interleaved (each round runs
-every contender, in shuffled order, for a block of calls whose first is dropped), medians. Prints the tables and writes
-``BENCHMARKS.md`` with the machine's description. Ratios are ``peer time / clearlstm time``
-(above 1: clearlstm is faster). float32 throughout.
+every contender, in shuffled order, for a block of calls whose first is dropped), medians.
+Prints the tables and writes ``BENCHMARKS.md`` with the machine's description. Ratios are
+``peer time / clearlstm time`` (above 1: clearlstm is faster). float32 throughout.
 
 Workloads: inference; training step (forward + backward of ``output.sum()``); inference
 with the trace recorded; streaming one step per call; peak memory of a training step (fresh
