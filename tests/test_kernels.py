@@ -419,13 +419,13 @@ def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
     out = np.zeros((steps, 1, hidden), f32)
     none = np.empty((0, 0, 0), f32)
     hbuf = np.zeros((2, hidden), f32)
-    counters = np.zeros(2 * kernels_split._PAD + 1, np.int64)
+    counters = kernels_split._counters(2, kernels_split.PATIENCE)
     lengths = np.full(1, steps, np.int64)
     kernels_split._forward_slice(
         xw, parts[0], state, lengths, False, out, state.copy(), state.copy(), none, none, none,
         False, False, hbuf, counters, 0, 2, 0, hidden // 2,
     )  # fmt: skip
-    assert counters[-1] == 1
+    assert counters[2 * kernels_split._PAD] == 1
 
 
 def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch) -> None:
@@ -438,6 +438,14 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch) -> None:
         expected = lstm(x)[0]
         monkeypatch.setattr(kernels_split, "forward_split", lambda *args: False)
         assert torch.equal(lstm(x)[0], expected)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert autograd.plan(1, 64).kernel == "sequence", "no split right after an abandon"
+        monkeypatch.setattr(autograd, "_split_backoff", [0.0])
+        assert autograd.plan(1, 64) == autograd.Plan("split", 2)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())

@@ -5,12 +5,16 @@ Split of the work, per layer and direction (shapes as in :mod:`clearlstm.functio
 
 1. one torch GEMM for all steps: ``xw = x @ w_ih.T + (b_ih + b_hh)``  ``(T, B, G)``;
 2. the kernels run the recurrence forward and store the activated gates and memories
-   (which are also the trace);
+   (which are also the trace): :func:`plan` picks the whole-sequence kernel, the same with
+   the units split across threads (:mod:`clearlstm.kernels_split`, for fewer sequences than
+   threads) or a BLAS product per step;
 3. backward through time from the stored gates gives ``dz``, the gradient w.r.t. ``xw``;
    then ``dx = dz @ w_ih``, ``dw_ih = dz.T @ x``, ``dw_hh = dz.T @ h_prev`` are GEMMs.
 
 :class:`_FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
-chosen here (small GEMMs run on one thread). Projection (``proj_size > 0``), other devices
+chosen here (small GEMMs run on one thread). Tiny calls without gradient or record skip the
+torch operations and run as one kernel. Large buffers come from :mod:`clearlstm.pool`.
+Projection (``proj_size > 0``), other devices
 and other dtypes are not handled; :func:`supports` says so and ``backend="auto"`` then takes
 the reference path.
 """
@@ -18,6 +22,7 @@ the reference path.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -39,6 +44,15 @@ SEQUENCE_MAX_HIDDEN = 128
 SEQUENCE_MAX_UNITS = 4096  # batch * hidden
 # Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
 SPLIT_MIN_HIDDEN = 64
+# After a split call was abandoned (a thread lost its core), one thread for this long.
+SPLIT_BACKOFF_SECONDS = 0.05
+_split_backoff = [0.0]  # time.monotonic() until which split calls are not attempted
+
+
+def _abandoned_split() -> None:
+    _split_backoff[0] = time.monotonic() + SPLIT_BACKOFF_SECONDS
+
+
 SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
 # Below this many multiply-adds a call without gradient or record runs as one kernel
 # (kernels.forward_small), input product included: ~25 µs of tensor operations saved.
@@ -84,7 +98,8 @@ def supports(x: Tensor, weights: LayerWeights) -> bool:
 def plan(batch: int, hidden: int) -> Plan:
     """Pick the kernel for the size, using at most torch's thread count."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0:
+    split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
+    if split and time.monotonic() >= _split_backoff[0]:
         return Plan("split", threads)
     if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
         return Plan("sequence", min(threads, batch))
@@ -172,7 +187,8 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         parts = kernels_split.split_columns(_np(whh_t), how.threads)
         if not kernels_split.forward_split(
             _np(xw), parts, _np(h0), _np(c0), lens, reverse, *outputs
-        ):  # a thread never came (cores taken): the same result on one thread
+        ):  # a thread lost its core: the same result on one thread, and a while without split
+            _abandoned_split()
             back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
             xw = xw[:, :, back].contiguous()
             kernels.forward_sequence(_np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, *outputs)
@@ -232,6 +248,8 @@ class _FusedLayer(torch.autograd.Function):
                 kernels_split.split_rows(_np(w_hh), how.threads) if how.kernel == "split" else None
             )
             if parts is None or not kernels_split.backward_split(*args, parts, *results):
+                if parts is not None:
+                    _abandoned_split()
                 kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place

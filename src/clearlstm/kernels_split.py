@@ -28,11 +28,14 @@ from clearlstm.kernels import (
     _tiny,
 )
 
-# A waiting thread polls with the pause hint, then yields its core (the partner may be
-# waiting for it, e.g. when other processes take the cores), and gives up after about a
-# second: the caller then reruns on one thread, so a missing partner cannot hang the process.
+# A waiting thread polls with the pause hint (~20 ns each), then yields its core (~0.4 µs
+# each; the partner may be waiting for it). A partner late by more than the patience (about
+# 0.2 ms by default) has lost its core, typically to another thread pool's spinning worker
+# (torch's idle OpenMP workers spin ~10 ms after each parallel region): the call is then
+# abandoned and the caller reruns it on one thread, which also means a partner that never
+# arrives cannot hang the process.
 _SPINS_BEFORE_YIELD = 2_000
-_SPIN_LIMIT = 2_000_000
+PATIENCE = 2_500  # polls, pauses and yields together
 _PAD = 16  # int64 slots between counters: each on its own cache line
 
 
@@ -97,11 +100,13 @@ def _sched_yield(typingctx):
 def _barrier(counters, me, threads, target):
     """Announce that thread ``me`` finished step ``target - 1``; wait for the others.
 
-    ``counters (threads * _PAD + 1,)``: slot ``p * _PAD`` is thread ``p``'s progress, the
-    last slot is set to 1 when someone gave up. Returns False when the call was abandoned.
+    ``counters (threads * _PAD + 2,)``: slot ``p * _PAD`` is thread ``p``'s progress; slot
+    ``threads * _PAD`` is set to 1 when someone gave up, the last slot holds the patience.
+    Returns False when the call was abandoned.
     """
     _store_release(counters, me * _PAD, target)
     abandon = threads * _PAD
+    patience = counters[abandon + 1]
     for p in range(threads):
         spins = 0
         while _load_acquire(counters, p * _PAD) < target:
@@ -110,7 +115,7 @@ def _barrier(counters, me, threads, target):
                 _pause()
             else:
                 _sched_yield()
-            if spins > _SPIN_LIMIT or _load_acquire(counters, abandon) != 0:
+            if spins > patience or _load_acquire(counters, abandon) != 0:
                 _store_release(counters, abandon, 1)
                 return False
     return True
@@ -209,6 +214,7 @@ def forward_split(
     pre: np.ndarray,
     store: bool,
     record: bool,
+    patience: int = PATIENCE,
 ) -> bool:
     """:func:`clearlstm.kernels.forward_sequence` with the units split across threads.
 
@@ -216,18 +222,19 @@ def forward_split(
     units, then the next thread's), ``whh_parts`` from :func:`split_columns`; every other
     argument and every output as in ``forward_sequence`` (outputs in the usual gate order).
     Runs ``whh_parts.shape[0]`` numba threads, which must be available. Returns False, with
-    the outputs incomplete, if a thread never arrived (then run the one-thread kernel).
+    the outputs incomplete, if a thread was later than ``patience`` polls at a step (then run
+    the one-thread kernel).
     """
     threads = whh_parts.shape[0]
     batch, hidden = h0.shape
     hbuf = np.empty((2 * batch, hidden), h0.dtype)
     hbuf[:batch] = h0
-    counters = np.zeros(threads * _PAD + 1, np.int64)
+    counters = _counters(threads, patience)
     _forward_split(
         xw, whh_parts, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record,
         hbuf, counters,
     )  # fmt: skip
-    return counters[-1] == 0
+    return counters[threads * _PAD] == 0
 
 
 @njit(**_JIT)
@@ -320,6 +327,7 @@ def backward_split(
     dz: np.ndarray,
     dh0: np.ndarray,
     dc0: np.ndarray,
+    patience: int = PATIENCE,
 ) -> bool:
     """:func:`clearlstm.kernels.backward_sequence` with the units split across threads.
 
@@ -332,12 +340,18 @@ def backward_split(
     threads = w_parts.shape[0]
     batch, hidden = c0.shape
     pbuf = np.empty((2 * threads * batch, hidden), c0.dtype)
-    counters = np.zeros(threads * _PAD + 1, np.int64)
+    counters = _counters(threads, patience)
     _backward_split(
         grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0,
         pbuf, counters,
     )  # fmt: skip
-    return counters[-1] == 0
+    return counters[threads * _PAD] == 0
+
+
+def _counters(threads: int, patience: int) -> np.ndarray:
+    counters = np.zeros(threads * _PAD + 2, np.int64)
+    counters[-1] = patience
+    return counters
 
 
 def unit_order(hidden: int, threads: int) -> np.ndarray:
