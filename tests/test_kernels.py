@@ -18,7 +18,7 @@ from torch.testing import assert_close
 
 import clearlstm
 from clearlstm import autograd
-from clearlstm.functional import LayerWeights, lstm_layer
+from clearlstm.functional import LayerRecord, LayerWeights, lstm_layer
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 2e-5, "rtol": 1e-4}}
 # Gradients and records, relative to the tensor's largest entry. With saturated float32 gates
@@ -452,15 +452,21 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch) -> None:
 @PROPERTY
 @given(case=layer_case())
 def test_calls_without_gradient_match_reference(dtype, case) -> None:
-    """No gradient, no record: tiny calls run as one kernel (kernels.forward_small), larger
-    ones through the usual path; both equal the reference."""
+    """No gradient: tiny calls run as one kernel (kernels.forward_small), larger ones through
+    the usual path; both equal the reference, with and without the record."""
     x, h0, c0, weights, lengths, _ = make_layer(case, dtype)
-    with torch.no_grad():
-        ref = lstm_layer(x, h0, c0, weights, lengths, case["reverse"], False, "reference")
-        ours = lstm_layer(x, h0, c0, weights, lengths, case["reverse"], False, "fused")
-    assert ours.record is None
-    for name in ("output", "h_n", "c_n"):
-        assert_close(getattr(ours, name), getattr(ref, name), **TOL[dtype], msg=name)
+    for record in (False, True):
+        with torch.no_grad():
+            ref = lstm_layer(x, h0, c0, weights, lengths, case["reverse"], record, "reference")
+            ours = lstm_layer(x, h0, c0, weights, lengths, case["reverse"], record, "fused")
+        for name in ("output", "h_n", "c_n"):
+            assert_close(getattr(ours, name), getattr(ref, name), **TOL[dtype], msg=name)
+        assert (ours.record is None) == (not record)
+        if not record:
+            continue
+        for name, a, b in zip(LayerRecord._fields, ref.record, ours.record, strict=True):
+            assert torch.equal(a.isnan(), b.isnan()), f"NaN pattern of record.{name}"
+            assert_scaled_close(b.nan_to_num(), a.nan_to_num(), TOL[dtype], f"record.{name}")
 
 
 def test_tiny_call_takes_the_one_kernel_path(monkeypatch) -> None:

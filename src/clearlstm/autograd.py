@@ -54,7 +54,7 @@ def _abandoned_split() -> None:
 
 
 SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
-# Below this many multiply-adds a call without gradient or record runs as one kernel
+# Below this many multiply-adds a call without gradient runs as one kernel
 # (kernels.forward_small), input product included: ~25 µs of tensor operations saved.
 SMALL_CALL_MACS = 2**14
 
@@ -295,16 +295,29 @@ def _small_call(x: Tensor, w_hh: Tensor) -> bool:
     return steps * batch * width * (inputs + hidden) <= SMALL_CALL_MACS
 
 
-def _small_layer(x, h0, c0, weights, lengths, reverse) -> LayerResult:
-    """:func:`fused_layer` without gradient or record, as one kernel call (no torch ops)."""
+def _small_layer(x, h0, c0, weights, lengths, reverse, record) -> LayerResult:
+    """:func:`fused_layer` without gradient, as one kernel call (no torch operations)."""
     steps, batch, _ = x.shape
     w_ih, w_hh, b_ih, b_hh, _ = weights
     lens = np.full(batch, steps, np.int64) if lengths is None else _np(lengths.long())
     zero = np.zeros(w_hh.shape[0], _np(w_hh).dtype)
     b_ih, b_hh = (zero if b is None else _np(b) for b in (b_ih, b_hh))
     arrays = (_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0))
-    out, h_n, c_n = kernels.forward_small(*arrays, b_ih, b_hh, lens, reverse)
-    return LayerResult(torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n), None)
+    results = kernels.forward_small(*arrays, b_ih, b_hh, lens, reverse, record)
+    out, h_n, c_n, gates, cs, pre = (torch.from_numpy(a) for a in results)
+    return LayerResult(
+        out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths) if record else None
+    )
+
+
+def _layer_record(out, gates, cs, pre, lengths) -> LayerRecord:
+    """The record of one layer-direction from the kernels' buffers ``(T, B, G)``/``(T, B, H)``."""
+    steps, batch, hidden = out.shape
+    h = pool.empty(tuple(out.shape), out.dtype).copy_(out.detach())
+    if lengths is not None:
+        h.masked_fill_(~step_mask(lengths, steps)[..., None], float("nan"))
+    g = gates.view(steps, batch, 4, hidden)
+    return LayerRecord(pre.view(steps, batch, 4, hidden), *g.unbind(2), cs, h)
 
 
 def fused_layer(
@@ -328,8 +341,8 @@ def fused_layer(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
-    if not (needs_grad or record or kernel) and _small_call(x, w_hh):
-        return _small_layer(x, h0, c0, weights, lengths, reverse)
+    if not (needs_grad or kernel) and _small_call(x, w_hh):
+        return _small_layer(x, h0, c0, weights, lengths, reverse, record)
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (
         torch.full((batch,), steps, dtype=torch.int64)
@@ -352,11 +365,5 @@ def fused_layer(
         out, h_n, c_n, gates, cs, pre = _FusedLayer.apply(*args)
     else:
         out, h_n, c_n, gates, cs, pre = _forward(*args)[:6]
-    rec = None
-    if record:
-        h_rec = pool.empty(tuple(out.shape), out.dtype).copy_(out.detach())
-        if lengths is not None:
-            h_rec.masked_fill_(~step_mask(lens, steps)[..., None], float("nan"))
-        g = gates.view(steps, batch, 4, hidden)
-        rec = LayerRecord(pre.view(steps, batch, 4, hidden), *g.unbind(2), cs, h_rec)
+    rec = _layer_record(out, gates, cs, pre, None if lengths is None else lens) if record else None
     return LayerResult(out, h_n, c_n, rec)
