@@ -2,7 +2,8 @@
 
 Run ``python benchmarks/bench_lstm.py`` (``--quick`` for fewer repeats and no largest
 shape). One process, the same weights for every peer, rounds interleaved (each round runs
-every contender, in shuffled order, for a block of calls whose first is dropped), medians.
+every contender, in shuffled order, for a block of calls after a short idle, the first
+dropped), medians.
 Prints the tables and writes ``BENCHMARKS.md`` with the machine's description. Ratios are
 ``peer time / clearlstm time`` (above 1: clearlstm is faster). float32 throughout.
 
@@ -110,16 +111,19 @@ def cell_loop(cell: nn.LSTMCell, x: torch.Tensor) -> torch.Tensor:
 # --- timing ------------------------------------------------------------------------------
 
 
+SETTLE_SECONDS = 0.03
+
+
 def interleaved(
     contenders: dict[str, Callable[[], object]], repeats: int, block: int = 4
 ) -> dict[str, float]:
     """Median seconds per call per contender, from ``repeats`` rounds.
 
     Each round runs every contender, in a new shuffled order, for ``block`` calls in a row
-    and keeps all but the first. Interleaving rounds cancels the machine's drift; the
-    dropped first call is the one taxed by the previous contender's idle workers (ONNX
-    Runtime's and each OpenMP runtime's threads spin for a while after a call), so each
-    library is timed as a user calling it repeatedly sees it.
+    and keeps all but the first. Interleaving rounds cancels the machine's drift. Before each
+    block the machine idles for :data:`SETTLE_SECONDS`: torch's idle OpenMP workers spin
+    ~10 ms after a parallel region, and would otherwise tax whichever contender runs next.
+    So each library is timed as a user calling it repeatedly sees it.
     """
     names = list(contenders)
     for fn in contenders.values():  # warm-up: compile, allocate, fill caches
@@ -129,6 +133,7 @@ def interleaved(
     for _ in range(repeats):
         for name in order.sample(names, len(names)):
             fn = contenders[name]
+            time.sleep(SETTLE_SECONDS)
             fn()
             for _ in range(block - 1):
                 start = time.perf_counter()
@@ -487,7 +492,7 @@ def main() -> None:
         "\n## Cold start (fresh process)\n",
         table(["", "s"], [[k, f"{v:.2f}"] for k, v in cold.items()]),
         f"\nRounds: {repeats} (a third for the big shapes), interleaved, each a block of 4 "
-        "calls per contender with the first dropped; medians. "
+        "calls per contender after 30 ms idle, the first dropped; medians. "
         "Ratios above 1 mean clearlstm is faster.\n",
     ]
     report = "\n".join(sections)
