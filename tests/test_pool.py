@@ -66,3 +66,8 @@ def test_traces_from_recycled_memory_stay_correct() -> None:
             lstm(x2, trace=True)  # dropped at once: its blocks go back to the pool
         assert torch.equal(kept.records[0][0].forget_gate, expected)
         assert pool.pooled_bytes() > 0
+
+
+def test_blocks_start_on_a_cache_line() -> None:
+    blocks = [pool.empty(SHAPE, torch.float32) for _ in range(4)]
+    assert all(b.data_ptr() % pool.ALIGN == 0 for b in blocks)

@@ -173,7 +173,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
             torch.addmm(bias, x2, w_ih.t(), out=xw)
     xw = xw.view(steps, batch, width)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
-    whh_t = w_hh.detach().t().contiguous()  # (H, G): rows vectorize over the gates
+    w_hh = w_hh.detach()
     out = _empty(xw, steps, batch, hidden)
     gates = _recycled(xw, steps, batch, width) if store else _empty(xw, *_NONE)
     cs = _recycled(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
@@ -184,26 +184,28 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     if how.kernel == "split":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         outputs = (_np(out), _np(h_n), _np(c_n), _np(gates), _np(cs), _np(pre), store, record)
-        parts = kernels_split.split_columns(_np(whh_t), how.threads)
+        parts = kernels_split.split_columns(_np(w_hh.contiguous()), how.threads)
         if not kernels_split.forward_split(
             _np(xw), parts, _np(h0), _np(c0), lens, reverse, *outputs
         ):  # a thread lost its core: the same result on one thread, and a while without split
             _abandoned_split()
             back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
             xw = xw[:, :, back].contiguous()
-            kernels.forward_sequence(_np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, *outputs)
+            whh_t = _np(w_hh.t().contiguous())
+            kernels.forward_sequence(_np(xw), whh_t, _np(h0), _np(c0), lens, reverse, *outputs)
     elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
+        whh_t = _np(w_hh.t().contiguous())  # (H, G): rows vectorize over the gates
         kernels.forward_sequence(
-            _np(xw), _np(whh_t), _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n),
-            _np(c_n), _np(gates), _np(cs), _np(pre), store, record, how.threads,
+            _np(xw), whh_t, _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n), _np(c_n),
+            _np(gates), _np(cs), _np(pre), store, record, how.threads,
         )  # fmt: skip
     else:
         h_n, c_n = h0.clone(), c0.clone()  # advanced in place
         hw = _empty(xw, batch, width)
         args = (_np(xw), _np(hw), _np(h_n), _np(c_n), lens, reverse, _np(out))
         records = (_np(gates), _np(cs), _np(pre), store, record)
-        product = _step_product(w_hh.detach())
+        product = _step_product(w_hh)
         with _gemm_threads(2.0 * batch * hidden * width, how.threads):
             for s in range(steps):
                 product(h_n, hw)

@@ -362,12 +362,11 @@ def unit_order(hidden: int, threads: int) -> np.ndarray:
     return rows.transpose(1, 0, 2).reshape(-1)
 
 
-def split_columns(whh_t: np.ndarray, threads: int) -> np.ndarray:
-    """``(threads, H, 4H / threads)``: thread ``p``'s columns of ``whh_t (H, 4H)``."""
-    hidden = whh_t.shape[0]
-    return np.ascontiguousarray(
-        whh_t[:, unit_order(hidden, threads)].reshape(hidden, threads, -1).transpose(1, 0, 2)
-    )
+def split_columns(w_hh: np.ndarray, threads: int) -> np.ndarray:
+    """``(threads, H, 4H / threads)``: thread ``p``'s columns of ``w_hh.T``, from
+    ``w_hh (4H, H)`` (gathering whole rows first: a column gather is 3x slower)."""
+    rows = split_rows(w_hh, threads)  # (threads, 4H / threads, H)
+    return np.ascontiguousarray(rows.transpose(0, 2, 1))
 
 
 def split_rows(w_hh: np.ndarray, threads: int) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch
 
 MIN_BYTES = 1 << 18  # 256 KiB: glibc already reuses smaller blocks without faults
 MAX_POOLED_BYTES = 1 << 29  # 512 MiB of freed blocks kept at most
+ALIGN = 64  # bytes: a cache line, and one AVX-512 vector
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _lock = threading.Lock()
@@ -43,18 +44,21 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         if raw is not None:
             _pooled[0] -= nbytes
     if raw is None:
-        raw = np.empty(nbytes, np.uint8)
-    array = raw.view(_NUMPY[dtype]).reshape(shape)  # torch keeps this view alive, not raw
+        raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN  # whole cache lines: vector loads never straddle two
+    array = raw[start : start + nbytes].view(_NUMPY[dtype]).reshape(shape)
+    # torch keeps `array` (a view) alive, never `raw`: raw returns to the pool once it dies
     weakref.finalize(array, _release, raw)
     return torch.from_numpy(array)
 
 
 def _release(raw: np.ndarray) -> None:
     """Called once the last tensor over ``raw`` is gone."""
+    nbytes = raw.nbytes - ALIGN
     with _lock:
-        if _pooled[0] + raw.nbytes <= MAX_POOLED_BYTES:
-            _free.setdefault(raw.nbytes, []).append(raw)
-            _pooled[0] += raw.nbytes
+        if _pooled[0] + nbytes <= MAX_POOLED_BYTES:
+            _free.setdefault(nbytes, []).append(raw)
+            _pooled[0] += nbytes
 
 
 def pooled_bytes() -> int:
