@@ -428,24 +428,45 @@ def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
     assert counters[2 * kernels_split._PAD] == 1
 
 
-def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch) -> None:
+@pytest.fixture
+def two_threads(monkeypatch):
+    """torch at two threads, and a split chooser that has learnt nothing yet."""
+    monkeypatch.setattr(autograd, "_split_chooser", autograd.SplitChooser())
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -> None:
     from clearlstm import kernels_split
 
     torch.manual_seed(5)
     lstm = clearlstm.LSTM(3, 64, backend="fused")
     x = torch.randn(20, 1, 3)
+    assert autograd.plan(1, 64) == autograd.Plan("split", 2)  # nothing measured: split
     with torch.no_grad():
-        expected = lstm(x)[0]
-        monkeypatch.setattr(kernels_split, "forward_split", lambda *args: False)
+        expected = autograd.fused_layer(x, *torch.zeros(2, 1, 64), lstm.layer_weights(0), None,
+                                        False, False, "sequence").output  # fmt: skip
+        calls = []
+        monkeypatch.setattr(kernels_split, "forward_split", lambda *args: calls.append(1))
         assert torch.equal(lstm(x)[0], expected)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert autograd.plan(1, 64).kernel == "sequence", "no split right after an abandon"
-        monkeypatch.setattr(autograd, "_split_backoff", [0.0])
-        assert autograd.plan(1, 64) == autograd.Plan("split", 2)
-    finally:
-        torch.set_num_threads(before)
+    assert calls, "the split kernel should have been tried"
+
+
+def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:
+    chooser = autograd.SplitChooser()
+    runs = []
+    for _ in range(4 + 3 * autograd.SPLIT_PROBE_EVERY):
+        kernel = "split" if chooser.split(1, 64) else "sequence"
+        runs.append(kernel)
+        chooser.record(1, 64, kernel, 2.0 if kernel == "split" else 1.0, steps=1000)
+    assert runs[:4] == ["split", "split", "sequence", "sequence"]  # first of each not counted
+    later = runs[4:]
+    assert later.count("split") == 3, "the slower kernel runs once every SPLIT_PROBE_EVERY"
+    chooser.record(1, 64, "sequence", 9.0, steps=1000)  # one thread got slower: switch
+    chooser.record(1, 64, "sequence", 9.0, steps=1000)
+    assert chooser.split(1, 64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
@@ -481,3 +502,34 @@ def test_tiny_call_takes_the_one_kernel_path(monkeypatch) -> None:
         small = lstm(x)[0]
     assert calls, "a (5, 1, 1, 1) call without gradient should run as one kernel"
     assert_close(small, lstm(x)[0], **TOL[torch.float32])  # with gradient: the usual path
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -> None:
+    """An abandoned split backward is redone on one thread with the same operations in the
+    same order: training results never depend on whether a thread lost its core."""
+    from clearlstm import kernels_split
+
+    rng = np.random.default_rng(3)
+    steps, batch, hidden = 9, 2, 40
+    width = 4 * hidden
+    gates = rng.uniform(0.05, 0.95, (steps, batch, width)).astype(dtype)
+    cs, grad_out = (rng.standard_normal((steps, batch, hidden)).astype(dtype) for _ in range(2))
+    grad_hn, grad_cn, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(3))
+    w_hh = rng.standard_normal((width, hidden)).astype(dtype)
+    lengths = np.array([steps, 4], np.int64)
+    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, kernels_split.split_rows(w_hh, 2))
+    results = []
+    for serial in (False, True):
+        dz = np.full((steps, batch, width), np.nan, dtype)
+        dh0, dc0 = np.full((batch, hidden), np.nan, dtype), np.full((batch, hidden), np.nan, dtype)
+        if serial:
+            pbuf = np.empty((2 * 2 * batch, hidden), dtype)
+            kernels_split._backward_split_serial(*args, lengths, reverse, dz, dh0, dc0, pbuf)
+        else:  # two threads (redone on one if a thread was late: complete either way)
+            kernels_split.backward_split(*args, lengths, reverse, dz, dh0, dc0)
+        results.append((dz, dh0, dc0))
+    for a, b in zip(*results, strict=True):
+        assert not np.isnan(a).any()
+        assert np.array_equal(a, b)

@@ -44,13 +44,47 @@ SEQUENCE_MAX_HIDDEN = 128
 SEQUENCE_MAX_UNITS = 4096  # batch * hidden
 # Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
 SPLIT_MIN_HIDDEN = 64
-# After a split call was abandoned (a thread lost its core), one thread for this long.
-SPLIT_BACKOFF_SECONDS = 0.05
-_split_backoff = [0.0]  # time.monotonic() until which split calls are not attempted
+SPLIT_PROBE_EVERY = 32  # calls; see SplitChooser
 
 
-def _abandoned_split() -> None:
-    _split_backoff[0] = time.monotonic() + SPLIT_BACKOFF_SECONDS
+class SplitChooser:
+    """Learns, per batch and hidden size, whether splitting the units across threads pays.
+
+    Whether it does depends on the machine's state as much as on the size: when the second
+    core is shared (another process, or torch's idle OpenMP workers spinning ~10 ms after a
+    parallel region) or far away (virtual CPUs on different dies), every step waits for the
+    slower thread and one thread is faster. So both kernels are timed per step on real calls
+    (each kernel's first call, which may compile or start threads, is not counted); the
+    faster one runs, and every :data:`SPLIT_PROBE_EVERY` calls the other is timed again. An
+    abandoned split call counts with the time it took, rerun included.
+    """
+
+    def __init__(self) -> None:
+        self._seconds: dict[tuple[int, int, str], float] = {}  # -> moving average, s per step
+        self._warm: set[tuple[int, int, str]] = set()
+        self._calls: dict[tuple[int, int], int] = {}
+
+    def split(self, batch: int, hidden: int) -> bool:
+        """Whether the next call of this size should split the units."""
+        calls = self._calls.get((batch, hidden), 0)
+        self._calls[batch, hidden] = calls + 1
+        split = self._seconds.get((batch, hidden, "split"))
+        one = self._seconds.get((batch, hidden, "sequence"))
+        if split is None or one is None:  # measure split, then one thread
+            return split is None
+        return (split <= one) != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other
+
+    def record(self, batch: int, hidden: int, kernel: str, seconds: float, steps: int) -> None:
+        key = (batch, hidden, kernel)
+        if key not in self._warm:
+            self._warm.add(key)
+            return
+        per_step = seconds / max(steps, 1)
+        before = self._seconds.get(key)
+        self._seconds[key] = per_step if before is None else 0.5 * (before + per_step)
+
+
+_split_chooser = SplitChooser()
 
 
 SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
@@ -99,7 +133,7 @@ def plan(batch: int, hidden: int) -> Plan:
     """Pick the kernel for the size, using at most torch's thread count."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
-    if split and time.monotonic() >= _split_backoff[0]:
+    if split and _split_chooser.split(batch, hidden):
         return Plan("split", threads)
     if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
         return Plan("sequence", min(threads, batch))
@@ -185,21 +219,25 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         outputs = (_np(out), _np(h_n), _np(c_n), _np(gates), _np(cs), _np(pre), store, record)
         parts = kernels_split.split_columns(_np(w_hh.contiguous()), how.threads)
+        start = time.perf_counter()
         if not kernels_split.forward_split(
             _np(xw), parts, _np(h0), _np(c0), lens, reverse, *outputs
-        ):  # a thread lost its core: the same result on one thread, and a while without split
-            _abandoned_split()
+        ):  # a thread lost its core: the same result on one thread
             back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
             xw = xw[:, :, back].contiguous()
             whh_t = _np(w_hh.t().contiguous())
             kernels.forward_sequence(_np(xw), whh_t, _np(h0), _np(c0), lens, reverse, *outputs)
+        _split_chooser.record(batch, hidden, "split", time.perf_counter() - start, steps)
     elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         whh_t = _np(w_hh.t().contiguous())  # (H, G): rows vectorize over the gates
+        start = time.perf_counter()
         kernels.forward_sequence(
             _np(xw), whh_t, _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n), _np(c_n),
             _np(gates), _np(cs), _np(pre), store, record, how.threads,
         )  # fmt: skip
+        if hidden >= SPLIT_MIN_HIDDEN:  # the alternative to "split"
+            _split_chooser.record(batch, hidden, "sequence", time.perf_counter() - start, steps)
     else:
         h_n, c_n = h0.clone(), c0.clone()  # advanced in place
         hw = _empty(xw, batch, width)
@@ -249,10 +287,10 @@ class _FusedLayer(torch.autograd.Function):
             parts = (
                 kernels_split.split_rows(_np(w_hh), how.threads) if how.kernel == "split" else None
             )
-            if parts is None or not kernels_split.backward_split(*args, parts, *results):
-                if parts is not None:
-                    _abandoned_split()
+            if parts is None:
                 kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
+            else:  # complete even if abandoned: then redone on one thread, same bits
+                kernels_split.backward_split(*args, parts, *results)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done

@@ -222,8 +222,8 @@ def forward_split(
     units, then the next thread's), ``whh_parts`` from :func:`split_columns`; every other
     argument and every output as in ``forward_sequence`` (outputs in the usual gate order).
     Runs ``whh_parts.shape[0]`` numba threads, which must be available. Returns False, with
-    the outputs incomplete, if a thread was later than ``patience`` polls at a step (then run
-    the one-thread kernel).
+    the outputs incomplete, if a thread was later than ``patience`` polls at a step (then
+    run the one-thread kernel).
     """
     threads = whh_parts.shape[0]
     batch, hidden = h0.shape
@@ -234,7 +234,67 @@ def forward_split(
         xw, whh_parts, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record,
         hbuf, counters,
     )  # fmt: skip
-    return counters[threads * _PAD] == 0
+    return bool(counters[threads * _PAD] == 0)
+
+
+@njit(**_JIT)
+def _backward_begin(grad_hn, grad_cn, lengths, dz, dh, dc, u0):
+    """Carries ``dh, dc (B, units)`` from the final-state gradients; zero ``dz`` at padding."""
+    steps, batch, units = dz.shape[0], dh.shape[0], dh.shape[1]
+    hidden = grad_hn.shape[1]
+    for b in range(batch):
+        for j in range(units):
+            dh[b, j] = grad_hn[b, u0 + j]
+            dc[b, j] = grad_cn[b, u0 + j]
+        for t in range(lengths[b], steps):
+            for q in range(4):
+                for j in range(units):
+                    dz[t, b, q * hidden + u0 + j] = 0.0
+
+
+@njit(**_JIT)
+def _backward_share(
+    s, grad_out, gates, cs, c0, w_p, lengths, reverse, dz, dh, dc, cp, dz_p, pbuf, row, u0
+):  # fmt: skip
+    """Step ``s`` through this slice's gates; its share of ``dz @ w_hh`` into ``pbuf[row + b]``.
+
+    pbuf (2 * threads * B, H): slice p's share for sequence b is row (parity * threads + p) *
+    B + b; the parity of ``s`` alternates, so the threads need one barrier per step.
+    """
+    batch, units, hidden = dh.shape[0], dh.shape[1], c0.shape[1]
+    for b in range(batch):
+        n = lengths[b]
+        if s >= n:
+            continue
+        t = _time(s, n, reverse)
+        for j in range(units):
+            dh[b, j] += grad_out[t, b, u0 + j]
+        _previous_c(cp, b, cs, c0, s, n, reverse, b, u0)
+        _gates_backward(dh, dc, cp, b, gates, cs, t, b, dz, u0)
+        for q in range(4):
+            for j in range(units):
+                dz_p[0, q * units + j] = dz[t, b, q * hidden + u0 + j]
+        for j in range(hidden):
+            pbuf[row + b, j] = 0.0
+        _matvec_t(dz_p, 0, w_p, pbuf, row + b)
+
+
+@njit(**_JIT)
+def _backward_gather(s, lengths, pbuf, base, threads, dh, u0):
+    """``dh`` of this slice's units = the slices' shares summed in slice order."""
+    batch, units = dh.shape
+    tiny = _tiny(pbuf[0, 0])
+    zero = pbuf.dtype.type(0.0)
+    for b in range(batch):
+        if s >= lengths[b]:
+            continue
+        for j in range(units):
+            total = pbuf[base + b, u0 + j]
+            for p in range(1, threads):
+                total += pbuf[base + p * batch + b, u0 + j]
+            if abs(total) < tiny:
+                total = zero
+            dh[b, j] = total
 
 
 @njit(**_JIT)
@@ -243,62 +303,22 @@ def _backward_slice(
     pbuf, counters, me, threads, u0, u1,
 ):  # fmt: skip
     """Thread ``me``'s share of :func:`backward_split`: units ``[u0, u1)``."""
-    steps, batch, hidden = grad_out.shape[0], c0.shape[0], c0.shape[1]
-    units = u1 - u0
-    dtype = grad_out.dtype
+    batch, units, dtype = c0.shape[0], u1 - u0, grad_out.dtype
     dh = np.empty((batch, units), dtype)
     dc = np.empty((batch, units), dtype)
     cp = np.empty((batch, units), dtype)
-    dz_p = np.empty((1, 4 * units), dtype)  # this thread's rows of dz[t, b], gate-major
-    tiny = _tiny(dh0[0, 0])
-    zero = dtype.type(0.0)
-    longest = 0
-    for b in range(batch):
-        n = lengths[b]
-        longest = max(longest, n)
-        for j in range(units):
-            dh[b, j] = grad_hn[b, u0 + j]
-            dc[b, j] = grad_cn[b, u0 + j]
-        for t in range(n, steps):
-            for q in range(4):
-                for j in range(units):
-                    dz[t, b, q * hidden + u0 + j] = 0.0
+    dz_p = np.empty((1, 4 * units), dtype)  # this slice's rows of dz[t, b], gate-major
+    _backward_begin(grad_hn, grad_cn, lengths, dz, dh, dc, u0)
+    longest = lengths.max()
     for s in range(longest - 1, -1, -1):
-        # pbuf (2 * threads * B, H): thread p's share of dz @ w_hh for sequence b is row
-        # (parity * threads + p) * B + b; the parity alternates, so one barrier per step.
         base = (s % 2) * threads * batch
-        mine = base + me * batch
-        for b in range(batch):
-            n = lengths[b]
-            if s >= n:
-                continue
-            t = _time(s, n, reverse)
-            for j in range(units):
-                dh[b, j] += grad_out[t, b, u0 + j]
-            _previous_c(cp, b, cs, c0, s, n, reverse, b, u0)
-            _gates_backward(dh, dc, cp, b, gates, cs, t, b, dz, u0)
-            for q in range(4):
-                for j in range(units):
-                    dz_p[0, q * units + j] = dz[t, b, q * hidden + u0 + j]
-            for j in range(hidden):
-                pbuf[mine + b, j] = 0.0
-            _matvec_t(dz_p, 0, w_p, pbuf, mine + b)
+        args = (grad_out, gates, cs, c0, w_p, lengths, reverse, dz, dh, dc, cp, dz_p, pbuf)
+        _backward_share(s, *args, base + me * batch, u0)
         if not _barrier(counters, me, threads, longest - s):
             return
-        for b in range(batch):
-            if s >= lengths[b]:
-                continue
-            for j in range(units):  # the shares summed in thread order: deterministic
-                total = pbuf[base + b, u0 + j]
-                for p in range(1, threads):
-                    total += pbuf[base + p * batch + b, u0 + j]
-                if abs(total) < tiny:
-                    total = zero
-                dh[b, j] = total
-    for b in range(batch):
-        for j in range(units):
-            dh0[b, u0 + j] = dh[b, j]
-            dc0[b, u0 + j] = dc[b, j]
+        _backward_gather(s, lengths, pbuf, base, threads, dh, u0)
+    dh0[:, u0:u1] = dh
+    dc0[:, u0:u1] = dc
 
 
 @njit(cache=True, parallel=True)
@@ -312,6 +332,35 @@ def _backward_split(
             grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts[p], lengths, reverse, dz, dh0,
             dc0, pbuf, counters, p, threads, p * units, (p + 1) * units,
         )  # fmt: skip
+
+
+@njit(cache=True, **_JIT)
+def _backward_split_serial(
+    grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0, pbuf
+):  # fmt: skip
+    """:func:`_backward_split` on one thread, slice after slice at every step: the same
+    operations in the same order, so the same bits (the fallback of an abandoned call)."""
+    threads, units = w_parts.shape[0], w_parts.shape[1] // 4
+    batch, dtype = c0.shape[0], grad_out.dtype
+    dh = np.empty((threads, batch, units), dtype)
+    dc = np.empty((threads, batch, units), dtype)
+    cp = np.empty((batch, units), dtype)
+    dz_p = np.empty((1, 4 * units), dtype)
+    for p in range(threads):
+        _backward_begin(grad_hn, grad_cn, lengths, dz, dh[p], dc[p], p * units)
+    longest = lengths.max()
+    for s in range(longest - 1, -1, -1):
+        base = (s % 2) * threads * batch
+        for p in range(threads):
+            _backward_share(
+                s, grad_out, gates, cs, c0, w_parts[p], lengths, reverse, dz, dh[p], dc[p],
+                cp, dz_p, pbuf, base + p * batch, p * units,
+            )  # fmt: skip
+        for p in range(threads):
+            _backward_gather(s, lengths, pbuf, base, threads, dh[p], p * units)
+    for p in range(threads):
+        dh0[:, p * units : (p + 1) * units] = dh[p]
+        dc0[:, p * units : (p + 1) * units] = dc[p]
 
 
 def backward_split(
@@ -334,18 +383,20 @@ def backward_split(
     ``w_parts`` from :func:`split_rows`; every other argument as in ``backward_sequence``.
     Each thread back-propagates through the gates of its units and multiplies its rows of
     ``dz`` by its rows of ``w_hh``; the threads' shares of ``dz @ w_hh`` are summed in thread
-    order, so the result is deterministic (it may differ from the one-thread kernel in the
-    last bit: the sum runs in another order). Returns False if a thread never arrived.
+    order. It may differ from the one-thread kernel in the last bit (the sum runs in another
+    order) but never from itself: if a thread lost its core (then False is returned) the same
+    operations run again on one thread, so the outputs are always complete.
     """
     threads = w_parts.shape[0]
     batch, hidden = c0.shape
     pbuf = np.empty((2 * threads * batch, hidden), c0.dtype)
     counters = _counters(threads, patience)
-    _backward_split(
-        grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0,
-        pbuf, counters,
-    )  # fmt: skip
-    return counters[threads * _PAD] == 0
+    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0)
+    _backward_split(*args, pbuf, counters)
+    if counters[threads * _PAD] == 0:
+        return True
+    _backward_split_serial(*args, pbuf)
+    return False
 
 
 def _counters(threads: int, patience: int) -> np.ndarray:
