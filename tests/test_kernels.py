@@ -460,13 +460,14 @@ def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:
     for _ in range(4 + 3 * autograd.SPLIT_PROBE_EVERY):
         kernel = "split" if chooser.split(1, 64) else "sequence"
         runs.append(kernel)
-        chooser.record(1, 64, kernel, 2.0 if kernel == "split" else 1.0, steps=1000)
+        chooser.record(1, 64, False, kernel, 2.0 if kernel == "split" else 1.0, steps=1000)
     assert runs[:4] == ["split", "split", "sequence", "sequence"]  # first of each not counted
     later = runs[4:]
     assert later.count("split") == 3, "the slower kernel runs once every SPLIT_PROBE_EVERY"
-    chooser.record(1, 64, "sequence", 9.0, steps=1000)  # one thread got slower: switch
-    chooser.record(1, 64, "sequence", 9.0, steps=1000)
+    chooser.record(1, 64, False, "sequence", 9.0, steps=1000)  # one thread got slower: switch
+    chooser.record(1, 64, False, "sequence", 9.0, steps=1000)
     assert chooser.split(1, 64)
+    assert chooser.split(1, 64, training=True), "training is learnt apart: nothing known yet"
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())

@@ -60,22 +60,27 @@ class SplitChooser:
     """
 
     def __init__(self) -> None:
-        self._seconds: dict[tuple[int, int, str], float] = {}  # -> moving average, s per step
-        self._warm: set[tuple[int, int, str]] = set()
-        self._calls: dict[tuple[int, int], int] = {}
+        self._seconds: dict[tuple, float] = {}  # (batch, hidden, training, kernel) -> s per step
+        self._warm: set[tuple] = set()
+        self._calls: dict[tuple, int] = {}
 
-    def split(self, batch: int, hidden: int) -> bool:
-        """Whether the next call of this size should split the units."""
-        calls = self._calls.get((batch, hidden), 0)
-        self._calls[batch, hidden] = calls + 1
-        split = self._seconds.get((batch, hidden, "split"))
-        one = self._seconds.get((batch, hidden, "sequence"))
+    def split(self, batch: int, hidden: int, training: bool = False) -> bool:
+        """Whether the next call of this size should split the units. Training calls (timed
+        forward and backward) are learnt apart from inference."""
+        size = (batch, hidden, training)
+        calls = self._calls.get(size, 0)
+        self._calls[size] = calls + 1
+        split = self._seconds.get((*size, "split"))
+        one = self._seconds.get((*size, "sequence"))
         if split is None or one is None:  # measure split, then one thread
             return split is None
         return (split <= one) != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other
 
-    def record(self, batch: int, hidden: int, kernel: str, seconds: float, steps: int) -> None:
-        key = (batch, hidden, kernel)
+    def record(
+        self, batch: int, hidden: int, training: bool, kernel: str, seconds: float, steps: int
+    ) -> None:
+        """One forward or backward pass of ``kernel`` took ``seconds`` for ``steps`` steps."""
+        key = (batch, hidden, training, kernel)
         if key not in self._warm:
             self._warm.add(key)
             return
@@ -129,11 +134,11 @@ def supports(x: Tensor, weights: LayerWeights) -> bool:
     return x.device.type == "cpu" and x.dtype in DTYPES and weights.w_hr is None
 
 
-def plan(batch: int, hidden: int) -> Plan:
+def plan(batch: int, hidden: int, training: bool = False) -> Plan:
     """Pick the kernel for the size, using at most torch's thread count."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
-    if split and _split_chooser.split(batch, hidden):
+    if split and _split_chooser.split(batch, hidden, training):
         return Plan("split", threads)
     if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
         return Plan("sequence", min(threads, batch))
@@ -227,7 +232,8 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
             xw = xw[:, :, back].contiguous()
             whh_t = _np(w_hh.t().contiguous())
             kernels.forward_sequence(_np(xw), whh_t, _np(h0), _np(c0), lens, reverse, *outputs)
-        _split_chooser.record(batch, hidden, "split", time.perf_counter() - start, steps)
+        seconds = time.perf_counter() - start
+        _split_chooser.record(batch, hidden, store, "split", seconds, steps)
     elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         whh_t = _np(w_hh.t().contiguous())  # (H, G): rows vectorize over the gates
@@ -237,7 +243,8 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
             _np(gates), _np(cs), _np(pre), store, record, how.threads,
         )  # fmt: skip
         if hidden >= SPLIT_MIN_HIDDEN:  # the alternative to "split"
-            _split_chooser.record(batch, hidden, "sequence", time.perf_counter() - start, steps)
+            seconds = time.perf_counter() - start
+            _split_chooser.record(batch, hidden, store, "sequence", seconds, steps)
     else:
         h_n, c_n = h0.clone(), c0.clone()  # advanced in place
         hw = _empty(xw, batch, width)
@@ -287,10 +294,14 @@ class _FusedLayer(torch.autograd.Function):
             parts = (
                 kernels_split.split_rows(_np(w_hh), how.threads) if how.kernel == "split" else None
             )
+            start = time.perf_counter()
             if parts is None:
                 kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
                 kernels_split.backward_split(*args, parts, *results)
+            if hidden >= SPLIT_MIN_HIDDEN:
+                seconds = time.perf_counter() - start
+                _split_chooser.record(batch, hidden, True, how.kernel, seconds, steps)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
@@ -389,7 +400,7 @@ def fused_layer(
         if lengths is None
         else lengths.to("cpu", torch.int64).contiguous()
     )
-    how = plan(batch, hidden)
+    how = plan(batch, hidden, needs_grad)
     if kernel is not None:
         if kernel not in KERNELS:
             raise ValueError(f"fused_layer: kernel must be one of {KERNELS}; got {kernel!r}")
