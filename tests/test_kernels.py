@@ -20,7 +20,9 @@ import clearlstm
 from clearlstm import autograd
 from clearlstm.functional import LayerRecord, LayerWeights, lstm_layer
 
-TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 2e-5, "rtol": 1e-4}}
+# float32 outputs: two float32 computations (reference and kernel: other sum orders, another
+# tanh) of 7 saturated steps (scale 4) have been seen 3.4e-5 apart: atol 5e-5.
+TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
 # Gradients and records, relative to the tensor's largest entry. With saturated float32 gates
 # (scale 4) gradients hinge on 1 - sigmoid(z): the float32 reference itself is off the float64
 # truth by ~3e-5 of the largest entry there, the fused path's approximate sigmoid by ~1.5e-4.
