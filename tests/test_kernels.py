@@ -476,7 +476,7 @@ def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:
 @PROPERTY
 @given(case=layer_case())
 def test_calls_without_gradient_match_reference(dtype, case) -> None:
-    """No gradient: tiny calls run as one kernel (kernels.forward_small), larger ones through
+    """No gradient: tiny calls run as one kernel (kernels_small), larger ones through
     the usual path; both equal the reference, with and without the record."""
     x, h0, c0, weights, lengths, _ = make_layer(case, dtype)
     for record in (False, True):
@@ -494,17 +494,21 @@ def test_calls_without_gradient_match_reference(dtype, case) -> None:
 
 
 def test_tiny_call_takes_the_one_kernel_path(monkeypatch) -> None:
-    from clearlstm import kernels
+    from clearlstm import kernels_small
 
     calls = []
-    original = kernels.forward_small
-    monkeypatch.setattr(kernels, "forward_small", lambda *a: calls.append(1) or original(*a))
+    for name in ("forward_small", "backward_small"):
+        original = getattr(kernels_small, name)
+        spy = lambda *a, name=name, original=original: calls.append(name) or original(*a)  # noqa: E731
+        monkeypatch.setattr(kernels_small, name, spy)
+    torch.manual_seed(0)
     lstm = clearlstm.LSTM(1, 1, backend="fused")
-    x = torch.randn(5, 1, 1)
-    with torch.no_grad():
-        small = lstm(x)[0]
-    assert calls, "a (5, 1, 1, 1) call without gradient should run as one kernel"
-    assert_close(small, lstm(x)[0], **TOL[torch.float32])  # with gradient: the usual path
+    x = torch.randn(5, 1, 1, requires_grad=True)
+    lstm(x)[0].sum().backward()
+    assert calls == ["forward_small", "backward_small"], "a (5, 1, 1, 1) step is two kernels"
+    usual = autograd.fused_layer(x, *torch.zeros(2, 1, 1), lstm.layer_weights(0), None, False,
+                                 False, "sequence").output  # fmt: skip
+    assert_close(lstm(x)[0], usual, **TOL[torch.float32])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from clearlstm import kernels, kernels_split, pool
+from clearlstm import kernels, kernels_small, kernels_split, pool
 from clearlstm.functional import LayerRecord, LayerResult, LayerWeights, step_mask
 
 DTYPES = (torch.float32, torch.float64)
@@ -93,8 +93,8 @@ _split_chooser = SplitChooser()
 
 
 SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
-# Below this many multiply-adds a call without gradient runs as one kernel
-# (kernels.forward_small), input product included: ~25 µs of tensor operations saved.
+# Below this many multiply-adds a call runs as one kernel forward and one backward
+# (kernels_small), input product and gradient GEMMs included: no tensor operations.
 SMALL_CALL_MACS = 2**14
 
 
@@ -346,19 +346,54 @@ def _small_call(x: Tensor, w_hh: Tensor) -> bool:
     return steps * batch * width * (inputs + hidden) <= SMALL_CALL_MACS
 
 
-def _small_layer(x, h0, c0, weights, lengths, reverse, record) -> LayerResult:
-    """:func:`fused_layer` without gradient, as one kernel call (no torch operations)."""
+def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> LayerResult:
+    """:func:`fused_layer` for tiny calls: forward (and backward) one kernel call each."""
     steps, batch, _ = x.shape
-    w_ih, w_hh, b_ih, b_hh, _ = weights
     lens = np.full(batch, steps, np.int64) if lengths is None else _np(lengths.long())
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record)
+    if needs_grad:
+        out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args)
+    else:
+        out, h_n, c_n, gates, cs, pre = _small_forward(*args, store=record)
+    if record:
+        lengths = None if lengths is None else lengths.to("cpu", torch.int64)
+        return LayerResult(out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths))
+    return LayerResult(out, h_n, c_n, None)
+
+
+def _small_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, store):
     zero = np.zeros(w_hh.shape[0], _np(w_hh).dtype)
     b_ih, b_hh = (zero if b is None else _np(b) for b in (b_ih, b_hh))
     arrays = (_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0))
-    results = kernels.forward_small(*arrays, b_ih, b_hh, lens, reverse, record)
-    out, h_n, c_n, gates, cs, pre = (torch.from_numpy(a) for a in results)
-    return LayerResult(
-        out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths) if record else None
-    )
+    results = kernels_small.forward_small(*arrays, b_ih, b_hh, lens, reverse, store, record)
+    return tuple(torch.from_numpy(a) for a in results)
+
+
+class _SmallLayer(torch.autograd.Function):
+    """``(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> (out, h_n, c_n, gates, cs, pre)`` for tiny
+    layers (biases may be None); forward and backward are one kernel call each."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record):
+        results = _small_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, True)
+        out, _, _, gates, cs, pre = results
+        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, out, gates, cs)
+        ctx.lens, ctx.reverse, ctx.biases = lens, reverse, (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(gates, cs, pre)
+        return results
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn, grad_cn, *_):
+        saved = (_np(t.contiguous()) for t in ctx.saved_tensors)
+        grads = (_np(g.contiguous()) for g in (grad_out, grad_hn, grad_cn))
+        dx, dw_ih, dw_hh, db, dh0, dc0 = (
+            torch.from_numpy(a)
+            for a in kernels_small.backward_small(*grads, *saved, ctx.lens, ctx.reverse)
+        )
+        db_ih, db_hh = (db if present else None for present in ctx.biases)
+        return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, None, None, None
 
 
 def _layer_record(out, gates, cs, pre, lengths) -> LayerRecord:
@@ -392,8 +427,8 @@ def fused_layer(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
-    if not (needs_grad or kernel) and _small_call(x, w_hh):
-        return _small_layer(x, h0, c0, weights, lengths, reverse, record)
+    if not kernel and _small_call(x, w_hh):
+        return _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad)
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (
         torch.full((batch,), steps, dtype=torch.int64)

@@ -270,42 +270,6 @@ def _forward_rows(
             c_n[b, j] = c[0, j]
 
 
-@njit(cache=True, **_JIT)
-def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, record):
-    """A whole layer-direction in one call, input product included, for tiny problems where
-    the fixed cost of a BLAS call and of each tensor operation would dominate.
-
-    ``x (T, B, I)``, ``w_ih (G, I)``, ``w_hh (G, H)``, ``h0, c0 (B, H)``, ``b_ih, b_hh (G,)``,
-    ``lengths (B,)``. Returns ``out (T, B, H), h_n, c_n (B, H)`` and, with ``record``, the
-    activated gates ``(T, B, G)``, memories ``(T, B, H)`` and pre-activations ``(T, B, G)``
-    (empty arrays without); padding as in :func:`forward_sequence`.
-    """
-    steps, batch, inputs = x.shape
-    width, hidden = w_hh.shape
-    xw = np.empty((steps, batch, width), x.dtype)
-    bias = b_ih + b_hh
-    for t in range(steps):
-        for b in range(batch):
-            for r in range(width):
-                acc = bias[r]
-                for k in range(inputs):
-                    acc += x[t, b, k] * w_ih[r, k]
-                xw[t, b, r] = acc
-    whh_t = np.ascontiguousarray(w_hh.T)
-    out = np.empty((steps, batch, hidden), x.dtype)
-    h_n = np.empty((batch, hidden), x.dtype)
-    c_n = np.empty((batch, hidden), x.dtype)
-    kept = steps if record else 0
-    gates = np.empty((kept, batch if record else 0, width if record else 0), x.dtype)
-    cs = np.empty((kept, batch if record else 0, hidden if record else 0), x.dtype)
-    pre = np.empty(gates.shape, x.dtype)
-    _forward_rows(
-        xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, record, record,
-        0, batch,
-    )  # fmt: skip
-    return out, h_n, c_n, gates, cs, pre
-
-
 @njit(cache=True, parallel=True)
 def _forward_rows_parallel(
     xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record, chunks

@@ -1,0 +1,91 @@
+"""Whole-layer kernels for tiny calls: forward and backward each in one numba call.
+
+Below a few thousand multiply-adds the fixed costs dominate: a BLAS call, each tensor
+operation (~2-5 µs) and the autograd plumbing around them. Here the input product, the
+recurrence (the loops of :mod:`clearlstm.kernels`) and, backwards, every gradient GEMM run
+inside one compiled function each. Shapes as in :mod:`clearlstm.kernels`; ``I`` inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time
+
+
+@njit(cache=True, **_JIT)
+def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, record):
+    """A whole layer-direction, input product included.
+
+    ``x (T, B, I)``, ``w_ih (G, I)``, ``w_hh (G, H)``, ``h0, c0 (B, H)``, ``b_ih, b_hh (G,)``,
+    ``lengths (B,)``. Returns ``out (T, B, H), h_n, c_n (B, H)``, and the activated gates
+    ``(T, B, G)`` and memories ``(T, B, H)`` with ``store``, the pre-activations ``(T, B, G)``
+    with ``record`` (empty arrays without); padding as in ``kernels.forward_sequence``.
+    """
+    steps, batch, inputs = x.shape
+    width, hidden = w_hh.shape
+    dtype = x.dtype
+    xw = np.empty((steps, batch, width), dtype)
+    bias = b_ih + b_hh
+    for t in range(steps):
+        for b in range(batch):
+            for r in range(width):
+                acc = bias[r]
+                for k in range(inputs):
+                    acc += x[t, b, k] * w_ih[r, k]
+                xw[t, b, r] = acc
+    out = np.empty((steps, batch, hidden), dtype)
+    h_n = np.empty((batch, hidden), dtype)
+    c_n = np.empty((batch, hidden), dtype)
+    gates = np.empty((steps, batch, width) if store else (0, 0, 0), dtype)
+    cs = np.empty((steps, batch, hidden) if store else (0, 0, 0), dtype)
+    pre = np.empty((steps, batch, width) if record else (0, 0, 0), dtype)
+    _forward_rows(
+        xw, np.ascontiguousarray(w_hh.T), h0, c0, lengths, reverse, out, h_n, c_n, gates, cs,
+        pre, store, record, 0, batch,
+    )  # fmt: skip
+    return out, h_n, c_n, gates, cs, pre
+
+
+@njit(cache=True, **_JIT)
+def backward_small(grad_out, grad_hn, grad_cn, x, w_ih, w_hh, h0, c0, out, gates, cs, lengths,
+                   reverse):  # fmt: skip
+    """Every gradient of :func:`forward_small` (run with ``store``).
+
+    ``grad_out (T, B, H)``, ``grad_hn, grad_cn (B, H)``; the rest as given to and returned by
+    the forward. Returns ``dx (T, B, I)``, ``dw_ih (G, I)``, ``dw_hh (G, H)``, ``db (G,)``
+    (for each bias), ``dh0, dc0 (B, H)``.
+    """
+    steps, batch, inputs = x.shape
+    width, hidden = w_hh.shape
+    dtype = x.dtype
+    dz = np.empty((steps, batch, width), dtype)
+    dh0 = np.empty((batch, hidden), dtype)
+    dc0 = np.empty((batch, hidden), dtype)
+    _backward_rows(
+        grad_out, grad_hn, grad_cn, gates, cs, c0, np.ascontiguousarray(w_hh), lengths, reverse,
+        dz, dh0, dc0, 0, batch,
+    )  # fmt: skip
+    dx = np.zeros((steps, batch, inputs), dtype)
+    dw_ih = np.zeros((width, inputs), dtype)
+    dw_hh = np.zeros((width, hidden), dtype)
+    db = np.zeros(width, dtype)
+    for b in range(batch):
+        n = lengths[b]
+        for s in range(n):
+            t = _time(s, n, reverse)
+            for r in range(width):
+                g = dz[t, b, r]
+                db[r] += g
+                for k in range(inputs):
+                    dx[t, b, k] += g * w_ih[r, k]
+                    dw_ih[r, k] += g * x[t, b, k]
+                if s == 0:  # the step read h0; later ones the output of the step before
+                    for j in range(hidden):
+                        dw_hh[r, j] += g * h0[b, j]
+                else:
+                    tp = _time(s - 1, n, reverse)
+                    for j in range(hidden):
+                        dw_hh[r, j] += g * out[tp, b, j]
+    return dx, dw_ih, dw_hh, db, dh0, dc0
