@@ -22,6 +22,7 @@ the reference path.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,8 +61,8 @@ class SplitChooser:
     """
 
     def __init__(self) -> None:
-        self._seconds: dict[tuple, float] = {}  # (batch, hidden, training, kernel) -> s per step
-        self._warm: set[tuple] = set()
+        self._seconds: dict[tuple, list[float]] = {}  # (batch, hidden, training, kernel) ->
+        self._warm: set[tuple] = set()  # the last few seconds per step, newest last
         self._calls: dict[tuple, int] = {}
 
     def split(self, batch: int, hidden: int, training: bool = False) -> bool:
@@ -74,19 +75,25 @@ class SplitChooser:
         one = self._seconds.get((*size, "sequence"))
         if split is None or one is None:  # measure split, then one thread
             return split is None
-        return (split <= one) != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other
+        faster = statistics.median(split) <= statistics.median(one)
+        return faster != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other one
 
     def record(
         self, batch: int, hidden: int, training: bool, kernel: str, seconds: float, steps: int
     ) -> None:
-        """One forward or backward pass of ``kernel`` took ``seconds`` for ``steps`` steps."""
+        """One forward or backward pass of ``kernel`` took ``seconds`` for ``steps`` steps.
+
+        The median of the last three counts: one outlier (a page fault, a preemption) does
+        not flip the choice, while a lasting change of the machine's state does by the second
+        time the other kernel is timed.
+        """
         key = (batch, hidden, training, kernel)
         if key not in self._warm:
             self._warm.add(key)
             return
-        per_step = seconds / max(steps, 1)
-        before = self._seconds.get(key)
-        self._seconds[key] = per_step if before is None else 0.5 * (before + per_step)
+        recent = self._seconds.setdefault(key, [])
+        recent.append(seconds / max(steps, 1))
+        del recent[:-3]
 
 
 _split_chooser = SplitChooser()
