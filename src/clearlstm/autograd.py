@@ -22,7 +22,6 @@ the reference path.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,7 +74,7 @@ class SplitChooser:
         one = self._seconds.get((*size, "sequence"))
         if split is None or one is None:  # measure split, then one thread
             return split is None
-        faster = statistics.median(split) <= statistics.median(one)
+        faster = min(split) <= min(one)
         return faster != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other one
 
     def record(
@@ -83,9 +82,8 @@ class SplitChooser:
     ) -> None:
         """One forward or backward pass of ``kernel`` took ``seconds`` for ``steps`` steps.
 
-        The median of the last three counts: one outlier (a page fault, a preemption) does
-        not flip the choice, while a lasting change of the machine's state does by the second
-        time the other kernel is timed.
+        The fastest of the last three counts (noise only ever adds time): one fast probe of the
+        other kernel brings it back, and three slow calls in a row drop the kernel in use.
         """
         key = (batch, hidden, training, kernel)
         if key not in self._warm:
