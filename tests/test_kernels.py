@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
-from clearlstm import autograd
+from clearlstm import autograd, dispatch
 from clearlstm.functional import LayerRecord, LayerWeights, lstm_layer
 
 # float32 outputs: two float32 computations (reference and kernel: other sum orders, another
@@ -433,7 +433,7 @@ def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
 @pytest.fixture
 def two_threads(monkeypatch):
     """torch at two threads, and a split chooser that has learnt nothing yet."""
-    monkeypatch.setattr(autograd, "_split_chooser", autograd.SplitChooser())
+    monkeypatch.setattr(dispatch, "split_chooser", dispatch.SplitChooser())
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -446,7 +446,7 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -
     torch.manual_seed(5)
     lstm = clearlstm.LSTM(3, 64, backend="fused")
     x = torch.randn(20, 1, 3)
-    assert autograd.plan(1, 64) == autograd.Plan("split", 2)  # nothing measured: split
+    assert dispatch.plan(1, 64) == dispatch.Plan("split", 2)  # nothing measured: split
     with torch.no_grad():
         expected = autograd.fused_layer(x, *torch.zeros(2, 1, 64), lstm.layer_weights(0), None,
                                         False, False, "sequence").output  # fmt: skip
@@ -457,9 +457,9 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -
 
 
 def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:
-    chooser = autograd.SplitChooser()
+    chooser = dispatch.SplitChooser()
     runs = []
-    for _ in range(4 + 3 * autograd.SPLIT_PROBE_EVERY):
+    for _ in range(4 + 3 * dispatch.SPLIT_PROBE_EVERY):
         kernel = "split" if chooser.split(1, 64) else "sequence"
         runs.append(kernel)
         chooser.record(1, 64, False, kernel, 2.0 if kernel == "split" else 1.0, steps=1000)

@@ -5,27 +5,22 @@ Split of the work, per layer and direction (shapes as in :mod:`clearlstm.functio
 
 1. one torch GEMM for all steps: ``xw = x @ w_ih.T + (b_ih + b_hh)``  ``(T, B, G)``;
 2. the kernels run the recurrence forward and store the activated gates and memories
-   (which are also the trace): :func:`plan` picks the whole-sequence kernel, the same with
-   the units split across threads (:mod:`clearlstm.kernels_split`, for fewer sequences than
-   threads) or a BLAS product per step;
+   (which are also the trace), on the kernel :func:`clearlstm.dispatch.plan` picks;
 3. backward through time from the stored gates gives ``dz``, the gradient w.r.t. ``xw``;
    then ``dx = dz @ w_ih``, ``dw_ih = dz.T @ x``, ``dw_hh = dz.T @ h_prev`` are GEMMs.
 
 :class:`_FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
-chosen here (small GEMMs run on one thread). Tiny calls without gradient or record skip the
-torch operations and run as one kernel. Large buffers come from :mod:`clearlstm.pool`.
-Projection (``proj_size > 0``), other devices
-and other dtypes are not handled; :func:`supports` says so and ``backend="auto"`` then takes
-the reference path.
+chosen here (small GEMMs run on one thread); each kernel's time is reported back to the
+dispatch. Tiny layers run as :class:`_SmallLayer`: one kernel forward, one backward (no
+torch operations). Large buffers come from :mod:`clearlstm.pool`. Projection
+(``proj_size > 0``), other devices and other dtypes are not handled; :func:`supports` says
+so and ``backend="auto"`` then takes the reference path.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import NamedTuple
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -33,137 +28,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from clearlstm import kernels, kernels_small, kernels_split, pool
+from clearlstm import dispatch, kernels, kernels_small, kernels_split, pool
+from clearlstm.dispatch import KERNELS, Plan, gemm_threads, plan, set_numba_threads
+from clearlstm.dispatch import supports as supports  # what functional asks this backend
 from clearlstm.functional import LayerRecord, LayerResult, LayerWeights, step_mask
-
-DTYPES = (torch.float32, torch.float64)
-KERNELS = ("sequence", "split", "blas")
-# Whole-sequence kernel while the recurrent weights stay in cache or the batch is small;
-# otherwise a BLAS GEMM per step beats H axpys per sequence (crossover measured on 2 cores).
-SEQUENCE_MAX_HIDDEN = 128
-SEQUENCE_MAX_UNITS = 4096  # batch * hidden
-# Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
-SPLIT_MIN_HIDDEN = 64
-SPLIT_PROBE_EVERY = 32  # calls; see SplitChooser
-
-
-class SplitChooser:
-    """Learns, per batch and hidden size, whether splitting the units across threads pays.
-
-    Whether it does depends on the machine's state as much as on the size: when the second
-    core is shared (another process, or torch's idle OpenMP workers spinning ~10 ms after a
-    parallel region) or far away (virtual CPUs on different dies), every step waits for the
-    slower thread and one thread is faster. So both kernels are timed per step on real calls
-    (each kernel's first call, which may compile or start threads, is not counted); the
-    faster one runs, and every :data:`SPLIT_PROBE_EVERY` calls the other is timed again. An
-    abandoned split call counts with the time it took, rerun included.
-    """
-
-    def __init__(self) -> None:
-        self._seconds: dict[tuple, list[float]] = {}  # (batch, hidden, training, kernel) ->
-        self._warm: set[tuple] = set()  # the last few seconds per step, newest last
-        self._calls: dict[tuple, int] = {}
-
-    def split(self, batch: int, hidden: int, training: bool = False) -> bool:
-        """Whether the next call of this size should split the units. Training calls (timed
-        forward and backward) are learnt apart from inference."""
-        size = (batch, hidden, training)
-        calls = self._calls.get(size, 0)
-        self._calls[size] = calls + 1
-        split = self._seconds.get((*size, "split"))
-        one = self._seconds.get((*size, "sequence"))
-        if split is None or one is None:  # measure split, then one thread
-            return split is None
-        faster = min(split) <= min(one)
-        return faster != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other one
-
-    def record(
-        self, batch: int, hidden: int, training: bool, kernel: str, seconds: float, steps: int
-    ) -> None:
-        """One forward or backward pass of ``kernel`` took ``seconds`` for ``steps`` steps.
-
-        The fastest of the last three counts (noise only ever adds time): one fast probe of the
-        other kernel brings it back, and three slow calls in a row drop the kernel in use.
-        """
-        key = (batch, hidden, training, kernel)
-        if key not in self._warm:
-            self._warm.add(key)
-            return
-        recent = self._seconds.setdefault(key, [])
-        recent.append(seconds / max(steps, 1))
-        del recent[:-3]
-
-
-_split_chooser = SplitChooser()
-
-
-SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
-# Below this many multiply-adds a call runs as one kernel forward and one backward
-# (kernels_small), input product and gradient GEMMs included: no tensor operations.
-SMALL_CALL_MACS = 2**14
-
-
-class Plan(NamedTuple):
-    """How one call runs: ``kernel`` is ``"sequence"`` (fused recurrent product, batch split
-    across threads), ``"split"`` (the same with the units split across threads, for fewer
-    sequences than threads) or ``"blas"`` (a GEMM per step); ``threads`` for the numba
-    kernels and the big GEMMs."""
-
-    kernel: str
-    threads: int
-
-
-def _set_numba_threads(threads: int) -> None:
-    """``numba.set_num_threads``; the first call starts numba's OpenMP workers, with
-    ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy: idle workers then sleep at once
-    instead of spinning for milliseconds on a core that torch's threads (a second OpenMP
-    runtime in the process) need next. Both pools stay busy only while they compute."""
-    if not _NUMBA_STARTED:
-        policy = os.environ.get("OMP_WAIT_POLICY")
-        if policy is None:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once, when OpenMP loads
-        try:
-            numba.set_num_threads(threads)
-        finally:
-            if policy is None:
-                del os.environ["OMP_WAIT_POLICY"]
-        _NUMBA_STARTED.append(True)
-    numba.set_num_threads(threads)
-
-
-_NUMBA_STARTED: list[bool] = []
-
-
-def supports(x: Tensor, weights: LayerWeights) -> bool:
-    """True when the fused kernels handle this call: CPU, float32/64, no projection."""
-    return x.device.type == "cpu" and x.dtype in DTYPES and weights.w_hr is None
-
-
-def plan(batch: int, hidden: int, training: bool = False) -> Plan:
-    """Pick the kernel for the size, using at most torch's thread count."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
-    if split and _split_chooser.split(batch, hidden, training):
-        return Plan("split", threads)
-    if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
-        return Plan("sequence", min(threads, batch))
-    return Plan("blas", threads)
-
-
-@contextmanager
-def _gemm_threads(flops: float, threads: int) -> Iterator[None]:
-    """Run small GEMMs on one thread: waking a thread pool costs more than they take (and on
-    a busy machine a parallel region can wait milliseconds for a descheduled thread)."""
-    before = torch.get_num_threads()
-    wanted = 1 if flops < SMALL_GEMM_FLOPS else max(1, min(threads, before))
-    if wanted == before:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _step_product(weight: Tensor) -> Callable[[Tensor, Tensor], object]:
@@ -209,7 +77,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     if how.kernel == "split":  # each thread's gate rows together (kernels_split.unit_order)
         order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
         w_ih, bias = w_ih[order], None if bias is None else bias[order]
-    with _gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
+    with gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
         xw = _recycled(x2, steps * batch, width)  # scratch: back to the pool after the call
         if bias is None:
             torch.mm(x2, w_ih.t(), out=xw)
@@ -224,7 +92,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     pre = _recycled(xw, steps, batch, width) if record else _empty(xw, *_NONE)
     lens = lengths.numpy()
     if how.threads > 1:
-        _set_numba_threads(how.threads)
+        set_numba_threads(how.threads)
     if how.kernel == "split":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         outputs = (_np(out), _np(h_n), _np(c_n), _np(gates), _np(cs), _np(pre), store, record)
@@ -238,7 +106,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
             whh_t = _np(w_hh.t().contiguous())
             kernels.forward_sequence(_np(xw), whh_t, _np(h0), _np(c0), lens, reverse, *outputs)
         seconds = time.perf_counter() - start
-        _split_chooser.record(batch, hidden, store, "split", seconds, steps)
+        dispatch.split_chooser.record(batch, hidden, store, "split", seconds, steps)
     elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         whh_t = _np(w_hh.t().contiguous())  # (H, G): rows vectorize over the gates
@@ -247,16 +115,16 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
             _np(xw), whh_t, _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n), _np(c_n),
             _np(gates), _np(cs), _np(pre), store, record, how.threads,
         )  # fmt: skip
-        if hidden >= SPLIT_MIN_HIDDEN:  # the alternative to "split"
+        if hidden >= dispatch.SPLIT_MIN_HIDDEN:  # the alternative to "split"
             seconds = time.perf_counter() - start
-            _split_chooser.record(batch, hidden, store, "sequence", seconds, steps)
+            dispatch.split_chooser.record(batch, hidden, store, "sequence", seconds, steps)
     else:
         h_n, c_n = h0.clone(), c0.clone()  # advanced in place
         hw = _empty(xw, batch, width)
         args = (_np(xw), _np(hw), _np(h_n), _np(c_n), lens, reverse, _np(out))
         records = (_np(gates), _np(cs), _np(pre), store, record)
         product = _step_product(w_hh)
-        with _gemm_threads(2.0 * batch * hidden * width, how.threads):
+        with gemm_threads(2.0 * batch * hidden * width, how.threads):
             for s in range(steps):
                 product(h_n, hw)
                 kernels.forward_gates(s, *args, *records)
@@ -291,7 +159,7 @@ class _FusedLayer(torch.autograd.Function):
         dz = _recycled(out, steps, batch, width)  # gradient w.r.t. the pre-activations
         lens, how = lengths.numpy(), ctx.how
         if how.threads > 1:
-            _set_numba_threads(how.threads)
+            set_numba_threads(how.threads)
         if how.kernel != "blas":
             dh0, dc0 = _empty(out, batch, hidden), _empty(out, batch, hidden)
             args = (_np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0))
@@ -304,9 +172,9 @@ class _FusedLayer(torch.autograd.Function):
                 kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
                 kernels_split.backward_split(*args, parts, *results)
-            if hidden >= SPLIT_MIN_HIDDEN:
+            if hidden >= dispatch.SPLIT_MIN_HIDDEN:
                 seconds = time.perf_counter() - start
-                _split_chooser.record(batch, hidden, True, how.kernel, seconds, steps)
+                dispatch.split_chooser.record(batch, hidden, True, how.kernel, seconds, steps)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
@@ -314,7 +182,7 @@ class _FusedLayer(torch.autograd.Function):
             args = (_np(grad_out), _np(dh0), _np(dh), _np(dc), _np(gates), _np(cs), _np(c0))
             rest = (lens, ctx.reverse, _np(dz), _np(dz_step))
             product = _step_product(w_hh.t())
-            with _gemm_threads(2.0 * batch * hidden * width, how.threads):
+            with gemm_threads(2.0 * batch * hidden * width, how.threads):
                 for s in range(steps - 1, -1, -1):
                     kernels.backward_gates(s, *args, *rest)
                     product(dz_step, dh0)
@@ -323,7 +191,7 @@ class _FusedLayer(torch.autograd.Function):
         dx = dw_ih = db = dw_hh = None
         dz2 = dz.view(steps * batch, width)
         x2 = x.reshape(steps * batch, -1)
-        with _gemm_threads(2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1]), how.threads):
+        with gemm_threads(2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1]), how.threads):
             if need[0]:
                 dx = (dz2 @ w_ih).view(x.shape)
             if need[1]:
@@ -343,12 +211,6 @@ def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tens
     h_prev = torch.cat([out[1:], h0[None]])
     h_prev[lengths - 1, torch.arange(out.shape[1])] = h0  # each sequence's first step read
     return h_prev
-
-
-def _small_call(x: Tensor, w_hh: Tensor) -> bool:
-    steps, batch, inputs = x.shape
-    width, hidden = w_hh.shape
-    return steps * batch * width * (inputs + hidden) <= SMALL_CALL_MACS
 
 
 def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> LayerResult:
@@ -432,7 +294,7 @@ def fused_layer(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
-    if not kernel and _small_call(x, w_hh):
+    if not kernel and dispatch.small_call(x, w_hh):
         return _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad)
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (
