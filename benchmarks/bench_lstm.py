@@ -375,6 +375,27 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def two_core_state(threads: int) -> float:
+    """torch.nn.LSTM at (1000, 1, 8, 64), ``threads`` threads over one thread (median of 9).
+
+    It synchronises its threads every step, so this says whether each thread has a core of
+    its own: about 1.4 when it has, 3-4 when the second core is shared or far away (this
+    kind of virtual machine switches between the two every few minutes).
+    """
+    torch.manual_seed(0)
+    lstm, x = nn.LSTM(8, 64), torch.randn(1000, 1, 8)
+    before = torch.get_num_threads()
+    times = {}
+    try:
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                times[n] = interleaved({"torch": lambda: lstm(x)}, 3)["torch"]
+    finally:
+        torch.set_num_threads(before)
+    return times[threads] / times[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no largest shape")
@@ -388,6 +409,7 @@ def main() -> None:
     shapes = SHAPES[:-1] if args.quick else SHAPES
     threads = torch.get_num_threads()
     description = machine()
+    state_before = two_core_state(threads)
     sections = [f"# Benchmarks\n\nMachine: {description}\n"]
     print(description)
 
@@ -494,6 +516,11 @@ def main() -> None:
         f"\nRounds: {repeats} (a third for the big shapes), interleaved, each a block of 4 "
         "calls per contender after 30 ms idle, the first dropped; medians. "
         "Ratios above 1 mean clearlstm is faster.\n",
+        f"\nTwo-core state (torch.nn.LSTM at (1000, 1, 8, 64), {threads} threads / 1 thread; "
+        "about 1.4 when each thread has a core, 3-4 when the second core is shared or far "
+        f"away): {state_before:.1f} at the start, {two_core_state(threads):.1f} at the end. "
+        "Two-thread kernels, torch's and ours, depend on it; clearlstm's choice between "
+        "splitting a sequence across threads or not follows it.\n",
     ]
     report = "\n".join(sections)
     print(report)
