@@ -541,3 +541,35 @@ def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -
     for a, b in zip(*results, strict=True):
         assert not np.isnan(a).any()
         assert np.array_equal(a, b)
+
+
+FORKED_CHILD = """
+import os, torch, clearlstm
+torch.set_num_threads(2)
+lstm, x = clearlstm.LSTM(8, 64), torch.randn(200, 1, 8)
+with torch.no_grad():
+    expected = lstm(x)[0]  # starts numba's OpenMP workers (split kernel) in the parent
+    lstm(x)
+pid = os.fork()
+if pid == 0:
+    with torch.no_grad():
+        same = torch.allclose(lstm(x)[0], expected, atol=1e-6)
+    torch.set_num_threads(1)  # as DataLoader workers do; torch's own threads cannot fork
+    lstm(x)[0].sum().backward()
+    os._exit(0 if same else 3)
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_process_forked_after_the_threads_started_computes_on_one_thread() -> None:
+    """GNU OpenMP cannot run in a forked child (numba would terminate it): the child takes
+    one thread and gets the same numbers."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", f"child exit status {done.stdout!r}; {done.stderr}"

@@ -306,9 +306,12 @@ def fused_layer(
     if kernel is not None:
         if kernel not in KERNELS:
             raise ValueError(f"fused_layer: kernel must be one of {KERNELS}; got {kernel!r}")
-        if kernel == "split" and (numba.config.NUMBA_NUM_THREADS < 2 or hidden % 2):
+        if kernel == "split" and (
+            numba.config.NUMBA_NUM_THREADS < 2 or hidden % 2 or not dispatch.numba_threads_usable()
+        ):
             raise ValueError(
-                "fused_layer: kernel 'split' needs 2 numba threads and an even hidden size; got "
+                "fused_layer: kernel 'split' needs 2 numba threads (not in a process forked "
+                "after they started) and an even hidden size; got "
                 f"{numba.config.NUMBA_NUM_THREADS} thread(s) and hidden size {hidden}"
             )
         threads = 2 if kernel == "split" else how.threads

@@ -111,11 +111,17 @@ def set_numba_threads(threads: int) -> None:
         finally:
             if policy is None:
                 del os.environ["OMP_WAIT_POLICY"]
-        _NUMBA_STARTED.append(True)
+        _NUMBA_STARTED.append(os.getpid())
     numba.set_num_threads(threads)
 
 
-_NUMBA_STARTED: list[bool] = []
+_NUMBA_STARTED: list[int] = []  # the process that started numba's OpenMP workers
+
+
+def numba_threads_usable() -> bool:
+    """False in a process forked after numba's OpenMP workers started: GNU OpenMP cannot run
+    there (numba would terminate the process), so such a child computes on one thread."""
+    return not _NUMBA_STARTED or _NUMBA_STARTED[0] == os.getpid()
 
 
 def supports(x: Tensor, weights: LayerWeights) -> bool:
@@ -126,6 +132,8 @@ def supports(x: Tensor, weights: LayerWeights) -> bool:
 def plan(batch: int, hidden: int, training: bool = False) -> Plan:
     """Pick the kernel for the size, using at most torch's thread count."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if not numba_threads_usable():
+        threads = 1
     split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
     if split and split_chooser.split(batch, hidden, training):
         return Plan("split", threads)
