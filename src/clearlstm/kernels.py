@@ -123,28 +123,43 @@ def _time(s: int, n: int, reverse: bool) -> int:
 
 
 @njit(**_JIT)
-def _matvec_t(h, r, w_t, z, zr):
+def _matvec_t(h, r, w_t, z, zr, paired=False):
     """``z[zr] += h[r] @ w_t``: ``h (., K)``, ``w_t (K, N)``, ``z (., N)``.
 
     An axpy per row of ``w_t`` (contiguous, so it vectorizes), eight rows per pass so ``z``
-    is loaded and stored an eighth as often; the sum order is that of a plain loop.
+    is loaded and stored an eighth as often; the sum order is that of a plain loop. With
+    ``paired`` each pass sums its eight rows as two chains of four, then adds them: half the
+    dependency chain, for narrow ``w_t`` (few vectors per row) where the chain and not the
+    arithmetic sets the pace; another sum order, so not bit-equal, but deterministic.
     """
     rows, width = w_t.shape
+    zero = z.dtype.type(0.0)
     k = 0
     while k + 8 <= rows:
         h0, h1, h2, h3 = h[r, k], h[r, k + 1], h[r, k + 2], h[r, k + 3]
         h4, h5, h6, h7 = h[r, k + 4], h[r, k + 5], h[r, k + 6], h[r, k + 7]
-        for j in range(width):
-            acc = z[zr, j] + h0 * w_t[k, j]
-            acc = acc + h1 * w_t[k + 1, j]
-            acc = acc + h2 * w_t[k + 2, j]
-            acc = acc + h3 * w_t[k + 3, j]
-            acc = acc + h4 * w_t[k + 4, j]
-            acc = acc + h5 * w_t[k + 5, j]
-            acc = acc + h6 * w_t[k + 6, j]
-            z[zr, j] = acc + h7 * w_t[k + 7, j]
+        if paired:
+            for j in range(width):
+                even = z[zr, j] + h0 * w_t[k, j]
+                odd = zero + h1 * w_t[k + 1, j]  # "zero +": one FMA whatever LLVM does
+                even = even + h2 * w_t[k + 2, j]
+                odd = odd + h3 * w_t[k + 3, j]
+                even = even + h4 * w_t[k + 4, j]
+                odd = odd + h5 * w_t[k + 5, j]
+                even = even + h6 * w_t[k + 6, j]
+                z[zr, j] = even + (odd + h7 * w_t[k + 7, j])
+        else:
+            for j in range(width):
+                acc = z[zr, j] + h0 * w_t[k, j]
+                acc = acc + h1 * w_t[k + 1, j]
+                acc = acc + h2 * w_t[k + 2, j]
+                acc = acc + h3 * w_t[k + 3, j]
+                acc = acc + h4 * w_t[k + 4, j]
+                acc = acc + h5 * w_t[k + 5, j]
+                acc = acc + h6 * w_t[k + 6, j]
+                z[zr, j] = acc + h7 * w_t[k + 7, j]
         k += 8
-    while k + 4 <= rows:
+    while not paired and k + 4 <= rows:
         h0, h1, h2, h3 = h[r, k], h[r, k + 1], h[r, k + 2], h[r, k + 3]
         for j in range(width):
             acc = z[zr, j] + h0 * w_t[k, j]
@@ -152,35 +167,6 @@ def _matvec_t(h, r, w_t, z, zr):
             acc = acc + h2 * w_t[k + 2, j]
             z[zr, j] = acc + h3 * w_t[k + 3, j]
         k += 4
-    while k < rows:
-        hk = h[r, k]
-        for j in range(width):
-            z[zr, j] += hk * w_t[k, j]
-        k += 1
-
-
-@njit(**_JIT)
-def _matvec_t_paired(h, r, w_t, z, zr):
-    """:func:`_matvec_t` with each pass of eight rows summed as two chains of four, then
-    added: half the dependency chain, for narrow ``w_t`` (few vectors per row) where the chain
-    and not the arithmetic sets the pace. Another sum order, so not bit-equal to
-    :func:`_matvec_t`; deterministic."""
-    rows, width = w_t.shape
-    zero = z.dtype.type(0.0)
-    k = 0
-    while k + 8 <= rows:
-        h0, h1, h2, h3 = h[r, k], h[r, k + 1], h[r, k + 2], h[r, k + 3]
-        h4, h5, h6, h7 = h[r, k + 4], h[r, k + 5], h[r, k + 6], h[r, k + 7]
-        for j in range(width):
-            even = z[zr, j] + h0 * w_t[k, j]
-            odd = zero + h1 * w_t[k + 1, j]  # "zero +": one FMA whatever the vectorizer does
-            even = even + h2 * w_t[k + 2, j]
-            odd = odd + h3 * w_t[k + 3, j]
-            even = even + h4 * w_t[k + 4, j]
-            odd = odd + h5 * w_t[k + 5, j]
-            even = even + h6 * w_t[k + 6, j]
-            z[zr, j] = even + (odd + h7 * w_t[k + 7, j])
-        k += 8
     while k < rows:
         hk = h[r, k]
         for j in range(width):
@@ -372,7 +358,7 @@ def _backward_rows(
             _previous_c(cp, 0, cs, c0, s, n, reverse, b)
             _gates_backward(dh, dc, cp, 0, gates, cs, t, b, dz)
             dh[0, :] = 0.0
-            _matvec_t_paired(dz[t], b, w_hh, dh, 0)  # dh = dz[t, b] @ w_hh
+            _matvec_t(dz[t], b, w_hh, dh, 0, True)  # dh = dz[t, b] @ w_hh
             for j in range(hidden):
                 if abs(dh[0, j]) < tiny:
                     dh[0, j] = zero

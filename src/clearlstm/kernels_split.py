@@ -23,7 +23,6 @@ from clearlstm.kernels import (
     _gates_backward,
     _gates_forward,
     _matvec_t,
-    _matvec_t_paired,
     _previous_c,
     _time,
     _tiny,
@@ -277,7 +276,7 @@ def _backward_share(
                 dz_p[0, q * units + j] = dz[t, b, q * hidden + u0 + j]
         for j in range(hidden):
             pbuf[row + b, j] = 0.0
-        _matvec_t_paired(dz_p, 0, w_p, pbuf, row + b)
+        _matvec_t(dz_p, 0, w_p, pbuf, row + b, True)
 
 
 @njit(**_JIT)
