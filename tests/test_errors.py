@@ -597,3 +597,28 @@ def test_nan_in_padding_is_ignored_by_the_check_and_the_gradients(backend) -> No
     x[1, 0, 0] = float("nan")  # a step that is read still raises
     with pytest.raises(ValueError, match="LSTM: input contains 1 non-finite value"):
         lstm(x, lengths=[5, 3])
+
+
+@pytest.mark.parametrize("path", ["numba", "torch"])  # small tensors take numba, large torch
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_count_on_both_paths(path, dtype, monkeypatch) -> None:
+    from clearlstm import checks
+
+    if path == "torch":
+        monkeypatch.setattr(checks, "_NUMBA_MAX_NUMEL", 0)
+    gen = torch.Generator().manual_seed(1)
+    for shape in [(1,), (7, 3), (4, 5, 6), (1000, 2, 3)]:
+        x = torch.randn(shape, generator=gen, dtype=dtype)
+        flat = x.view(-1)
+        spots = torch.randperm(flat.numel(), generator=gen)[:3]
+        for t in (x, x.transpose(0, -1)):  # contiguous and strided
+            assert checks._count_nonfinite(t) == 0
+        flat[spots] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)[
+            : len(spots)
+        ]
+        for t in (x, x.transpose(0, -1)):
+            assert checks._count_nonfinite(t) == len(spots)
+    huge = torch.full((5,), torch.finfo(dtype).max, dtype=dtype)  # the sum overflows
+    assert checks._count_nonfinite(huge) == 0
+    with pytest.raises(ValueError, match=r"LSTM: input contains 2 non-finite value\(s\)"):
+        checks.check_finite("LSTM", [("input", torch.tensor([1.0, math.nan, math.inf]))])

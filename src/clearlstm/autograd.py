@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cache, lru_cache
 
 import numba
 import numpy as np
@@ -63,7 +64,18 @@ def _recycled(like: Tensor, *shape: int) -> Tensor:
     return pool.empty(shape, like.dtype)
 
 
-_NONE = (0, 0, 0)  # shape of an unused record buffer
+@cache
+def _unused(dtype: torch.dtype) -> Tensor:
+    """An empty ``(0, 0, 0)`` tensor for a record buffer a call does not fill (never written)."""
+    return torch.empty((0, 0, 0), dtype=dtype)
+
+
+def _transposed(w: Tensor) -> np.ndarray:
+    """``w.T`` as a C-contiguous array, 64-byte aligned like torch's (rows are vector loads);
+    NumPy's copy costs a quarter of torch's ``.t().contiguous()`` here."""
+    out = torch.empty(w.shape[::-1], dtype=w.dtype).numpy()
+    np.copyto(out, _np(w).T)
+    return out
 
 
 def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
@@ -87,9 +99,10 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
     w_hh = w_hh.detach()
     out = _empty(xw, steps, batch, hidden)
-    gates = _recycled(xw, steps, batch, width) if store else _empty(xw, *_NONE)
-    cs = _recycled(xw, steps, batch, hidden) if store else _empty(xw, *_NONE)
-    pre = _recycled(xw, steps, batch, width) if record else _empty(xw, *_NONE)
+    unused = _unused(xw.dtype)
+    gates = _recycled(xw, steps, batch, width) if store else unused
+    cs = _recycled(xw, steps, batch, hidden) if store else unused
+    pre = _recycled(xw, steps, batch, width) if record else unused
     lens = lengths.numpy()
     if how.threads > 1:
         set_numba_threads(how.threads)
@@ -103,13 +116,13 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         ):  # a thread lost its core: the same result on one thread
             back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
             xw = xw[:, :, back].contiguous()
-            whh_t = _np(w_hh.t().contiguous())
+            whh_t = _transposed(w_hh)
             kernels.forward_sequence(_np(xw), whh_t, _np(h0), _np(c0), lens, reverse, *outputs)
         seconds = time.perf_counter() - start
         dispatch.split_chooser.record(batch, hidden, store, "split", seconds, steps)
     elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
-        whh_t = _np(w_hh.t().contiguous())  # (H, G): rows vectorize over the gates
+        whh_t = _transposed(w_hh)  # (H, G): rows vectorize over the gates
         start = time.perf_counter()
         kernels.forward_sequence(
             _np(xw), whh_t, _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n), _np(c_n),
@@ -216,8 +229,13 @@ def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tens
 def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> LayerResult:
     """:func:`fused_layer` for tiny calls: forward (and backward) one kernel call each."""
     steps, batch, _ = x.shape
-    lens = np.full(batch, steps, np.int64) if lengths is None else _np(lengths.long())
+    lens = _all_steps(batch, steps) if lengths is None else _np(lengths.long())
     w_ih, w_hh, b_ih, b_hh, _ = weights
+    if not (needs_grad or record):  # plain inference: the fewest conversions
+        arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0)]
+        b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
+        results = kernels_small.infer_small(*arrays, b_ih, b_hh, lens, reverse)
+        return LayerResult(*[torch.from_numpy(a) for a in results], None)
     args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record)
     if needs_grad:
         out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args)
@@ -229,10 +247,21 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     return LayerResult(out, h_n, c_n, None)
 
 
+@lru_cache(maxsize=64)
+def _all_steps(batch: int, steps: int) -> np.ndarray:
+    """``(B,)`` lengths of an unpadded batch; shared between calls, never written."""
+    return np.full(batch, steps, np.int64)
+
+
+def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
+    """Both biases as arrays ``(G,)``, zeros for a missing one."""
+    zero = None if b_ih is not None and b_hh is not None else np.zeros(len(w_hh), w_hh.dtype)
+    return (zero if b is None else _np(b) for b in (b_ih, b_hh))
+
+
 def _small_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, store):
-    zero = np.zeros(w_hh.shape[0], _np(w_hh).dtype)
-    b_ih, b_hh = (zero if b is None else _np(b) for b in (b_ih, b_hh))
-    arrays = (_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0))
+    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0)]
+    b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
     results = kernels_small.forward_small(*arrays, b_ih, b_hh, lens, reverse, store, record)
     return tuple(torch.from_numpy(a) for a in results)
 

@@ -485,3 +485,13 @@ def stream_step(x, w_ih_t, whh_t, bias, h, c, z, out):
         _matvec_t(x, b, w_ih_t, z, b)
         _matvec_t(h, b, whh_t, z, b)
         _gates_forward(z, b, c, h, b, out, 0, b)
+
+
+@njit(cache=True, **_JIT)
+def count_nonfinite(values):
+    """How many entries of ``values`` (any shape) are NaN or ±Inf: one vectorized pass."""
+    flat = values.ravel()  # a view when contiguous, else a copy
+    count = 0
+    for i in range(flat.size):
+        count += not np.isfinite(flat[i])
+    return count

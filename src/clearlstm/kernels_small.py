@@ -49,6 +49,15 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
 
 
 @njit(cache=True, **_JIT)
+def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
+    """:func:`forward_small` with no records: ``out (T, B, H), h_n, c_n (B, H)``."""
+    out, h_n, c_n, _, _, _ = forward_small(
+        x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, False, False
+    )
+    return out, h_n, c_n
+
+
+@njit(cache=True, **_JIT)
 def backward_small(grad_out, grad_hn, grad_cn, x, w_ih, w_hh, h0, c0, out, gates, cs, lengths,
                    reverse):  # fmt: skip
     """Every gradient of :func:`forward_small` (run with ``store``).

@@ -33,8 +33,10 @@ def _check_dtype(owner: str, dtype: torch.dtype | None) -> None:
 def _check_finite_weights(owner: str, module: nn.Module) -> None:
     """NaN/Inf in any parameter raise. Checked on every call: a cache keyed on the tensors'
     version counters misses writes through ``param.data``, which bump no counter."""
-    params = module.named_parameters()
-    checks.check_finite(owner, ((f"parameter {n}", p.detach()) for n, p in params))
+    # Without submodules (parametrizations add some) the module's own dict lists them all.
+    params = module.named_parameters() if module._modules else module._parameters.items()
+    named = (("parameter " + n, p.detach()) for n, p in params if p is not None)
+    checks.check_finite(owner, named)
 
 
 class LSTM(nn.Module):
@@ -273,9 +275,10 @@ class LSTM(nn.Module):
         if self.check_finite:
             # Only the steps the LSTM reads: padding may hold anything.
             valid = x if lengths is None else x[step_mask(lengths, steps)]
-            checks.check_finite(
-                owner, [("input", valid.detach()), ("h_0", h0.detach()), ("c_0", c0.detach())]
-            )
+            named = [("input", valid.detach())]
+            if hx is not None:  # the default zeros need no check
+                named += [("h_0", h0.detach()), ("c_0", c0.detach())]
+            checks.check_finite(owner, named)
             _check_finite_weights(owner, self)
 
         weights = [
