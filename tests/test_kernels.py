@@ -50,9 +50,9 @@ def threads(request):
 @st.composite
 def layer_case(draw):
     steps = draw(st.integers(1, 7))
-    batch = draw(st.integers(1, 4))
+    batch = draw(st.integers(1, 9))  # the forward advances 4 sequences together, then singly
     inputs = draw(st.integers(1, 5))
-    hidden = draw(st.sampled_from([1, 2, 5, 8, 17]))
+    hidden = draw(st.sampled_from([1, 2, 5, 8, 17, 64]))  # 64: forward in blocks of sequences
     padded = draw(st.booleans())
     lengths = None
     if padded:
@@ -62,7 +62,9 @@ def layer_case(draw):
         "lengths": lengths,
         "reverse": draw(st.booleans()),
         "bias": draw(st.booleans()),
-        "scale": draw(st.sampled_from([0.1, 1.0, 4.0])),  # 4.0 saturates the gates
+        # 4.0 saturates the gates. Weights scaled by 4 (~30x torch's init at H = 64) put sums
+        # of 64 float32 terms in the hundreds: their rounding alone exceeds TOL there.
+        "scale": draw(st.sampled_from([0.1, 1.0, 4.0] if hidden < 64 else [0.1, 0.5])),
         "seed": draw(st.integers(0, 2**31 - 1)),
     }
 
@@ -109,8 +111,10 @@ def assert_scaled_close(actual, expected, tol, msg) -> None:
 
 def assert_same(ref, ours, tol) -> None:
     (ref_values, ref_record, ref_grads), (values, record, grads) = ref, ours
-    for name, a, b in zip(("output", "h_n", "c_n"), ref_values, values, strict=True):
+    for name, a, b in zip(("output", "h_n"), ref_values, values, strict=False):
         assert_close(b, a, **tol, msg=name)
+    # |c| grows with the steps (13.5 after 2 saturated steps at H = 64): its rounding error too
+    assert_scaled_close(values[2], ref_values[2], tol, "c_n")
     for name, a, b in zip(ref_record._fields, ref_record, record, strict=True):
         assert a.shape == b.shape, name
         assert torch.equal(a.isnan(), b.isnan()), f"NaN pattern of record.{name}"
@@ -406,6 +410,70 @@ def test_split_kernel_gradients_match_sequence_kernel(dtype, case, half) -> None
     tol = {torch.float64: 1e-12, torch.float32: 1e-5}[dtype]
     for a, b in zip(one[2], two[2], strict=True):
         assert_close(b, a, atol=tol * max(1.0, float(a.abs().max())), rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@PROPERTY
+@given(case=layer_case(), hidden=st.sampled_from([3, 64, 80]))
+def test_each_sequence_is_computed_as_if_alone(threads, dtype, case, hidden) -> None:
+    """From ``kernels.BLOCK_MIN_HIDDEN`` on the forward advances ``kernels.ROWS`` sequences
+    together; each still gets the bits it gets alone, forward (outputs, records) and backward
+    (``dz``, ``dh0``, ``dc0``)."""
+    from clearlstm import kernels
+
+    steps, batch, _, _ = case["shape"]
+    rng = np.random.default_rng(case["seed"])
+    width = 4 * hidden
+
+    def rand(*shape):
+        return (case["scale"] * rng.standard_normal(shape)).astype(dtype)
+
+    xw, whh, h0, c0 = (
+        rand(steps, batch, width),
+        rand(width, hidden),
+        rand(batch, hidden),
+        rand(batch, hidden),
+    )
+    grad_out, grad_hn, grad_cn = (
+        rand(steps, batch, hidden),
+        rand(batch, hidden),
+        rand(batch, hidden),
+    )
+    lengths = np.array(case["lengths"] or [steps] * batch, np.int64)
+
+    def run(rows: slice):
+        b = rows.stop - rows.start
+        fwd = [np.empty((steps, b, n), dtype) for n in (hidden, width, hidden, width)]
+        out, gates, cs, pre = fwd
+        h_n, c_n = np.empty((b, hidden), dtype), np.empty((b, hidden), dtype)
+        whh_t = np.ascontiguousarray(whh.T)
+        args = (lengths[rows], case["reverse"])
+        kernels.forward_sequence(
+            xw[:, rows].copy(), whh_t, h0[rows].copy(), c0[rows].copy(), *args, out, h_n, c_n,
+            gates, cs, pre, True, True, threads,
+        )  # fmt: skip
+        dz = np.empty((steps, b, width), dtype)
+        dh0, dc0 = np.empty((b, hidden), dtype), np.empty((b, hidden), dtype)
+        kernels.backward_sequence(
+            grad_out[:, rows].copy(), grad_hn[rows].copy(), grad_cn[rows].copy(), gates, cs,
+            c0[rows].copy(), whh, *args, dz, dh0, dc0, threads,
+        )  # fmt: skip
+        return {"out": out, "gates": gates, "cs": cs, "pre": pre, "dz": dz} | {
+            "h_n": h_n[:, None],
+            "c_n": c_n[:, None],
+            "dh0": dh0[:, None],
+            "dc0": dc0[:, None],
+        }  # (B, H) as (B, 1, H): sequences on axis 1 like the rest
+
+    together = run(slice(0, batch))
+    for b in range(batch):
+        alone = run(slice(b, b + 1))
+        for name, value in alone.items():
+            if name in ("h_n", "c_n", "dh0", "dc0"):
+                mine = together[name][b : b + 1]
+            else:
+                mine = together[name][:, b : b + 1]
+            assert np.array_equal(mine, value, equal_nan=True), (name, b)
 
 
 def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
