@@ -290,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _run(argv)
+    if code == 0 and "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker, done
+        from clearlstm.distributed import exit_worker
+
+        exit_worker(code)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # Tables need more than the 80 columns rich assumes when output is piped.
     console = Console() if sys.stdout.isatty() else Console(width=120)
