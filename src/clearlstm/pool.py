@@ -26,7 +26,8 @@ ALIGN = 64  # bytes: a cache line, and one AVX-512 vector
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _lock = threading.Lock()
-_free: dict[int, list[np.ndarray]] = {}
+# (bytes, dtype) -> free blocks, each kept as (raw allocation, its aligned 1-D view)
+_free: dict[tuple[int, torch.dtype], list[tuple[np.ndarray, np.ndarray]]] = {}
 _pooled = [0]  # bytes in _free
 
 
@@ -38,26 +39,28 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES or dtype not in _NUMPY:
         return torch.empty(shape, dtype=dtype)
+    key = (nbytes, dtype)
     with _lock:
-        blocks = _free.get(nbytes)
-        raw = blocks.pop() if blocks else None
-        if raw is not None:
+        blocks = _free.get(key)
+        block = blocks.pop() if blocks else None
+        if block is not None:
             _pooled[0] -= nbytes
-    if raw is None:
+    if block is None:
         raw = np.empty(nbytes + ALIGN, np.uint8)
-    start = -raw.ctypes.data % ALIGN  # whole cache lines: vector loads never straddle two
-    array = raw[start : start + nbytes].view(_NUMPY[dtype]).reshape(shape)
-    # torch keeps `array` (a view) alive, never `raw`: raw returns to the pool once it dies
-    weakref.finalize(array, _release, raw)
+        start = -raw.ctypes.data % ALIGN  # whole cache lines: vector loads never straddle two
+        block = raw, raw[start : start + nbytes].view(_NUMPY[dtype])
+    array = block[1].reshape(shape)
+    # torch keeps `array` (a view) alive, never the block: it returns to the pool once it dies
+    weakref.finalize(array, _release, key, block)
     return torch.from_numpy(array)
 
 
-def _release(raw: np.ndarray) -> None:
-    """Called once the last tensor over ``raw`` is gone."""
-    nbytes = raw.nbytes - ALIGN
+def _release(key: tuple[int, torch.dtype], block: tuple[np.ndarray, np.ndarray]) -> None:
+    """Called once the last tensor over ``block`` is gone."""
+    nbytes = key[0]
     with _lock:
         if _pooled[0] + nbytes <= MAX_POOLED_BYTES:
-            _free.setdefault(nbytes, []).append(raw)
+            _free.setdefault(key, []).append(block)
             _pooled[0] += nbytes
 
 
