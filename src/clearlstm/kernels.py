@@ -174,15 +174,15 @@ def _matvec_t(h, r, w_t, z, zr, paired=False):
         k += 1
 
 
-# Forward, hidden_size >= BLOCK_MIN_HIDDEN: ROWS sequences advance together, so each row of
-# w_hh.T loaded serves four (1.4-1.5x faster at H = 64-128). Below, w_hh.T fits in L1 and the
-# block only adds work (1.3x slower at H = 32); backwards the block measured 1.2-1.5x slower.
+# From hidden_size BLOCK_MIN_HIDDEN on, ROWS sequences advance together, so each row of
+# w_hh loaded serves four: forward 1.5-1.9x, backward 1.35-1.65x faster at H = 64-128. Below,
+# w_hh fits in L1 and the block only adds work (forward 1.3x slower at H = 32).
 ROWS = 4
 BLOCK_MIN_HIDDEN = 64
 
 
 @njit(**_JIT)
-def _matvec_t4(h, w_t, z):
+def _matvec_t4(h, w_t, z, paired=False):
     """:func:`_matvec_t` for rows 0-3 of ``h (4, K)`` into rows 0-3 of ``z (4, N)`` at once.
 
     Each element is summed in exactly the order of :func:`_matvec_t` (same bits), but every
@@ -190,8 +190,23 @@ def _matvec_t4(h, w_t, z):
     then costs a quarter of the memory traffic per sequence.
     """
     rows, width = w_t.shape
+    zero = z.dtype.type(0.0)
     k = 0
-    while k + 4 <= rows:
+    while paired and k + 8 <= rows:
+        for r in range(4):  # the eight rows of w_t stay in L1 across the four sequences
+            h0, h1, h2, h3 = h[r, k], h[r, k + 1], h[r, k + 2], h[r, k + 3]
+            h4, h5, h6, h7 = h[r, k + 4], h[r, k + 5], h[r, k + 6], h[r, k + 7]
+            for j in range(width):
+                even = z[r, j] + h0 * w_t[k, j]
+                odd = zero + h1 * w_t[k + 1, j]
+                even = even + h2 * w_t[k + 2, j]
+                odd = odd + h3 * w_t[k + 3, j]
+                even = even + h4 * w_t[k + 4, j]
+                odd = odd + h5 * w_t[k + 5, j]
+                even = even + h6 * w_t[k + 6, j]
+                z[r, j] = even + (odd + h7 * w_t[k + 7, j])
+        k += 8
+    while not paired and k + 4 <= rows:
         a0, a1, a2, a3 = h[0, k], h[0, k + 1], h[0, k + 2], h[0, k + 3]
         b0, b1, b2, b3 = h[1, k], h[1, k + 1], h[1, k + 2], h[1, k + 3]
         c0, c1, c2, c3 = h[2, k], h[2, k + 1], h[2, k + 2], h[2, k + 3]
@@ -285,37 +300,6 @@ def _previous_c(cp, r, cs, c0, s, n, reverse, b, u0=0):
 
 
 @njit(**_JIT)
-def _forward_one(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store,
-                 record, b):  # fmt: skip
-    """Sequence ``b`` alone."""
-    hidden = c0.shape[1]
-    # Scratch allocated here, not passed in: LLVM then knows it aliases no argument (passed
-    # in, or from a helper, this loop ran 1.4-1.9x slower).
-    z = np.empty((1, 4 * hidden), xw.dtype)
-    h = np.empty((1, hidden), xw.dtype)
-    c = np.empty((1, hidden), xw.dtype)
-    for j in range(c.shape[1]):
-        h[0, j] = h0[b, j]
-        c[0, j] = c0[b, j]
-    n = lengths[b]
-    for s in range(n):
-        t = _time(s, n, reverse)
-        for j in range(z.shape[1]):
-            z[0, j] = xw[t, b, j]
-        _matvec_t(h, 0, whh_t, z, 0)
-        if record:
-            for j in range(z.shape[1]):
-                pre[t, b, j] = z[0, j]
-        _gates_forward(z, 0, c, h, 0, out, t, b)
-        if store:
-            for j in range(z.shape[1]):
-                gates[t, b, j] = z[0, j]
-            for j in range(c.shape[1]):
-                cs[t, b, j] = c[0, j]
-    _finish_forward(h, c, 0, lengths, out, h_n, c_n, gates, cs, pre, store, record, b)
-
-
-@njit(**_JIT)
 def _forward_block(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store,
                    record, first):  # fmt: skip
     """Sequences ``first .. first + 3`` together, step by step."""
@@ -379,13 +363,40 @@ def _forward_rows(
 ):
     """Sequences ``[b0, b1)``: :data:`ROWS` at a time from :data:`BLOCK_MIN_HIDDEN` on, the
     rest one at a time (same bits either way)."""
-    args = (xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record)
-    blocks = (b1 - b0) // ROWS if c0.shape[1] >= BLOCK_MIN_HIDDEN else 0
-    blocked = b0 + blocks * ROWS
-    for first in range(b0, blocked, ROWS):
-        _forward_block(*args, first)
-    for b in range(blocked, b1):
-        _forward_one(*args, b)
+    hidden = c0.shape[1]
+    blocks = (b1 - b0) // ROWS if hidden >= BLOCK_MIN_HIDDEN else 0
+    for first in range(b0, b0 + blocks * ROWS, ROWS):
+        _forward_block(
+            xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record,
+            first,
+        )  # fmt: skip
+    width = 4 * hidden
+    # Scratch allocated here, not passed in: LLVM then knows it aliases no argument (passed
+    # in, or from a helper, this loop ran 1.4-1.9x slower); the loop is inline for the same
+    # reason (as a helper function it ran 5-25% slower).
+    z = np.empty((1, width), xw.dtype)
+    h = np.empty((1, hidden), xw.dtype)
+    c = np.empty((1, hidden), xw.dtype)
+    for b in range(b0 + blocks * ROWS, b1):
+        for j in range(hidden):
+            h[0, j] = h0[b, j]
+            c[0, j] = c0[b, j]
+        n = lengths[b]
+        for s in range(n):
+            t = _time(s, n, reverse)
+            for j in range(width):
+                z[0, j] = xw[t, b, j]
+            _matvec_t(h, 0, whh_t, z, 0)
+            if record:
+                for j in range(width):
+                    pre[t, b, j] = z[0, j]
+            _gates_forward(z, 0, c, h, 0, out, t, b)
+            if store:
+                for j in range(width):
+                    gates[t, b, j] = z[0, j]
+                for j in range(hidden):
+                    cs[t, b, j] = c[0, j]
+        _finish_forward(h, c, 0, lengths, out, h_n, c_n, gates, cs, pre, store, record, b)
 
 
 @njit(cache=True, parallel=True)
@@ -436,18 +447,80 @@ def forward_sequence(
         _forward_rows(*args, 0, batch)
 
 
+@njit(**_JIT)
+def _backward_block(grad_out, grad_hn, grad_cn, gates, cs, c0, w_hh, lengths, reverse, dz, dh0,
+                    dc0, first):  # fmt: skip
+    """Sequences ``first .. first + 3`` together; a shorter one joins when its own last step
+    comes."""
+    hidden = c0.shape[1]
+    dh = np.empty((ROWS, hidden), dz.dtype)
+    dc = np.empty((ROWS, hidden), dz.dtype)
+    cp = np.empty((ROWS, hidden), dz.dtype)
+    dh_next = np.empty((ROWS, hidden), dz.dtype)
+    dz_rows = np.empty((ROWS, 4 * hidden), dz.dtype)
+    tiny = _tiny(dh0[0, 0])
+    zero = dz.dtype.type(0.0)
+    longest = 0
+    for r in range(ROWS):
+        longest = max(longest, _start_backward(grad_hn, grad_cn, lengths, dz, dh, dc, r, first + r))
+    for s in range(longest - 1, -1, -1):
+        for r in range(ROWS):
+            b, n = first + r, lengths[first + r]
+            if s >= n:  # not started yet: its row of the product is never used
+                dz_rows[r, :] = 0.0
+                continue
+            t = _time(s, n, reverse)
+            for j in range(hidden):
+                dh[r, j] += grad_out[t, b, j]
+            _previous_c(cp, r, cs, c0, s, n, reverse, b)
+            _gates_backward(dh, dc, cp, r, gates, cs, t, b, dz)
+            for j in range(4 * hidden):
+                dz_rows[r, j] = dz[t, b, j]
+        dh_next[:] = 0.0
+        _matvec_t4(dz_rows, w_hh, dh_next, True)  # dh = dz[t, b] @ w_hh, four at once
+        for r in range(ROWS):
+            if s < lengths[first + r]:
+                for j in range(hidden):
+                    v = dh_next[r, j]
+                    dh[r, j] = zero if abs(v) < tiny else v
+    for r in range(ROWS):
+        for j in range(hidden):
+            dh0[first + r, j] = dh[r, j]
+            dc0[first + r, j] = dc[r, j]
+
+
+@njit(**_JIT)
+def _start_backward(grad_hn, grad_cn, lengths, dz, dh, dc, r, b):
+    """Carries of sequence ``b`` (row ``r``) from the final state's gradients, ``dz`` zero at
+    its padding; returns its length."""
+    for j in range(dh.shape[1]):
+        dh[r, j] = grad_hn[b, j]
+        dc[r, j] = grad_cn[b, j]
+    n = lengths[b]
+    for t in range(n, dz.shape[0]):
+        dz[t, b, :] = 0.0
+    return n
+
+
 @njit(cache=True, **_JIT)
 def _backward_rows(
     grad_out, grad_hn, grad_cn, gates, cs, c0, w_hh, lengths, reverse, dz, dh0, dc0, b0, b1
 ):
+    """Sequences ``[b0, b1)``: :data:`ROWS` at a time from :data:`BLOCK_MIN_HIDDEN` on, the
+    rest one at a time (same bits either way)."""
     steps, hidden = grad_out.shape[0], c0.shape[1]
+    blocks = (b1 - b0) // ROWS if hidden >= BLOCK_MIN_HIDDEN else 0
+    for first in range(b0, b0 + blocks * ROWS, ROWS):
+        _backward_block(
+            grad_out, grad_hn, grad_cn, gates, cs, c0, w_hh, lengths, reverse, dz, dh0, dc0, first
+        )
     dtype = grad_out.dtype
     dh = np.empty((1, hidden), dtype)
     dc = np.empty((1, hidden), dtype)
     cp = np.empty((1, hidden), dtype)
     tiny = _tiny(dh0[0, 0])
     zero = dtype.type(0.0)
-    for b in range(b0, b1):
+    for b in range(b0 + blocks * ROWS, b1):  # one at a time: inline, not a helper (~25% faster)
         for j in range(hidden):
             dh[0, j] = grad_hn[b, j]
             dc[0, j] = grad_cn[b, j]
