@@ -235,6 +235,26 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path):
         assert (a[name] - b[name]).abs().max() < 1e-5, name
 
 
+@pytest.mark.parametrize("launched", [False, True])
+def test_a_finished_torchrun_worker_exits_at_once_with_its_output_flushed(launched):
+    # Under torchrun (and only there) a worker that finished skips the interpreter's teardown,
+    # where torch's distributed threads could abort it; what it printed must still arrive.
+    script = (
+        "import sys; from clearlstm.cli import main; "
+        "sys.argv = ['clearlstm', 'explain']; code = main(); print('after main', code)"
+    )
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    if launched:
+        env["TORCHELASTIC_RUN_ID"] = "test"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "forget gate" in done.stdout  # explain's output, flushed before the exit
+    assert ("after main" in done.stdout) is not launched
+
+
 # ---- bad input: one clear message, non-zero exit, no traceback --------------------------
 
 
