@@ -193,7 +193,10 @@ def _matvec_t4(h, w_t, z, paired=False):
     zero = z.dtype.type(0.0)
     k = 0
     while paired and k + 8 <= rows:
-        for r in range(4):  # the eight rows of w_t stay in L1 across the four sequences
+        # The pass of _matvec_t, repeated rather than shared: as one helper both called, the
+        # backward ran 1.3-1.5x slower (measured). The eight rows of w_t stay in L1 across
+        # the four sequences.
+        for r in range(4):
             h0, h1, h2, h3 = h[r, k], h[r, k + 1], h[r, k + 2], h[r, k + 3]
             h4, h5, h6, h7 = h[r, k + 4], h[r, k + 5], h[r, k + 6], h[r, k + 7]
             for j in range(width):
