@@ -15,8 +15,9 @@ The kernels run only the recurrence. The input-to-hidden product of every step,
 Two ways to compute the recurrent product ``h @ w_hh.T``:
 
 - whole-sequence kernels (:func:`forward_sequence`, :func:`backward_sequence`) fuse it into
-  the step loop as ``H`` vectorized axpys over rows of ``w_hh.T``; one call per layer, no
-  Python per step. Right when ``w_hh`` fits in cache and the batch is small.
+  the step loop as ``H`` vectorized axpys over rows of ``w_hh.T`` (the backward's narrow
+  ``dz @ w_hh`` below ``H = 64``: ``H`` dot products); one call per layer, no Python per
+  step. Right when ``w_hh`` fits in cache and the batch is small.
 - step kernels (:func:`forward_gates`, :func:`backward_gates`) take the product from a BLAS
   GEMM torch runs per step and do the rest; right for large ``B * H``.
 
@@ -172,6 +173,22 @@ def _matvec_t(h, r, w_t, z, zr, paired=False):
         for j in range(width):
             z[zr, j] += hk * w_t[k, j]
         k += 1
+
+
+@njit(fastmath={"contract", "reassoc"}, error_model="numpy")
+def _matvec_dot(v, r, w, z, zr):
+    """``z[zr] = w @ v[r]``: ``v (., N)``, ``w (K, N)``, ``z (., K)``; a dot product per row.
+
+    For a narrow result (``K`` a few vectors) from a wide ``v``: the sums are reassociated
+    (LLVM splits each into vector partial sums), which takes them off one FMA chain; the
+    axpys of :func:`_matvec_t` would each wait on the last. Deterministic, but its own order.
+    """
+    rows, width = w.shape
+    for k in range(rows):
+        acc = z.dtype.type(0.0)
+        for j in range(width):
+            acc += v[r, j] * w[k, j]
+        z[zr, k] = acc
 
 
 # From hidden_size BLOCK_MIN_HIDDEN on, ROWS sequences advance together, so each row of
@@ -521,6 +538,13 @@ def _backward_rows(
     dh = np.empty((1, hidden), dtype)
     dc = np.empty((1, hidden), dtype)
     cp = np.empty((1, hidden), dtype)
+    dz_row = np.empty((1, 4 * hidden), dtype)
+    narrow = hidden < BLOCK_MIN_HIDDEN  # no blocks, whose bits the single path must match
+    whh_t = np.empty((hidden if narrow else 0, 4 * hidden), dtype)
+    if narrow:
+        for k in range(hidden):
+            for j in range(4 * hidden):
+                whh_t[k, j] = w_hh[j, k]
     tiny = _tiny(dh0[0, 0])
     zero = dtype.type(0.0)
     for b in range(b0 + blocks * ROWS, b1):  # one at a time: inline, not a helper (~25% faster)
@@ -536,8 +560,14 @@ def _backward_rows(
                 dh[0, j] += grad_out[t, b, j]
             _previous_c(cp, 0, cs, c0, s, n, reverse, b)
             _gates_backward(dh, dc, cp, 0, gates, cs, t, b, dz)
-            dh[0, :] = 0.0
-            _matvec_t(dz[t], b, w_hh, dh, 0, True)  # dh = dz[t, b] @ w_hh
+            for j in range(4 * hidden):
+                dz_row[0, j] = dz[t, b, j]
+            if narrow:  # dh = dz[t, b] @ w_hh
+                _matvec_dot(dz_row, 0, whh_t, dh, 0)
+            else:
+                for j in range(hidden):
+                    dh[0, j] = 0.0
+                _matvec_t(dz_row, 0, w_hh, dh, 0, True)
             for j in range(hidden):
                 if abs(dh[0, j]) < tiny:
                     dh[0, j] = zero
