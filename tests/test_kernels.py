@@ -562,24 +562,6 @@ def test_calls_without_gradient_match_reference(dtype, case) -> None:
             assert_scaled_close(b.nan_to_num(), a.nan_to_num(), TOL[dtype], f"record.{name}")
 
 
-def test_tiny_call_takes_the_one_kernel_path(monkeypatch) -> None:
-    from clearlstm import kernels_small
-
-    calls = []
-    for name in ("forward_small", "backward_small"):
-        original = getattr(kernels_small, name)
-        spy = lambda *a, name=name, original=original: calls.append(name) or original(*a)  # noqa: E731
-        monkeypatch.setattr(kernels_small, name, spy)
-    torch.manual_seed(0)
-    lstm = clearlstm.LSTM(1, 1, backend="fused")
-    x = torch.randn(5, 1, 1, requires_grad=True)
-    lstm(x)[0].sum().backward()
-    assert calls == ["forward_small", "backward_small"], "a (5, 1, 1, 1) step is two kernels"
-    usual = autograd.fused_layer(x, *torch.zeros(2, 1, 1), lstm.layer_weights(0), None, False,
-                                 False, "sequence").output  # fmt: skip
-    assert_close(lstm(x)[0], usual, **TOL[torch.float32])
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -> None:

@@ -232,10 +232,9 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     lens = _all_steps(batch, steps) if lengths is None else _np(lengths.long())
     w_ih, w_hh, b_ih, b_hh, _ = weights
     if not (needs_grad or record):  # plain inference: the fewest conversions
-        arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0)]
-        b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
-        results = kernels_small.infer_small(*arrays, b_ih, b_hh, lens, reverse)
-        return LayerResult(*[torch.from_numpy(a) for a in results], None)
+        state = (_np(h0.contiguous()), _np(c0.contiguous()))
+        results = _infer_small(x, weights, state, lens, reverse, check_finite=False)
+        return LayerResult(*results, None)
     args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record)
     if needs_grad:
         out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args)
@@ -247,6 +246,49 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     return LayerResult(out, h_n, c_n, None)
 
 
+def small_inference(x, h0, c0, weights, lengths, check_finite) -> tuple[Tensor, ...] | None:
+    """:func:`clearlstm.functional.small_lstm_inference` once the backend is fused: one
+    kernel call when the call is tiny, on the CPU and needs no gradient, else None."""
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    if not supports(x, weights) or not dispatch.small_call(x, w_hh):
+        return None
+    tensors = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return None
+    steps, batch, _ = x.shape
+    zeros = _zeros(batch, w_hh.shape[1], x.dtype)
+    state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
+    lens = _all_steps(batch, steps) if lengths is None else _np(lengths)
+    return _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
+
+
+def _infer_small(
+    x, weights, state, lens, reverse, check_finite, stacked=False
+) -> tuple[Tensor, ...] | None:
+    """``(out, h_n, c_n)`` from :mod:`clearlstm.kernels_small` for ``state = (h0, c0)``
+    arrays, with ``stacked`` the states ``(1, B, H)``; None when ``check_finite`` found
+    NaN/Inf."""
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)] + list(state)
+    b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
+    if not check_finite:
+        results = kernels_small.infer_small(*arrays, b_ih, b_hh, lens, reverse)
+    else:
+        bad, *results = kernels_small.infer_small_checked(*arrays, b_ih, b_hh, lens, reverse)
+        if bad:
+            return None
+    out, h_n, c_n = results
+    if stacked:  # a NumPy view costs a tenth of torch's unsqueeze
+        h_n, c_n = h_n[None], c_n[None]
+    return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
+
+
+@lru_cache(maxsize=64)
+def _zeros(batch: int, hidden: int, dtype: torch.dtype) -> np.ndarray:
+    """``(B, H)`` zeros for the default state; shared between calls, never written."""
+    return np.zeros((batch, hidden), np.float32 if dtype == torch.float32 else np.float64)
+
+
 @lru_cache(maxsize=64)
 def _all_steps(batch: int, steps: int) -> np.ndarray:
     """``(B,)`` lengths of an unpadded batch; shared between calls, never written."""
@@ -255,7 +297,9 @@ def _all_steps(batch: int, steps: int) -> np.ndarray:
 
 def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
     """Both biases as arrays ``(G,)``, zeros for a missing one."""
-    zero = None if b_ih is not None and b_hh is not None else np.zeros(len(w_hh), w_hh.dtype)
+    if b_ih is not None and b_hh is not None:
+        return _np(b_ih), _np(b_hh)
+    zero = np.zeros(len(w_hh), w_hh.dtype)
     return (zero if b is None else _np(b) for b in (b_ih, b_hh))
 
 

@@ -154,8 +154,13 @@ def choose_backend(x: Tensor, weights: LayerWeights, record: bool, backend: Back
     if record:
         return "reference" if projection or _fused() is None else "fused"
     batch, hidden = x.shape[1], weights.w_hh.shape[0] // 4
-    small = hidden <= FUSED_MAX_HIDDEN and batch * hidden <= FUSED_MAX_UNITS
-    return "fused" if small and not projection and _fused() is not None else "torch"
+    fused = fused_size(batch, hidden) and not projection and _fused() is not None
+    return "fused" if fused else "torch"
+
+
+def fused_size(batch: int, hidden: int) -> bool:
+    """Whether ``"auto"`` runs a layer of this size on the fused kernels (without a trace)."""
+    return hidden <= FUSED_MAX_HIDDEN and batch * hidden <= FUSED_MAX_UNITS
 
 
 _FUSED: list = []  # the imported module (or None), once known
@@ -170,6 +175,30 @@ def _fused():
             autograd = None
         _FUSED.append(autograd)
     return _FUSED[0]
+
+
+def small_lstm_inference(
+    x: Tensor,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    weights: LayerWeights,
+    lengths: Tensor | None,
+    backend: Backend,
+    check_finite: bool,
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """:func:`lstm` of one layer, one direction (forward, no trace) as one kernel call, for a
+    tiny call that needs no gradient and that ``backend`` runs fused: ``(output (T, B, H),
+    h_n (1, B, H), c_n (1, B, H))``.
+
+    ``h0, c0 (B, H)`` or None for zeros. With ``check_finite`` the kernel counts NaN/Inf in
+    the inputs and computes nothing if there are any. Returns None for any other call, and
+    for one with NaN/Inf: the general path then runs (and raises). Validated inputs only.
+    """
+    batch, hidden = x.shape[1], weights.w_hh.shape[1]
+    wanted = backend == "fused" or (backend == "auto" and fused_size(batch, hidden))
+    if not wanted or weights.w_hr is not None or (fused := _fused()) is None:
+        return None
+    return fused.small_inference(x, h0, c0, weights, lengths, check_finite)
 
 
 def lstm_layer(

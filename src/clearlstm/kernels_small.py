@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time
+from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time, count_nonfinite
 
 
 @njit(cache=True, **_JIT)
@@ -55,6 +55,24 @@ def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
         x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, False, False
     )
     return out, h_n, c_n
+
+
+@njit(cache=True, **_JIT)
+def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
+    """:func:`infer_small` after counting the NaN/Inf entries of its inputs (``x`` only at
+    the steps each sequence reads): ``(count, out, h_n, c_n)``. With a count above zero
+    nothing is computed and the outputs are empty."""
+    bad = count_nonfinite(w_ih) + count_nonfinite(w_hh) + count_nonfinite(b_ih)
+    bad += count_nonfinite(b_hh) + count_nonfinite(h0) + count_nonfinite(c0)
+    for b in range(x.shape[1]):
+        for t in range(lengths[b]):
+            for k in range(x.shape[2]):
+                bad += not np.isfinite(x[t, b, k])
+    if bad:
+        empty = np.empty((0, 0), x.dtype)
+        return bad, np.empty((0, 0, 0), x.dtype), empty, empty
+    out, h_n, c_n = infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse)
+    return bad, out, h_n, c_n
 
 
 @njit(cache=True, **_JIT)

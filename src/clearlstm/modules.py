@@ -18,7 +18,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from clearlstm import checks
 from clearlstm.cell import CellStep, lstm_cell
-from clearlstm.functional import BACKENDS, Backend, LayerWeights, lstm, step_mask
+from clearlstm.functional import (
+    BACKENDS,
+    Backend,
+    LayerWeights,
+    lstm,
+    small_lstm_inference,
+    step_mask,
+)
 from clearlstm.streaming import Stream
 from clearlstm.trace import Trace
 
@@ -271,33 +278,12 @@ class LSTM(nn.Module):
         checks.check_like(owner, "input", x, reference, "the weights")
         if lengths is not None:
             lengths = checks.check_lengths(owner, lengths, batch, steps)
-        h0, c0 = self._initial_state(hx, x, batch, batched)
-        if self.check_finite:
-            # Only the steps the LSTM reads: padding may hold anything.
-            valid = x if lengths is None else x[step_mask(lengths, steps)]
-            named = [("input", valid.detach())]
-            if hx is not None:  # the default zeros need no check
-                named += [("h_0", h0.detach()), ("c_0", c0.detach())]
-            checks.check_finite(owner, named)
-            _check_finite_weights(owner, self)
-
-        weights = [
-            self.layer_weights(layer, direction)
-            for layer in range(self.num_layers)
-            for direction in range(self.num_directions)
-        ]
-        output, h_n, c_n, records = lstm(
-            x,
-            h0,
-            c0,
-            weights,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            training=self.training,
-            lengths=lengths,
-            record=trace,
-            backend=self.backend,
-        )
+        h0, c0 = (None, None) if hx is None else self._initial_state(hx, x, batch, batched)
+        small = None if trace else self._small_inference(x, h0, c0, lengths)
+        if small is not None:
+            (output, h_n, c_n), records = small, None
+        else:
+            output, h_n, c_n, records = self._general(x, hx, h0, c0, lengths, batched, trace)
 
         if packed:
             order = input.sorted_indices
@@ -315,6 +301,53 @@ class LSTM(nn.Module):
             return output, (h_n, c_n)
         all_steps = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths
         return output, (h_n, c_n), Trace(tuple(tuple(r) for r in records), all_steps)
+
+    def _small_inference(
+        self, x: Tensor, h0: Tensor | None, c0: Tensor | None, lengths: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """A tiny one-layer call with no gradient and no trace, NaN/Inf check included, as
+        one kernel call (:func:`~clearlstm.functional.small_lstm_inference`): ``(output
+        (T, B, H), h_n, c_n (1, B, H))``; None for any other call. ``x (T, B, I)``."""
+        # _modules: parametrized weights (torch.nn.utils.parametrize) are computed properties
+        if self.num_layers > 1 or self.bidirectional or self.proj_size or self._modules:
+            return None
+        state = (None, None) if h0 is None else (h0[0], c0[0])
+        p = self._parameters  # no parametrizations: every weight is here
+        weights = LayerWeights(
+            p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"), None
+        )
+        return small_lstm_inference(x, *state, weights, lengths, self.backend, self.check_finite)
+
+    def _general(self, x, hx, h0, c0, lengths, batched, trace):
+        """Any call: checks, then :func:`~clearlstm.functional.lstm` over every layer."""
+        steps, batch, _ = x.shape
+        if h0 is None:
+            h0, c0 = self._initial_state(None, x, batch, batched)
+        if self.check_finite:
+            # Only the steps the LSTM reads: padding may hold anything.
+            valid = x if lengths is None else x[step_mask(lengths, steps)]
+            named = [("input", valid.detach())]
+            if hx is not None:  # the default zeros need no check
+                named += [("h_0", h0.detach()), ("c_0", c0.detach())]
+            checks.check_finite("LSTM", named)
+            _check_finite_weights("LSTM", self)
+        weights = [
+            self.layer_weights(layer, direction)
+            for layer in range(self.num_layers)
+            for direction in range(self.num_directions)
+        ]
+        return lstm(
+            x,
+            h0,
+            c0,
+            weights,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            training=self.training,
+            lengths=lengths,
+            record=trace,
+            backend=self.backend,
+        )
 
     def _initial_state(self, hx: State | None, x: Tensor, batch: int, batched: bool) -> State:
         """``(h_0 (L*D, B, P), c_0 (L*D, B, H))``, zeros when ``hx`` is None."""

@@ -1,0 +1,185 @@
+"""Tiny calls: one kernel call forward and one backward, and nothing else around them.
+
+Below ``dispatch.SMALL_CALL_MACS`` multiply-adds the fixed costs are the call. A training step
+runs ``kernels_small``'s forward and backward; an inference call of a one-layer LSTM (no
+gradient, no trace) also skips the general path, its NaN/Inf check done inside the kernel.
+These tests pin that the short ways are taken, that they give the general path's bits, and
+that the check inside the kernel errs exactly like the general one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.testing import assert_close
+
+import clearlstm
+from clearlstm import autograd, kernels_small, modules
+
+TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
+FINITE_HINT = r"\(NaN or Inf\); clean the data, or pass check_finite=False"
+
+
+def spy_on(monkeypatch, owner, name: str, calls: list) -> None:
+    original = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+
+
+def test_tiny_training_step_is_two_kernels(monkeypatch) -> None:
+    calls = []
+    for name in ("forward_small", "backward_small"):
+        spy_on(monkeypatch, kernels_small, name, calls)
+    torch.manual_seed(0)
+    lstm = clearlstm.LSTM(1, 1, backend="fused")
+    x = torch.randn(5, 1, 1, requires_grad=True)
+    lstm(x)[0].sum().backward()
+    assert calls == ["forward_small", "backward_small"], "a (5, 1, 1, 1) step is two kernels"
+    usual = autograd.fused_layer(x, *torch.zeros(2, 1, 1), lstm.layer_weights(0), None, False,
+                                 False, "sequence").output  # fmt: skip
+    assert_close(lstm(x)[0], usual, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("hx", [False, True])
+@pytest.mark.parametrize("lengths", [None, [4, 2]])
+@pytest.mark.parametrize("backend", ["auto", "fused"])
+def test_tiny_inference_is_one_kernel_call(monkeypatch, hx, lengths, backend) -> None:
+    calls = []
+    spy_on(monkeypatch, kernels_small, "infer_small_checked", calls)
+    spy_on(monkeypatch, modules, "lstm", calls)  # the general path
+    lstm = clearlstm.LSTM(2, 3, backend=backend)
+    state = (torch.randn(1, 2, 3), torch.randn(1, 2, 3)) if hx else None
+    with torch.no_grad():
+        lstm(torch.randn(4, 2, 2), state, lengths=lengths)
+    assert calls == ["infer_small_checked"]
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
+@pytest.mark.parametrize(
+    "how",
+    ["gradient", "trace", "two layers", "bidirectional", "projection", "reference", "large"],
+)
+def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
+    calls = []
+    spy_on(monkeypatch, kernels_small, "infer_small_checked", calls)
+    spy_on(monkeypatch, modules, "lstm", calls)
+    options = {
+        "two layers": {"num_layers": 2},
+        "bidirectional": {"bidirectional": True},
+        "projection": {"proj_size": 2},
+        "reference": {"backend": "reference"},
+    }.get(how, {})
+    hidden = 64 if how == "large" else 3
+    lstm = clearlstm.LSTM(2, hidden, **options)
+    x = torch.randn(4, 2, 2)
+    if how == "gradient":
+        lstm(x)
+    else:
+        with torch.no_grad():
+            lstm(x, trace=how == "trace")
+    assert calls == ["lstm"]
+
+
+@st.composite
+def tiny_case(draw):
+    steps, batch = draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    lengths = None
+    if draw(st.booleans()):
+        lengths = draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
+    return {
+        "steps": steps,
+        "batch": batch,
+        "inputs": draw(st.integers(1, 3)),
+        "hidden": draw(st.integers(1, 6)),
+        "bias": draw(st.booleans()),
+        "hx": draw(st.booleans()),
+        "lengths": lengths,
+        "batch_first": draw(st.booleans()),
+        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=tiny_case())
+def test_tiny_inference_gives_the_general_paths_bits(case) -> None:
+    torch.manual_seed(case["seed"])
+    steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]
+    lstm = clearlstm.LSTM(
+        case["inputs"], hidden, bias=case["bias"], batch_first=case["batch_first"], dtype=dtype
+    )
+    shape = (batch, steps) if case["batch_first"] else (steps, batch)
+    x = torch.randn(*shape, case["inputs"], dtype=dtype)
+    hx = tuple(torch.randn(2, 1, batch, hidden, dtype=dtype)) if case["hx"] else None
+    lengths = None if case["lengths"] is None else torch.tensor(case["lengths"])
+    time_major = x.transpose(0, 1) if case["batch_first"] else x
+    general, reference = copy.deepcopy(lstm), copy.deepcopy(lstm)
+    general._small_inference = lambda *args: None
+    reference.backend = "reference"
+    with torch.no_grad():
+        state = (None, None) if hx is None else hx
+        assert lstm._small_inference(time_major, *state, lengths) is not None, "the short way"
+        out, (h_n, c_n) = lstm(x, hx, lengths=case["lengths"])
+        expected, (h_e, c_e) = general(x, hx, lengths=case["lengths"])
+        truth, (h_t, c_t) = reference(x, hx, lengths=case["lengths"])
+    for ours, theirs in ((out, expected), (h_n, h_e), (c_n, c_e)):
+        assert ours.shape == theirs.shape and torch.equal(ours, theirs)
+    for ours, theirs in ((out, truth), (h_n, h_t), (c_n, c_t)):
+        assert_close(ours, theirs, **TOL[dtype])
+
+
+def test_unbatched_tiny_inference_matches_batched() -> None:
+    lstm = clearlstm.LSTM(2, 3)
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        out, (h_n, c_n) = lstm(x)
+        batched, (h_b, c_b) = lstm(x[:, None])
+    assert out.shape == (5, 3) and h_n.shape == c_n.shape == (1, 3)
+    assert torch.equal(out, batched[:, 0]) and torch.equal(h_n, h_b[:, 0])
+    assert torch.equal(c_n, c_b[:, 0])
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+@pytest.mark.parametrize(
+    "where", ["input", "h_0", "c_0", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+)
+def test_tiny_inference_errs_like_the_general_path(where, value) -> None:
+    lstm = clearlstm.LSTM(2, 3)
+    x, h0, c0 = torch.randn(4, 2, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3)
+    with torch.no_grad():
+        target = {"input": x, "h_0": h0, "c_0": c0}.get(where)
+        if target is None:
+            target = getattr(lstm, where)
+            where = "parameter " + where
+        target.view(-1)[1] = value
+        with pytest.raises(ValueError, match=rf"LSTM: {where} contains 1 non-finite value\(s\) "):
+            lstm(x, (h0, c0))
+        lstm.check_finite = False  # then the values go through
+        out, (_, c_n) = lstm(x, (h0, c0))
+    if math.isnan(value):
+        assert out.isnan().any() and c_n.isnan().any()
+
+
+def test_tiny_inference_ignores_nan_in_padding(monkeypatch) -> None:
+    calls = []
+    spy_on(monkeypatch, modules, "lstm", calls)  # the general path
+    lstm = clearlstm.LSTM(2, 3)
+    x = torch.randn(5, 2, 2)
+    x[3:, 1] = math.nan
+    with torch.no_grad():
+        output, _ = lstm(x, lengths=[5, 3])
+        assert torch.isfinite(output).all()
+        assert calls == [], "padding is not checked, so the call took the short way"
+        x[2, 1, 0] = math.nan  # a step that is read
+        error = rf"LSTM: input contains 1 non-finite value\(s\) {FINITE_HINT}"
+        with pytest.raises(ValueError, match=error):
+            lstm(x, lengths=[5, 3])
