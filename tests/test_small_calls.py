@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
-from clearlstm import autograd, kernels_small, modules
+from clearlstm import autograd, dispatch, kernels_small, modules
+from clearlstm.functional import fused_size
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
 FINITE_HINT = r"\(NaN or Inf\); clean the data, or pass check_finite=False"
@@ -78,7 +79,7 @@ def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
         "projection": {"proj_size": 2},
         "reference": {"backend": "reference"},
     }.get(how, {})
-    hidden = 64 if how == "large" else 3
+    hidden = 200 if how == "large" else 3  # 200: "auto" takes torch's op
     lstm = clearlstm.LSTM(2, hidden, **options)
     x = torch.randn(4, 2, 2)
     if how == "gradient":
@@ -90,16 +91,18 @@ def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
 
 
 @st.composite
-def tiny_case(draw):
-    steps, batch = draw(st.integers(1, 6)), draw(st.integers(1, 4))
+def one_layer_case(draw):
+    steps, batch = draw(st.integers(1, 12)), draw(st.integers(1, 5))
     lengths = None
     if draw(st.booleans()):
         lengths = draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
     return {
         "steps": steps,
         "batch": batch,
-        "inputs": draw(st.integers(1, 3)),
-        "hidden": draw(st.integers(1, 6)),
+        "inputs": draw(st.integers(1, 10)),
+        # up to 6 mostly one kernel call; 33 larger ones too (input product in numba up to 8
+        # inputs); 70: the usual kernels, minus the general path's checks and plumbing
+        "hidden": draw(st.sampled_from([1, 2, 3, 5, 6, 33, 70])),
         "bias": draw(st.booleans()),
         "hx": draw(st.booleans()),
         "lengths": lengths,
@@ -109,9 +112,9 @@ def tiny_case(draw):
     }
 
 
-@settings(max_examples=60, deadline=None)
-@given(case=tiny_case())
-def test_tiny_inference_gives_the_general_paths_bits(case) -> None:
+@settings(max_examples=80, deadline=None)
+@given(case=one_layer_case())
+def test_one_layer_inference_gives_the_general_paths_bits(case) -> None:
     torch.manual_seed(case["seed"])
     steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]
     lstm = clearlstm.LSTM(
@@ -123,11 +126,12 @@ def test_tiny_inference_gives_the_general_paths_bits(case) -> None:
     lengths = None if case["lengths"] is None else torch.tensor(case["lengths"])
     time_major = x.transpose(0, 1) if case["batch_first"] else x
     general, reference = copy.deepcopy(lstm), copy.deepcopy(lstm)
-    general._small_inference = lambda *args: None
+    general._one_layer_inference = lambda *args: None
     reference.backend = "reference"
     with torch.no_grad():
         state = (None, None) if hx is None else hx
-        assert lstm._small_inference(time_major, *state, lengths) is not None, "the short way"
+        direct = lstm._one_layer_inference(time_major, *state, lengths)
+        assert (direct is not None) == fused_size(batch, hidden), "the direct way when fused"
         out, (h_n, c_n) = lstm(x, hx, lengths=case["lengths"])
         expected, (h_e, c_e) = general(x, hx, lengths=case["lengths"])
         truth, (h_t, c_t) = reference(x, hx, lengths=case["lengths"])
@@ -135,6 +139,19 @@ def test_tiny_inference_gives_the_general_paths_bits(case) -> None:
         assert ours.shape == theirs.shape and torch.equal(ours, theirs)
     for ours, theirs in ((out, truth), (h_n, h_t), (c_n, c_t)):
         assert_close(ours, theirs, **TOL[dtype])
+
+
+def test_which_calls_are_one_kernel_call() -> None:
+    def small(steps, batch, inputs, hidden, training=False, dtype=torch.float32):
+        x = torch.empty(steps, batch, inputs, dtype=dtype)
+        return dispatch.small_call(x, torch.empty(4 * hidden, hidden, dtype=dtype), training)
+
+    assert small(5, 1, 1, 1, training=True) and not small(24, 1, 1, 32, training=True)
+    assert small(24, 1, 1, 32) and small(24, 4, 2, 16) and small(200, 1, 8, 32)
+    assert not small(200, 1, 9, 32), "many inputs: BLAS does the input product better"
+    assert not small(24, 1, 1, dispatch.SPLIT_MIN_HIDDEN), "the units may split"
+    assert small(511, 1, 1, 32) and not small(512, 1, 1, 32), "256 KiB: pooled buffers"
+    assert not small(256, 1, 1, 32, dtype=torch.float64)
 
 
 def test_unbatched_tiny_inference_matches_batched() -> None:

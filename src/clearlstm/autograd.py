@@ -103,7 +103,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     gates = _recycled(xw, steps, batch, width) if store else unused
     cs = _recycled(xw, steps, batch, hidden) if store else unused
     pre = _recycled(xw, steps, batch, width) if record else unused
-    lens = lengths.numpy()
+    lens = lengths if isinstance(lengths, np.ndarray) else lengths.numpy()
     if how.threads > 1:
         set_numba_threads(how.threads)
     if how.kernel == "split":
@@ -246,20 +246,33 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     return LayerResult(out, h_n, c_n, None)
 
 
-def small_inference(x, h0, c0, weights, lengths, check_finite) -> tuple[Tensor, ...] | None:
-    """:func:`clearlstm.functional.small_lstm_inference` once the backend is fused: one
-    kernel call when the call is tiny, on the CPU and needs no gradient, else None."""
+def layer_inference(x, h0, c0, weights, lengths, check_finite) -> tuple[Tensor, ...] | None:
+    """:func:`clearlstm.functional.one_layer_inference` once the backend is fused: the
+    layer's forward with no gradient and no record, its NaN/Inf check one pass in numba
+    (inside the kernel for a tiny call); None when the call needs a gradient or is not on
+    the CPU, or when the check finds NaN/Inf."""
     w_ih, w_hh, b_ih, b_hh, _ = weights
-    if not supports(x, weights) or not dispatch.small_call(x, w_hh):
-        return None
     tensors = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return None
+    if not supports(x, weights):
         return None
     steps, batch, _ = x.shape
     zeros = _zeros(batch, w_hh.shape[1], x.dtype)
     state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
     lens = _all_steps(batch, steps) if lengths is None else _np(lengths)
-    return _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
+    if dispatch.small_call(x, w_hh):
+        return _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
+    if check_finite:
+        arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
+        biases = _bias_arrays(b_ih, b_hh, arrays[2])
+        if kernels.count_nonfinite_layer(arrays[0], lens, *arrays[1:], *biases, *state):
+            return None
+    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
+    how = plan(batch, w_hh.shape[1])
+    h0, c0 = (torch.from_numpy(h) for h in state)
+    out, h_n, c_n = _forward(x, w_ih, bias, h0, c0, w_hh, lens, False, False, False, how)[:3]
+    return out, h_n.unsqueeze(0), c_n.unsqueeze(0)
 
 
 def _infer_small(
@@ -367,7 +380,7 @@ def fused_layer(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
-    if not kernel and dispatch.small_call(x, w_hh):
+    if not kernel and dispatch.small_call(x, w_hh, needs_grad):
         return _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad)
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (

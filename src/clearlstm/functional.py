@@ -177,7 +177,7 @@ def _fused():
     return _FUSED[0]
 
 
-def small_lstm_inference(
+def one_layer_inference(
     x: Tensor,
     h0: Tensor | None,
     c0: Tensor | None,
@@ -186,19 +186,19 @@ def small_lstm_inference(
     backend: Backend,
     check_finite: bool,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """:func:`lstm` of one layer, one direction (forward, no trace) as one kernel call, for a
-    tiny call that needs no gradient and that ``backend`` runs fused: ``(output (T, B, H),
-    h_n (1, B, H), c_n (1, B, H))``.
+    """:func:`lstm` of one layer, one direction, with no gradient and no trace, on the fused
+    kernels when ``backend`` runs it there: ``(output (T, B, H), h_n (1, B, H), c_n (1, B,
+    H))`` with none of the general path's tensor operations around the kernels.
 
-    ``h0, c0 (B, H)`` or None for zeros. With ``check_finite`` the kernel counts NaN/Inf in
-    the inputs and computes nothing if there are any. Returns None for any other call, and
-    for one with NaN/Inf: the general path then runs (and raises). Validated inputs only.
+    ``h0, c0 (B, H)`` or None for zeros. With ``check_finite`` the inputs are checked for
+    NaN/Inf in one pass. Returns None for any other call, and for one with NaN/Inf: the
+    general path then runs (and raises). Validated inputs only.
     """
     batch, hidden = x.shape[1], weights.w_hh.shape[1]
     wanted = backend == "fused" or (backend == "auto" and fused_size(batch, hidden))
     if not wanted or weights.w_hr is not None or (fused := _fused()) is None:
         return None
-    return fused.small_inference(x, h0, c0, weights, lengths, check_finite)
+    return fused.layer_inference(x, h0, c0, weights, lengths, check_finite)
 
 
 def lstm_layer(

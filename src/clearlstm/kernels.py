@@ -704,3 +704,16 @@ def count_nonfinite(values):
     for i in range(flat.size):
         count += not np.isfinite(flat[i])
     return count
+
+
+@njit(cache=True, **_JIT)
+def count_nonfinite_layer(x, lengths, w_ih, w_hh, b_ih, b_hh, h0, c0):
+    """NaN/Inf entries among a layer's inputs, ``x (T, B, I)`` only at the steps each
+    sequence reads (``lengths (B,)``): padding may hold anything."""
+    bad = count_nonfinite(w_ih) + count_nonfinite(w_hh) + count_nonfinite(b_ih)
+    bad += count_nonfinite(b_hh) + count_nonfinite(h0) + count_nonfinite(c0)
+    for b in range(x.shape[1]):
+        for t in range(lengths[b]):
+            for k in range(x.shape[2]):
+                bad += not np.isfinite(x[t, b, k])
+    return bad

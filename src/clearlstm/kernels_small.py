@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time, count_nonfinite
+from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time, count_nonfinite_layer
 
 
 @njit(cache=True, **_JIT)
@@ -28,13 +28,15 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
     dtype = x.dtype
     xw = np.empty((steps, batch, width), dtype)
     bias = b_ih + b_hh
+    w_ih_t = np.ascontiguousarray(w_ih.T)  # (I, G): rows vectorize over the gates
     for t in range(steps):
         for b in range(batch):
             for r in range(width):
-                acc = bias[r]
-                for k in range(inputs):
-                    acc += x[t, b, k] * w_ih[r, k]
-                xw[t, b, r] = acc
+                xw[t, b, r] = bias[r]
+            for k in range(inputs):  # an axpy per input, summed in input order
+                xk = x[t, b, k]
+                for r in range(width):
+                    xw[t, b, r] += xk * w_ih_t[k, r]
     out = np.empty((steps, batch, hidden), dtype)
     h_n = np.empty((batch, hidden), dtype)
     c_n = np.empty((batch, hidden), dtype)
@@ -62,12 +64,7 @@ def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
     """:func:`infer_small` after counting the NaN/Inf entries of its inputs (``x`` only at
     the steps each sequence reads): ``(count, out, h_n, c_n)``. With a count above zero
     nothing is computed and the outputs are empty."""
-    bad = count_nonfinite(w_ih) + count_nonfinite(w_hh) + count_nonfinite(b_ih)
-    bad += count_nonfinite(b_hh) + count_nonfinite(h0) + count_nonfinite(c0)
-    for b in range(x.shape[1]):
-        for t in range(lengths[b]):
-            for k in range(x.shape[2]):
-                bad += not np.isfinite(x[t, b, k])
+    bad = count_nonfinite_layer(x, lengths, w_ih, w_hh, b_ih, b_hh, h0, c0)
     if bad:
         empty = np.empty((0, 0), x.dtype)
         return bad, np.empty((0, 0, 0), x.dtype), empty, empty

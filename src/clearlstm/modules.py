@@ -23,7 +23,7 @@ from clearlstm.functional import (
     Backend,
     LayerWeights,
     lstm,
-    small_lstm_inference,
+    one_layer_inference,
     step_mask,
 )
 from clearlstm.streaming import Stream
@@ -279,9 +279,9 @@ class LSTM(nn.Module):
         if lengths is not None:
             lengths = checks.check_lengths(owner, lengths, batch, steps)
         h0, c0 = (None, None) if hx is None else self._initial_state(hx, x, batch, batched)
-        small = None if trace else self._small_inference(x, h0, c0, lengths)
-        if small is not None:
-            (output, h_n, c_n), records = small, None
+        direct = None if trace else self._one_layer_inference(x, h0, c0, lengths)
+        if direct is not None:
+            (output, h_n, c_n), records = direct, None
         else:
             output, h_n, c_n, records = self._general(x, hx, h0, c0, lengths, batched, trace)
 
@@ -302,12 +302,12 @@ class LSTM(nn.Module):
         all_steps = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths
         return output, (h_n, c_n), Trace(tuple(tuple(r) for r in records), all_steps)
 
-    def _small_inference(
+    def _one_layer_inference(
         self, x: Tensor, h0: Tensor | None, c0: Tensor | None, lengths: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor] | None:
-        """A tiny one-layer call with no gradient and no trace, NaN/Inf check included, as
-        one kernel call (:func:`~clearlstm.functional.small_lstm_inference`): ``(output
-        (T, B, H), h_n, c_n (1, B, H))``; None for any other call. ``x (T, B, I)``."""
+        """A one-layer call with no gradient and no trace, straight to the fused kernels
+        (:func:`~clearlstm.functional.one_layer_inference`): ``(output (T, B, H), h_n, c_n
+        (1, B, H))``; None for any other call. ``x (T, B, I)``."""
         # _modules: parametrized weights (torch.nn.utils.parametrize) are computed properties
         if self.num_layers > 1 or self.bidirectional or self.proj_size or self._modules:
             return None
@@ -316,7 +316,7 @@ class LSTM(nn.Module):
         weights = LayerWeights(
             p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"), None
         )
-        return small_lstm_inference(x, *state, weights, lengths, self.backend, self.check_finite)
+        return one_layer_inference(x, *state, weights, lengths, self.backend, self.check_finite)
 
     def _general(self, x, hx, h0, c0, lengths, batched, trace):
         """Any call: checks, then :func:`~clearlstm.functional.lstm` over every layer."""
