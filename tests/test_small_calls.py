@@ -20,7 +20,7 @@ from torch.testing import assert_close
 
 import clearlstm
 from clearlstm import autograd, dispatch, kernels_small, modules
-from clearlstm.functional import fused_size
+from clearlstm.functional import LayerRecord, fused_size
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
 FINITE_HINT = r"\(NaN or Inf\); clean the data, or pass check_finite=False"
@@ -67,7 +67,7 @@ def test_tiny_inference_is_one_kernel_call(monkeypatch, hx, lengths, backend) ->
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
 @pytest.mark.parametrize(
     "how",
-    ["gradient", "trace", "two layers", "bidirectional", "projection", "reference", "large"],
+    ["gradient", "two layers", "bidirectional", "projection", "reference", "large"],
 )
 def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
     calls = []
@@ -86,7 +86,7 @@ def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
         lstm(x)
     else:
         with torch.no_grad():
-            lstm(x, trace=how == "trace")
+            lstm(x)
     assert calls == ["lstm"]
 
 
@@ -130,7 +130,7 @@ def test_one_layer_inference_gives_the_general_paths_bits(case) -> None:
     reference.backend = "reference"
     with torch.no_grad():
         state = (None, None) if hx is None else hx
-        direct = lstm._one_layer_inference(time_major, *state, lengths)
+        direct = lstm._one_layer_inference(time_major, *state, lengths, False)
         assert (direct is not None) == fused_size(batch, hidden), "the direct way when fused"
         out, (h_n, c_n) = lstm(x, hx, lengths=case["lengths"])
         expected, (h_e, c_e) = general(x, hx, lengths=case["lengths"])
@@ -139,6 +139,16 @@ def test_one_layer_inference_gives_the_general_paths_bits(case) -> None:
         assert ours.shape == theirs.shape and torch.equal(ours, theirs)
     for ours, theirs in ((out, truth), (h_n, h_t), (c_n, c_t)):
         assert_close(ours, theirs, **TOL[dtype])
+    with torch.no_grad():  # the trace takes the direct way too, with the same bits
+        traced, (h_r, _), trace = lstm(x, hx, lengths=case["lengths"], trace=True)
+        general.backend = "fused"  # "auto" leaves torch's op only to record
+        expected_out, _, expected_trace = general(x, hx, lengths=case["lengths"], trace=True)
+    assert torch.equal(traced, expected_out)
+    if fused_size(batch, hidden):  # else the plain call ran torch's op
+        assert torch.equal(traced, out) and torch.equal(h_r, h_n)
+    for name, ours, theirs in zip(LayerRecord._fields, trace[0], expected_trace[0], strict=True):
+        assert torch.equal(ours.isnan(), theirs.isnan()), name
+        assert torch.equal(ours.nan_to_num(), theirs.nan_to_num()), name
 
 
 def test_which_calls_are_one_kernel_call() -> None:

@@ -246,11 +246,12 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     return LayerResult(out, h_n, c_n, None)
 
 
-def layer_inference(x, h0, c0, weights, lengths, check_finite) -> tuple[Tensor, ...] | None:
+def layer_inference(x, h0, c0, weights, lengths, record, check_finite) -> tuple | None:
     """:func:`clearlstm.functional.one_layer_inference` once the backend is fused: the
-    layer's forward with no gradient and no record, its NaN/Inf check one pass in numba
-    (inside the kernel for a tiny call); None when the call needs a gradient or is not on
-    the CPU, or when the check finds NaN/Inf."""
+    layer's forward with no gradient, its NaN/Inf check one pass in numba (inside the kernel
+    for a tiny call without record); ``(out, h_n, c_n, record or None)``, the states
+    ``(1, B, H)``. None when the call needs a gradient or is not on the CPU, or when the
+    check finds NaN/Inf."""
     w_ih, w_hh, b_ih, b_hh, _ = weights
     tensors = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
@@ -261,18 +262,26 @@ def layer_inference(x, h0, c0, weights, lengths, check_finite) -> tuple[Tensor, 
     zeros = _zeros(batch, w_hh.shape[1], x.dtype)
     state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
     lens = _all_steps(batch, steps) if lengths is None else _np(lengths)
-    if dispatch.small_call(x, w_hh):
-        return _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
-    if check_finite:
-        arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
-        biases = _bias_arrays(b_ih, b_hh, arrays[2])
-        if kernels.count_nonfinite_layer(arrays[0], lens, *arrays[1:], *biases, *state):
-            return None
-    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
-    how = plan(batch, w_hh.shape[1])
-    h0, c0 = (torch.from_numpy(h) for h in state)
-    out, h_n, c_n = _forward(x, w_ih, bias, h0, c0, w_hh, lens, False, False, False, how)[:3]
-    return out, h_n.unsqueeze(0), c_n.unsqueeze(0)
+    small = dispatch.small_call(x, w_hh)
+    if small and not record:
+        result = _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
+        return None if result is None else (*result, None)
+    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
+    biases = _bias_arrays(b_ih, b_hh, arrays[2])
+    inputs = (arrays[0], lens, *arrays[1:], *biases, *state)
+    if check_finite and kernels.count_nonfinite_layer(*inputs):
+        return None
+    if small:
+        results = kernels_small.forward_small(*arrays, *state, *biases, lens, False, True, True)
+        out, h_n, c_n, gates, cs, pre = (torch.from_numpy(a) for a in results)
+    else:
+        bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
+        h0, c0 = (torch.from_numpy(h) for h in state)
+        how = plan(batch, w_hh.shape[1])
+        results = _forward(x, w_ih, bias, h0, c0, w_hh, lens, False, record, record, how)
+        out, h_n, c_n, gates, cs, pre = results[:6]
+    rec = _layer_record(out, gates, cs, pre, lengths) if record else None
+    return out, h_n.unsqueeze(0), c_n.unsqueeze(0), rec
 
 
 def _infer_small(
@@ -313,7 +322,7 @@ def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
     if b_ih is not None and b_hh is not None:
         return _np(b_ih), _np(b_hh)
     zero = np.zeros(len(w_hh), w_hh.dtype)
-    return (zero if b is None else _np(b) for b in (b_ih, b_hh))
+    return tuple(zero if b is None else _np(b) for b in (b_ih, b_hh))
 
 
 def _small_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, store):

@@ -183,22 +183,24 @@ def one_layer_inference(
     c0: Tensor | None,
     weights: LayerWeights,
     lengths: Tensor | None,
+    record: bool,
     backend: Backend,
     check_finite: bool,
-) -> tuple[Tensor, Tensor, Tensor] | None:
-    """:func:`lstm` of one layer, one direction, with no gradient and no trace, on the fused
-    kernels when ``backend`` runs it there: ``(output (T, B, H), h_n (1, B, H), c_n (1, B,
-    H))`` with none of the general path's tensor operations around the kernels.
+) -> tuple[Tensor, Tensor, Tensor, LayerRecord | None] | None:
+    """:func:`lstm` of one layer, one direction, with no gradient, on the fused kernels when
+    ``backend`` runs it there: ``(output (T, B, H), h_n (1, B, H), c_n (1, B, H), record or
+    None)`` with none of the general path's tensor operations around the kernels.
 
     ``h0, c0 (B, H)`` or None for zeros. With ``check_finite`` the inputs are checked for
     NaN/Inf in one pass. Returns None for any other call, and for one with NaN/Inf: the
     general path then runs (and raises). Validated inputs only.
     """
     batch, hidden = x.shape[1], weights.w_hh.shape[1]
-    wanted = backend == "fused" or (backend == "auto" and fused_size(batch, hidden))
+    fast = record or fused_size(batch, hidden)  # "auto" records on the fused kernels
+    wanted = backend == "fused" or (backend == "auto" and fast)
     if not wanted or weights.w_hr is not None or (fused := _fused()) is None:
         return None
-    return fused.layer_inference(x, h0, c0, weights, lengths, check_finite)
+    return fused.layer_inference(x, h0, c0, weights, lengths, record, check_finite)
 
 
 def lstm_layer(

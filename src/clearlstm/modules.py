@@ -21,6 +21,7 @@ from clearlstm.cell import CellStep, lstm_cell
 from clearlstm.functional import (
     BACKENDS,
     Backend,
+    LayerRecord,
     LayerWeights,
     lstm,
     one_layer_inference,
@@ -279,9 +280,10 @@ class LSTM(nn.Module):
         if lengths is not None:
             lengths = checks.check_lengths(owner, lengths, batch, steps)
         h0, c0 = (None, None) if hx is None else self._initial_state(hx, x, batch, batched)
-        direct = None if trace else self._one_layer_inference(x, h0, c0, lengths)
+        direct = self._one_layer_inference(x, h0, c0, lengths, trace)
         if direct is not None:
-            (output, h_n, c_n), records = direct, None
+            output, h_n, c_n, record = direct
+            records = [[record]]
         else:
             output, h_n, c_n, records = self._general(x, hx, h0, c0, lengths, batched, trace)
 
@@ -303,11 +305,16 @@ class LSTM(nn.Module):
         return output, (h_n, c_n), Trace(tuple(tuple(r) for r in records), all_steps)
 
     def _one_layer_inference(
-        self, x: Tensor, h0: Tensor | None, c0: Tensor | None, lengths: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor] | None:
-        """A one-layer call with no gradient and no trace, straight to the fused kernels
+        self,
+        x: Tensor,
+        h0: Tensor | None,
+        c0: Tensor | None,
+        lengths: Tensor | None,
+        trace: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, LayerRecord | None] | None:
+        """A one-layer call with no gradient, straight to the fused kernels
         (:func:`~clearlstm.functional.one_layer_inference`): ``(output (T, B, H), h_n, c_n
-        (1, B, H))``; None for any other call. ``x (T, B, I)``."""
+        (1, B, H), record or None)``; None for any other call. ``x (T, B, I)``."""
         # _modules: parametrized weights (torch.nn.utils.parametrize) are computed properties
         if self.num_layers > 1 or self.bidirectional or self.proj_size or self._modules:
             return None
@@ -316,7 +323,8 @@ class LSTM(nn.Module):
         weights = LayerWeights(
             p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"), None
         )
-        return one_layer_inference(x, *state, weights, lengths, self.backend, self.check_finite)
+        args = (lengths, trace, self.backend, self.check_finite)
+        return one_layer_inference(x, *state, weights, *args)
 
     def _general(self, x, hx, h0, c0, lengths, batched, trace):
         """Any call: checks, then :func:`~clearlstm.functional.lstm` over every layer."""
