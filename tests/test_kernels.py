@@ -512,8 +512,9 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -
     from clearlstm import kernels_split
 
     torch.manual_seed(5)
-    lstm = clearlstm.LSTM(3, 64, backend="fused")
-    x = torch.randn(20, 1, 3)
+    inputs = dispatch.SMALL_CALL_INPUTS + 1  # not one kernel call (kernels_small)
+    lstm = clearlstm.LSTM(inputs, 64, backend="fused")
+    x = torch.randn(20, 1, inputs)
     assert dispatch.plan(1, 64) == dispatch.Plan("split", 2)  # nothing measured: split
     with torch.no_grad():
         expected = autograd.fused_layer(x, *torch.zeros(2, 1, 64), lstm.layer_weights(0), None,

@@ -79,9 +79,10 @@ def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
         "projection": {"proj_size": 2},
         "reference": {"backend": "reference"},
     }.get(how, {})
-    hidden = 200 if how == "large" else 3  # 200: "auto" takes torch's op
+    # 200: "auto" takes torch's op; with a gradient, (300, 1, 2, 32) is not a small call
+    hidden = {"large": 200, "gradient": 32}.get(how, 3)
     lstm = clearlstm.LSTM(2, hidden, **options)
-    x = torch.randn(4, 2, 2)
+    x = torch.randn(300 if how == "gradient" else 4, 1, 2)
     if how == "gradient":
         lstm(x)
     else:
@@ -114,7 +115,7 @@ def one_layer_case(draw):
 
 @settings(max_examples=80, deadline=None)
 @given(case=one_layer_case())
-def test_one_layer_inference_gives_the_general_paths_bits(case) -> None:
+def test_one_layer_gives_the_general_paths_bits(case) -> None:
     torch.manual_seed(case["seed"])
     steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]
     lstm = clearlstm.LSTM(
@@ -126,11 +127,11 @@ def test_one_layer_inference_gives_the_general_paths_bits(case) -> None:
     lengths = None if case["lengths"] is None else torch.tensor(case["lengths"])
     time_major = x.transpose(0, 1) if case["batch_first"] else x
     general, reference = copy.deepcopy(lstm), copy.deepcopy(lstm)
-    general._one_layer_inference = lambda *args: None
+    general._one_layer_forward = lambda *args: None
     reference.backend = "reference"
     with torch.no_grad():
         state = (None, None) if hx is None else hx
-        direct = lstm._one_layer_inference(time_major, *state, lengths, False)
+        direct = lstm._one_layer_forward(time_major, *state, lengths, False)
         assert (direct is not None) == fused_size(batch, hidden), "the direct way when fused"
         out, (h_n, c_n) = lstm(x, hx, lengths=case["lengths"])
         expected, (h_e, c_e) = general(x, hx, lengths=case["lengths"])
@@ -151,17 +152,42 @@ def test_one_layer_inference_gives_the_general_paths_bits(case) -> None:
         assert torch.equal(ours.nan_to_num(), theirs.nan_to_num()), name
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=one_layer_case())
+def test_one_layer_training_gives_the_general_paths_gradients(case) -> None:
+    """With a gradient, small one-layer calls go straight to the kernels too: the same
+    outputs and gradients, bit for bit, as through the general path."""
+    torch.manual_seed(case["seed"])
+    steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]
+    lstm = clearlstm.LSTM(case["inputs"], hidden, bias=case["bias"], dtype=dtype)
+    general = copy.deepcopy(lstm)
+    general._one_layer_forward = lambda *args: None
+    x = torch.randn(steps, batch, case["inputs"], dtype=dtype)
+    hx = tuple(torch.randn(2, 1, batch, hidden, dtype=dtype)) if case["hx"] else None
+    results = []
+    for module in (lstm, general):
+        inputs = [x.clone().requires_grad_()]
+        state = None if hx is None else tuple(h.clone().requires_grad_() for h in hx)
+        inputs += [] if state is None else list(state)
+        out, (h_n, c_n) = module(inputs[0], state, lengths=case["lengths"])
+        (out.sum() + 0.5 * h_n.sum() + 0.25 * c_n.sum()).backward()
+        grads = [t.grad for t in inputs] + [p.grad for p in module.parameters()]
+        results.append([out, h_n, c_n, *grads])
+    for ours, theirs in zip(*results, strict=True):
+        assert torch.equal(ours, theirs)
+
+
 def test_which_calls_are_one_kernel_call() -> None:
     def small(steps, batch, inputs, hidden, training=False, dtype=torch.float32):
         x = torch.empty(steps, batch, inputs, dtype=dtype)
         return dispatch.small_call(x, torch.empty(4 * hidden, hidden, dtype=dtype), training)
 
-    assert small(5, 1, 1, 1, training=True) and not small(24, 1, 1, 32, training=True)
-    assert small(24, 1, 1, 32) and small(24, 4, 2, 16) and small(200, 1, 8, 32)
+    assert small(5, 1, 1, 1, training=True) and small(24, 1, 1, 32) and small(24, 4, 2, 16)
     assert not small(200, 1, 9, 32), "many inputs: BLAS does the input product better"
-    assert not small(24, 1, 1, dispatch.SPLIT_MIN_HIDDEN), "the units may split"
+    assert small(24, 1, 8, 128) and not small(24, 1, 8, 129), "large layers: other kernels"
     assert small(511, 1, 1, 32) and not small(512, 1, 1, 32), "256 KiB: pooled buffers"
     assert not small(256, 1, 1, 32, dtype=torch.float64)
+    assert small(255, 1, 1, 32, training=True) and not small(256, 1, 1, 32, training=True)
 
 
 def test_unbatched_tiny_inference_matches_batched() -> None:

@@ -246,24 +246,25 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     return LayerResult(out, h_n, c_n, None)
 
 
-def layer_inference(x, h0, c0, weights, lengths, record, check_finite) -> tuple | None:
-    """:func:`clearlstm.functional.one_layer_inference` once the backend is fused: the
-    layer's forward with no gradient, its NaN/Inf check one pass in numba (inside the kernel
-    for a tiny call without record); ``(out, h_n, c_n, record or None)``, the states
-    ``(1, B, H)``. None when the call needs a gradient or is not on the CPU, or when the
-    check finds NaN/Inf."""
+def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | None:
+    """:func:`clearlstm.functional.one_layer_forward` once the backend is fused: one layer
+    straight to the kernels, its NaN/Inf check one pass in numba (inside the kernel for a
+    tiny call without gradient or record); ``(out, h_n, c_n, record or None)``, the states
+    ``(1, B, H)``. None when the call is not on the CPU, needs a gradient and is not small
+    (:func:`clearlstm.dispatch.small_call`), or when the check finds NaN/Inf."""
     w_ih, w_hh, b_ih, b_hh, _ = weights
     tensors = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return None
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not supports(x, weights):
+        return None
+    small = dispatch.small_call(x, w_hh, needs_grad)
+    if needs_grad and not small:
         return None
     steps, batch, _ = x.shape
     zeros = _zeros(batch, w_hh.shape[1], x.dtype)
     state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
     lens = _all_steps(batch, steps) if lengths is None else _np(lengths)
-    small = dispatch.small_call(x, w_hh)
-    if small and not record:
+    if small and not (record or needs_grad):
         result = _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
         return None if result is None else (*result, None)
     arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
@@ -271,7 +272,11 @@ def layer_inference(x, h0, c0, weights, lengths, record, check_finite) -> tuple 
     inputs = (arrays[0], lens, *arrays[1:], *biases, *state)
     if check_finite and kernels.count_nonfinite_layer(*inputs):
         return None
-    if small:
+    if needs_grad:
+        h0, c0 = (torch.from_numpy(zeros) if h is None else h for h in (h0, c0))
+        results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record)
+        out, h_n, c_n, gates, cs, pre = results
+    elif small:
         results = kernels_small.forward_small(*arrays, *state, *biases, lens, False, True, True)
         out, h_n, c_n, gates, cs, pre = (torch.from_numpy(a) for a in results)
     else:

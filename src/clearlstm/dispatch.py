@@ -86,7 +86,8 @@ SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
 # Below this many multiply-adds a call runs as one kernel forward and one backward
 # (kernels_small), input product and gradient GEMMs included: no tensor operations.
 SMALL_CALL_MACS = 2**14
-SMALL_INFERENCE_INPUTS = 8  # see small_call
+SMALL_CALL_INPUTS = 8  # see small_call
+SMALL_TRAINING_BYTES = 1 << 17  # of input products, see small_call
 
 
 class Plan(NamedTuple):
@@ -163,17 +164,18 @@ def gemm_threads(flops: float, threads: int) -> Iterator[None]:
 def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
     """Whether a call of ``x (T, B, I)`` runs as one kernel call each way (kernels_small).
 
-    Any tiny call does. Without a gradient so do larger ones below ``hidden_size``
-    :data:`SPLIT_MIN_HIDDEN` with few inputs and buffers small enough for malloc to recycle
-    without page faults (larger ones come from the pool): the input product in numba then
-    costs less than a BLAS call and the tensor plumbing around it, and threads would not
-    pay yet (measured: (24, 1, 1, 32) 2.4x faster, (24, 4, 2, 16) 2.2x, (200, 1, 4, 32)
-    1.1-1.3x; (24, 16, 4, 32), 196 KB of input products, even).
+    Any tiny call does, and so does one up to ``hidden_size`` :data:`SEQUENCE_MAX_HIDDEN`
+    with few inputs whose buffers malloc recycles without page faults (larger ones come from
+    the pool): the input product in numba then costs less than a BLAS call and the tensor
+    plumbing around it, and threads would not pay yet. Measured, inference: (24, 1, 1, 32)
+    2.4x faster, (24, 4, 2, 16) 2.2x, (100, 1, 8, 128) 1.08x; training steps: (24, 1, 1, 32)
+    1.5x, (100, 1, 8, 64) 1.1x, but 0.9x at 200 KB of input products, hence a lower bound.
     """
     steps, batch, inputs = x.shape
     width, hidden = w_hh.shape
     if steps * batch * width * (inputs + hidden) <= SMALL_CALL_MACS:
         return True
-    if training or hidden >= SPLIT_MIN_HIDDEN or inputs > SMALL_INFERENCE_INPUTS:
+    if hidden > SEQUENCE_MAX_HIDDEN or inputs > SMALL_CALL_INPUTS:
         return False
-    return steps * batch * width * x.element_size() < pool.MIN_BYTES
+    limit = SMALL_TRAINING_BYTES if training else pool.MIN_BYTES
+    return steps * batch * width * x.element_size() < limit

@@ -177,7 +177,7 @@ def _fused():
     return _FUSED[0]
 
 
-def one_layer_inference(
+def one_layer_forward(
     x: Tensor,
     h0: Tensor | None,
     c0: Tensor | None,
@@ -187,9 +187,10 @@ def one_layer_inference(
     backend: Backend,
     check_finite: bool,
 ) -> tuple[Tensor, Tensor, Tensor, LayerRecord | None] | None:
-    """:func:`lstm` of one layer, one direction, with no gradient, on the fused kernels when
-    ``backend`` runs it there: ``(output (T, B, H), h_n (1, B, H), c_n (1, B, H), record or
-    None)`` with none of the general path's tensor operations around the kernels.
+    """:func:`lstm` of one layer, one direction, on the fused kernels when ``backend`` runs it
+    there, with none of the general path's tensor operations around them: ``(output (T, B,
+    H), h_n (1, B, H), c_n (1, B, H), record or None)``. With a gradient only for small calls
+    (:func:`clearlstm.dispatch.small_call`).
 
     ``h0, c0 (B, H)`` or None for zeros. With ``check_finite`` the inputs are checked for
     NaN/Inf in one pass. Returns None for any other call, and for one with NaN/Inf: the
@@ -200,7 +201,7 @@ def one_layer_inference(
     wanted = backend == "fused" or (backend == "auto" and fast)
     if not wanted or weights.w_hr is not None or (fused := _fused()) is None:
         return None
-    return fused.layer_inference(x, h0, c0, weights, lengths, record, check_finite)
+    return fused.layer_forward(x, h0, c0, weights, lengths, record, check_finite)
 
 
 def lstm_layer(

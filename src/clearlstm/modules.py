@@ -24,7 +24,7 @@ from clearlstm.functional import (
     LayerRecord,
     LayerWeights,
     lstm,
-    one_layer_inference,
+    one_layer_forward,
     step_mask,
 )
 from clearlstm.streaming import Stream
@@ -280,7 +280,7 @@ class LSTM(nn.Module):
         if lengths is not None:
             lengths = checks.check_lengths(owner, lengths, batch, steps)
         h0, c0 = (None, None) if hx is None else self._initial_state(hx, x, batch, batched)
-        direct = self._one_layer_inference(x, h0, c0, lengths, trace)
+        direct = self._one_layer_forward(x, h0, c0, lengths, trace)
         if direct is not None:
             output, h_n, c_n, record = direct
             records = [[record]]
@@ -304,7 +304,7 @@ class LSTM(nn.Module):
         all_steps = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths
         return output, (h_n, c_n), Trace(tuple(tuple(r) for r in records), all_steps)
 
-    def _one_layer_inference(
+    def _one_layer_forward(
         self,
         x: Tensor,
         h0: Tensor | None,
@@ -312,8 +312,8 @@ class LSTM(nn.Module):
         lengths: Tensor | None,
         trace: bool,
     ) -> tuple[Tensor, Tensor, Tensor, LayerRecord | None] | None:
-        """A one-layer call with no gradient, straight to the fused kernels
-        (:func:`~clearlstm.functional.one_layer_inference`): ``(output (T, B, H), h_n, c_n
+        """A one-layer, one-direction call straight to the fused kernels
+        (:func:`~clearlstm.functional.one_layer_forward`): ``(output (T, B, H), h_n, c_n
         (1, B, H), record or None)``; None for any other call. ``x (T, B, I)``."""
         # _modules: parametrized weights (torch.nn.utils.parametrize) are computed properties
         if self.num_layers > 1 or self.bidirectional or self.proj_size or self._modules:
@@ -324,7 +324,7 @@ class LSTM(nn.Module):
             p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"), None
         )
         args = (lengths, trace, self.backend, self.check_finite)
-        return one_layer_inference(x, *state, weights, *args)
+        return one_layer_forward(x, *state, weights, *args)
 
     def _general(self, x, hx, h0, c0, lengths, batched, trace):
         """Any call: checks, then :func:`~clearlstm.functional.lstm` over every layer."""
