@@ -578,7 +578,7 @@ def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -
     grad_hn, grad_cn, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(3))
     w_hh = rng.standard_normal((width, hidden)).astype(dtype)
     lengths = np.array([steps, 4], np.int64)
-    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, kernels_split.split_rows(w_hh, 2))
+    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, kernels_split.split_columns(w_hh, 2))
     results = []
     for serial in (False, True):
         dz = np.full((steps, batch, width), np.nan, dtype)

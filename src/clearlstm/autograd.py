@@ -178,7 +178,9 @@ class _FusedLayer(torch.autograd.Function):
             args = (_np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0))
             results = (lens, ctx.reverse, _np(dz), _np(dh0), _np(dc0))
             parts = (
-                kernels_split.split_rows(_np(w_hh), how.threads) if how.kernel == "split" else None
+                kernels_split.split_columns(_np(w_hh), how.threads)
+                if how.kernel == "split"
+                else None
             )
             start = time.perf_counter()
             if parts is None:

@@ -22,6 +22,7 @@ from clearlstm.kernels import (
     _JIT,
     _gates_backward,
     _gates_forward,
+    _matvec_dot,
     _matvec_t,
     _previous_c,
     _time,
@@ -274,9 +275,7 @@ def _backward_share(
         for q in range(4):
             for j in range(units):
                 dz_p[0, q * units + j] = dz[t, b, q * hidden + u0 + j]
-        for j in range(hidden):
-            pbuf[row + b, j] = 0.0
-        _matvec_t(dz_p, 0, w_p, pbuf, row + b, True)
+        _matvec_dot(dz_p, 0, w_p, pbuf, row + b)  # narrow: H dot products, not 4 H' axpys
 
 
 @njit(**_JIT)
@@ -326,7 +325,7 @@ def _backward_split(
     grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0,
     pbuf, counters,
 ):  # fmt: skip
-    threads, units = w_parts.shape[0], w_parts.shape[1] // 4
+    threads, units = w_parts.shape[0], w_parts.shape[2] // 4
     for p in prange(threads):
         _backward_slice(
             grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts[p], lengths, reverse, dz, dh0,
@@ -340,7 +339,7 @@ def _backward_split_serial(
 ):  # fmt: skip
     """:func:`_backward_split` on one thread, slice after slice at every step: the same
     operations in the same order, so the same bits (the fallback of an abandoned call)."""
-    threads, units = w_parts.shape[0], w_parts.shape[1] // 4
+    threads, units = w_parts.shape[0], w_parts.shape[2] // 4
     batch, dtype = c0.shape[0], grad_out.dtype
     dh = np.empty((threads, batch, units), dtype)
     dc = np.empty((threads, batch, units), dtype)
@@ -380,7 +379,7 @@ def backward_split(
 ) -> bool:
     """:func:`clearlstm.kernels.backward_sequence` with the units split across threads.
 
-    ``w_parts`` from :func:`split_rows`; every other argument as in ``backward_sequence``.
+    ``w_parts`` from :func:`split_columns`; every other argument as in ``backward_sequence``.
     Each thread back-propagates through the gates of its units and multiplies its rows of
     ``dz`` by its rows of ``w_hh``; the threads' shares of ``dz @ w_hh`` are summed in thread
     order. It may differ from the one-thread kernel in the last bit (the sum runs in another
