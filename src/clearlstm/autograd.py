@@ -144,6 +144,9 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     return out, h_n, c_n, gates, cs, pre, h0, c0
 
 
+_FEW_INPUTS = 8  # see _FusedLayer.backward
+
+
 class _FusedLayer(torch.autograd.Function):
     """``(x, w_ih, bias, h0, c0, w_hh) -> (out, h_n, c_n, gates, cs, pre)``.
 
@@ -207,10 +210,14 @@ class _FusedLayer(torch.autograd.Function):
         dz2 = dz.view(steps * batch, width)
         x2 = x.reshape(steps * batch, -1)
         with gemm_threads(2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1]), how.threads):
-            if need[0]:
+            # Operands laid out so MKL takes its faster paths for few inputs (measured: dx
+            # 2.3-3x faster with 8 inputs, slower from 16; dw_ih 1.0-3x, never slower).
+            if need[0] and x2.shape[1] <= _FEW_INPUTS:
+                dx = torch.mm(dz2, w_ih.t().contiguous().t()).view(x.shape)
+            elif need[0]:
                 dx = (dz2 @ w_ih).view(x.shape)
             if need[1]:
-                dw_ih = dz2.t() @ x2
+                dw_ih = torch.mm(x2.t(), dz2).t()
             if need[2]:
                 db = dz2.sum(0)
             if need[5]:
