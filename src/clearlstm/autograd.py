@@ -89,7 +89,8 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     if how.kernel == "split":  # each thread's gate rows together (kernels_split.unit_order)
         order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
         w_ih, bias = w_ih[order], None if bias is None else bias[order]
-    with gemm_threads(2.0 * x2.shape[0] * inputs * width, how.threads):  # premul GEMM
+    # premul GEMM; like the gradient GEMMs it runs alone, so on torch's threads, not the plan's
+    with gemm_threads(2.0 * x2.shape[0] * inputs * width, torch.get_num_threads()):
         xw = _recycled(x2, steps * batch, width)  # scratch: back to the pool after the call
         if bias is None:
             torch.mm(x2, w_ih.t(), out=xw)
@@ -209,7 +210,8 @@ class _FusedLayer(torch.autograd.Function):
         dx = dw_ih = db = dw_hh = None
         dz2 = dz.view(steps * batch, width)
         x2 = x.reshape(steps * batch, -1)
-        with gemm_threads(2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1]), how.threads):
+        flops = 2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1])
+        with gemm_threads(flops, torch.get_num_threads()):
             # Operands laid out so MKL takes its faster paths for few inputs (measured: dx
             # 2.3-3x faster with 8 inputs, slower from 16; dw_ih 1.0-3x, never slower).
             if need[0] and x2.shape[1] <= _FEW_INPUTS:

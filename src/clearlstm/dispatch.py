@@ -82,7 +82,7 @@ class SplitChooser:
 split_chooser = SplitChooser()  # the process's; tests may swap it
 
 
-SMALL_GEMM_FLOPS = 2**23  # below this a GEMM runs on one thread
+SMALL_GEMM_FLOPS = 2**20  # below this a GEMM runs on one thread (2 win from ~1.6 MFLOP)
 # Below this many multiply-adds a call runs as one kernel forward and one backward
 # (kernels_small), input product and gradient GEMMs included: no tensor operations.
 SMALL_CALL_MACS = 2**14
