@@ -246,3 +246,14 @@ def test_tiny_inference_ignores_nan_in_padding(monkeypatch) -> None:
         error = rf"LSTM: input contains 1 non-finite value\(s\) {FINITE_HINT}"
         with pytest.raises(ValueError, match=error):
             lstm(x, lengths=[5, 3])
+
+
+def test_small_training_step_sees_a_weight_changed_before_the_backward() -> None:
+    """The backward reuses the forward's arrays, yet a weight changed in place in between is
+    an error, as in torch, not a silently wrong gradient."""
+    lstm = clearlstm.LSTM(2, 3)
+    output, _ = lstm(torch.randn(4, 2, 2))
+    with torch.no_grad():
+        lstm.weight_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        output.sum().backward()

@@ -248,9 +248,10 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
         return LayerResult(*results, None)
     args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record)
     if needs_grad:
-        out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args)
+        out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args, None)
     else:
-        out, h_n, c_n, gates, cs, pre = _small_forward(*args, store=record)
+        arrays = _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+        out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, reverse, record, record)[0]
     if record:
         lengths = None if lengths is None else lengths.to("cpu", torch.int64)
         return LayerResult(out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths))
@@ -285,7 +286,8 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
         return None
     if needs_grad:
         h0, c0 = (torch.from_numpy(zeros) if h is None else h for h in (h0, c0))
-        results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record)
+        arrays = (*arrays, *state, *biases)
+        results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
         out, h_n, c_n, gates, cs, pre = results
     elif small:
         results = kernels_small.forward_small(*arrays, *state, *biases, lens, False, True, True)
@@ -341,22 +343,31 @@ def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
     return tuple(zero if b is None else _np(b) for b in (b_ih, b_hh))
 
 
-def _small_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, store):
+def _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> tuple[np.ndarray, ...]:
+    """The arrays :mod:`clearlstm.kernels_small` takes: ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``."""
     arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0)]
-    b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
-    results = kernels_small.forward_small(*arrays, b_ih, b_hh, lens, reverse, store, record)
-    return tuple(torch.from_numpy(a) for a in results)
+    return (*arrays, *_bias_arrays(b_ih, b_hh, arrays[2]))
+
+
+def _small_forward(arrays, lens, reverse, record, store) -> tuple[tuple[Tensor, ...], tuple]:
+    """``forward_small`` on :func:`_small_arrays`: its results as tensors, and as arrays."""
+    results = kernels_small.forward_small(*arrays, lens, reverse, store, record)
+    return tuple(torch.from_numpy(a) for a in results), results
 
 
 class _SmallLayer(torch.autograd.Function):
-    """``(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> (out, h_n, c_n, gates, cs, pre)`` for tiny
-    layers (biases may be None); forward and backward are one kernel call each."""
+    """``(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> (out, h_n, c_n, gates, cs, pre)`` for small
+    layers (biases may be None); forward and backward are one kernel call each. ``arrays``:
+    the inputs' :func:`_small_arrays` if the caller has them, else None."""
 
     @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record):
-        results = _small_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, True)
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays):
+        if arrays is None:
+            arrays = _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+        results, raw = _small_forward(arrays, lens, reverse, record, True)
         out, _, _, gates, cs, pre = results
-        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, out, gates, cs)
+        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, out, gates, cs)  # for the version check
+        ctx.arrays = (*arrays[:5], raw[0], raw[3], raw[4])  # the same, as arrays
         ctx.lens, ctx.reverse, ctx.biases = lens, reverse, (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(gates, cs, pre)
         return results
@@ -364,14 +375,14 @@ class _SmallLayer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_hn, grad_cn, *_):
-        saved = (_np(t.contiguous()) for t in ctx.saved_tensors)
+        _ = ctx.saved_tensors  # raises if any was modified in place since the forward
         grads = (_np(g.contiguous()) for g in (grad_out, grad_hn, grad_cn))
         dx, dw_ih, dw_hh, db, dh0, dc0 = (
             torch.from_numpy(a)
-            for a in kernels_small.backward_small(*grads, *saved, ctx.lens, ctx.reverse)
+            for a in kernels_small.backward_small(*grads, *ctx.arrays, ctx.lens, ctx.reverse)
         )
         db_ih, db_hh = (db if present else None for present in ctx.biases)
-        return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, None, None, None
+        return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, None, None, None, None
 
 
 def _layer_record(out, gates, cs, pre, lengths) -> LayerRecord:
