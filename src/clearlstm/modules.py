@@ -4,7 +4,9 @@ Same constructor, parameter names, shapes, initialisation and return values, so 
 state_dict loads as it is. What they add: ``lengths=`` for padded batches, ``trace=True``
 for every gate at every step (:class:`~clearlstm.trace.Trace`), and errors that say what is
 wrong. The math lives in :mod:`clearlstm.cell`; these classes hold parameters, check
-arguments and call :func:`clearlstm.functional.lstm` once per forward.
+arguments and call :func:`clearlstm.functional.lstm` once per forward (a one-layer,
+one-direction ``LSTM`` first offers the call to
+:func:`clearlstm.functional.one_layer_forward`, the fused kernels with nothing around them).
 """
 
 from __future__ import annotations
