@@ -188,15 +188,20 @@ def train_step(module, x, hx, lengths) -> list[torch.Tensor]:
 
 
 def test_which_calls_are_one_kernel_call() -> None:
-    def small(steps, batch, inputs, hidden, training=False, dtype=torch.float32):
+    def small(steps, batch, inputs, hidden, training=False, dtype=torch.float32, record=False):
         x = torch.empty(steps, batch, inputs, dtype=dtype)
-        return dispatch.small_call(x, torch.empty(4 * hidden, hidden, dtype=dtype), training)
+        w_hh = torch.empty(4 * hidden, hidden, dtype=dtype)
+        return dispatch.small_call(x, w_hh, training, record)
 
     assert small(5, 1, 1, 1, training=True) and small(24, 1, 1, 32) and small(24, 4, 2, 16)
     assert not small(200, 1, 9, 32), "many inputs: BLAS does the input product better"
     assert small(24, 1, 8, 128) and not small(24, 1, 8, 129), "large layers: other kernels"
-    assert small(511, 1, 1, 32) and not small(512, 1, 1, 32), "256 KiB: pooled buffers"
-    assert not small(256, 1, 1, 32, dtype=torch.float64)
+    assert small(511, 1, 1, 32, record=True) and not small(512, 1, 1, 32, record=True)
+    assert small(255, 2, 1, 32) and not small(256, 2, 1, 32), "256 KiB: pooled buffers"
+    assert not small(128, 2, 1, 32, dtype=torch.float64)
+    assert small(100_000, 1, 1, 32), "one sequence, one thread anyway: its buffer pooled"
+    assert not small(1000, 1, dispatch.SMALL_LONG_CALL_INPUTS + 1, 32)
+    assert not small(1000, 1, 1, dispatch.SPLIT_MIN_HIDDEN), "its units may split"
     assert small(255, 1, 1, 32, training=True) and not small(256, 1, 1, 32, training=True)
 
 
@@ -257,3 +262,21 @@ def test_small_training_step_sees_a_weight_changed_before_the_backward() -> None
         lstm.weight_hh_l0.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         output.sum().backward()
+
+
+def test_long_single_sequence_is_one_kernel_call_over_a_pooled_buffer(monkeypatch) -> None:
+    calls = []
+    spy_on(monkeypatch, kernels_small, "infer_small_checked", calls)
+    torch.manual_seed(4)
+    lstm = clearlstm.LSTM(2, 32)
+    reference = copy.deepcopy(lstm)
+    reference.backend = "reference"
+    x = torch.randn(600, 1, 2)  # 300 KiB of input products: from the pool
+    hx = tuple(torch.randn(2, 1, 1, 32))
+    with torch.no_grad():
+        expected, (h_e, c_e) = reference(x, hx, lengths=[550])
+        for _ in range(2):  # the second call reuses the pooled block
+            out, (h_n, c_n) = lstm(x, hx, lengths=[550])
+            for ours, theirs in ((out, expected), (h_n, h_e), (c_n, c_e)):
+                assert_close(ours, theirs, **TOL[torch.float32])
+    assert calls == ["infer_small_checked"] * 2

@@ -65,6 +65,12 @@ def _recycled(like: Tensor, *shape: int) -> Tensor:
 
 
 @cache
+def _unused_array(dtype: np.dtype) -> np.ndarray:
+    """An empty ``(0, 0, 0)`` array: no buffer given (never written)."""
+    return np.empty((0, 0, 0), dtype)
+
+
+@cache
 def _unused(dtype: torch.dtype) -> Tensor:
     """An empty ``(0, 0, 0)`` tensor for a record buffer a call does not fill (never written)."""
     return torch.empty((0, 0, 0), dtype=dtype)
@@ -269,7 +275,7 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not supports(x, weights):
         return None
-    small = dispatch.small_call(x, w_hh, needs_grad)
+    small = dispatch.small_call(x, w_hh, needs_grad, record)
     if needs_grad and not small:
         return None
     steps, batch, _ = x.shape
@@ -290,7 +296,10 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
         results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
         out, h_n, c_n, gates, cs, pre = results
     elif small:
-        results = kernels_small.forward_small(*arrays, *state, *biases, lens, False, True, True)
+        scratch = _unused_array(arrays[0].dtype)
+        results = kernels_small.forward_small(
+            *arrays, *state, *biases, lens, False, True, True, scratch
+        )
         out, h_n, c_n, gates, cs, pre = (torch.from_numpy(a) for a in results)
     else:
         bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
@@ -311,10 +320,16 @@ def _infer_small(
     w_ih, w_hh, b_ih, b_hh, _ = weights
     arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)] + list(state)
     b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
+    steps, batch, _ = x.shape
+    scratch = _unused_array(arrays[0].dtype)  # small: allocated inside
+    if steps * batch * w_hh.shape[0] * x.element_size() >= pool.MIN_BYTES:
+        pooled = _recycled(x, steps, batch, w_hh.shape[0])  # held until the kernel returns
+        scratch = _np(pooled)
+    args = (*arrays, b_ih, b_hh, lens, reverse, scratch)
     if not check_finite:
-        results = kernels_small.infer_small(*arrays, b_ih, b_hh, lens, reverse)
+        results = kernels_small.infer_small(*args)
     else:
-        bad, *results = kernels_small.infer_small_checked(*arrays, b_ih, b_hh, lens, reverse)
+        bad, *results = kernels_small.infer_small_checked(*args)
         if bad:
             return None
     out, h_n, c_n = results
@@ -351,7 +366,8 @@ def _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> tuple[np.ndarray, ...]:
 
 def _small_forward(arrays, lens, reverse, record, store) -> tuple[tuple[Tensor, ...], tuple]:
     """``forward_small`` on :func:`_small_arrays`: its results as tensors, and as arrays."""
-    results = kernels_small.forward_small(*arrays, lens, reverse, store, record)
+    scratch = _unused_array(arrays[0].dtype)  # small: allocated inside
+    results = kernels_small.forward_small(*arrays, lens, reverse, store, record, scratch)
     return tuple(torch.from_numpy(a) for a in results), results
 
 
@@ -416,7 +432,7 @@ def fused_layer(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
-    if not kernel and dispatch.small_call(x, w_hh, needs_grad):
+    if not kernel and dispatch.small_call(x, w_hh, needs_grad, record):
         return _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad)
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (

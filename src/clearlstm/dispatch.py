@@ -88,6 +88,7 @@ SMALL_GEMM_FLOPS = 2**20  # below this a GEMM runs on one thread (2 win from ~1.
 SMALL_CALL_MACS = 2**14
 SMALL_CALL_INPUTS = 8  # see small_call
 SMALL_TRAINING_BYTES = 1 << 17  # of input products, see small_call
+SMALL_LONG_CALL_INPUTS = 2  # see small_call
 
 
 class Plan(NamedTuple):
@@ -161,15 +162,18 @@ def gemm_threads(flops: float, threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
+def small_call(x: Tensor, w_hh: Tensor, training: bool = False, record: bool = False) -> bool:
     """Whether a call of ``x (T, B, I)`` runs as one kernel call each way (kernels_small).
 
     Any tiny call does, and so does one up to ``hidden_size`` :data:`SEQUENCE_MAX_HIDDEN`
-    with few inputs whose buffers malloc recycles without page faults (larger ones come from
-    the pool): the input product in numba then costs less than a BLAS call and the tensor
-    plumbing around it, and threads would not pay yet. Measured, inference: (24, 1, 1, 32)
-    2.4x faster, (24, 4, 2, 16) 2.2x, (100, 1, 8, 128) 1.08x; training steps: (24, 1, 1, 32)
-    1.5x, (100, 1, 8, 64) 1.1x, but 0.9x at 200 KB of input products, hence a lower bound.
+    with few inputs whose buffers malloc recycles without page faults: the input product in
+    numba then costs less than a BLAS call and the tensor plumbing around it, and threads
+    would not pay yet. Measured, inference: (24, 1, 1, 32) 2.4x faster, (24, 4, 2, 16) 2.2x,
+    (100, 1, 8, 128) 1.08x; training steps: (24, 1, 1, 32) 1.5x, (100, 1, 8, 64) 1.1x, but
+    0.9x at 200 KB of input products, hence a lower bound. Plain inference of one sequence
+    with one or two inputs below :data:`SPLIT_MIN_HIDDEN` (one thread either way) does at
+    any length, its input products in a pooled buffer: (1000, 1, 1, 32) 0.82-0.97x the time
+    (with 4 or 8 inputs 0.94-1.07x, so not there).
     """
     steps, batch, inputs = x.shape
     width, hidden = w_hh.shape
@@ -177,5 +181,10 @@ def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
         return True
     if hidden > SEQUENCE_MAX_HIDDEN or inputs > SMALL_CALL_INPUTS:
         return False
-    limit = SMALL_TRAINING_BYTES if training else pool.MIN_BYTES
-    return steps * batch * width * x.element_size() < limit
+    nbytes = steps * batch * width * x.element_size()
+    if training:
+        return nbytes < SMALL_TRAINING_BYTES
+    if nbytes < pool.MIN_BYTES:
+        return True
+    one_thread = batch == 1 and hidden < SPLIT_MIN_HIDDEN
+    return not record and one_thread and inputs <= SMALL_LONG_CALL_INPUTS

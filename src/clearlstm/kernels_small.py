@@ -15,18 +15,20 @@ from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time, count_
 
 
 @njit(cache=True, **_JIT)
-def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, record):
+def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, record, xw):
     """A whole layer-direction, input product included.
 
     ``x (T, B, I)``, ``w_ih (G, I)``, ``w_hh (G, H)``, ``h0, c0 (B, H)``, ``b_ih, b_hh (G,)``,
-    ``lengths (B,)``. Returns ``out (T, B, H), h_n, c_n (B, H)``, and the activated gates
+    ``lengths (B,)``; ``xw (T, B, G)`` scratch for the input products, or an empty array to
+    allocate it here. Returns ``out (T, B, H), h_n, c_n (B, H)``, and the activated gates
     ``(T, B, G)`` and memories ``(T, B, H)`` with ``store``, the pre-activations ``(T, B, G)``
     with ``record`` (empty arrays without); padding as in ``kernels.forward_sequence``.
     """
     steps, batch, inputs = x.shape
     width, hidden = w_hh.shape
     dtype = x.dtype
-    xw = np.empty((steps, batch, width), dtype)
+    if xw.shape[0] != steps:  # none given
+        xw = np.empty((steps, batch, width), dtype)
     bias = b_ih + b_hh
     w_ih_t = np.ascontiguousarray(w_ih.T)  # (I, G): rows vectorize over the gates
     for t in range(steps):
@@ -51,16 +53,16 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
 
 
 @njit(cache=True, **_JIT)
-def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
+def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw):
     """:func:`forward_small` with no records: ``out (T, B, H), h_n, c_n (B, H)``."""
     out, h_n, c_n, _, _, _ = forward_small(
-        x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, False, False
+        x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, False, False, xw
     )
     return out, h_n, c_n
 
 
 @njit(cache=True, **_JIT)
-def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
+def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw):
     """:func:`infer_small` after counting the NaN/Inf entries of its inputs (``x`` only at
     the steps each sequence reads): ``(count, out, h_n, c_n)``. With a count above zero
     nothing is computed and the outputs are empty."""
@@ -68,7 +70,7 @@ def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse):
     if bad:
         empty = np.empty((0, 0), x.dtype)
         return bad, np.empty((0, 0, 0), x.dtype), empty, empty
-    out, h_n, c_n = infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse)
+    out, h_n, c_n = infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw)
     return bad, out, h_n, c_n
 
 
