@@ -188,15 +188,13 @@ def train_step(module, x, hx, lengths) -> list[torch.Tensor]:
 
 
 def test_which_calls_are_one_kernel_call() -> None:
-    def small(steps, batch, inputs, hidden, training=False, dtype=torch.float32, record=False):
+    def small(steps, batch, inputs, hidden, training=False, dtype=torch.float32):
         x = torch.empty(steps, batch, inputs, dtype=dtype)
-        w_hh = torch.empty(4 * hidden, hidden, dtype=dtype)
-        return dispatch.small_call(x, w_hh, training, record)
+        return dispatch.small_call(x, torch.empty(4 * hidden, hidden, dtype=dtype), training)
 
     assert small(5, 1, 1, 1, training=True) and small(24, 1, 1, 32) and small(24, 4, 2, 16)
     assert not small(200, 1, 9, 32), "many inputs: BLAS does the input product better"
     assert small(24, 1, 8, 128) and not small(24, 1, 8, 129), "large layers: other kernels"
-    assert small(511, 1, 1, 32, record=True) and not small(512, 1, 1, 32, record=True)
     assert small(255, 2, 1, 32) and not small(256, 2, 1, 32), "256 KiB: pooled buffers"
     assert not small(128, 2, 1, 32, dtype=torch.float64)
     assert small(100_000, 1, 1, 32), "one sequence, one thread anyway: its buffer pooled"
@@ -280,3 +278,22 @@ def test_long_single_sequence_is_one_kernel_call_over_a_pooled_buffer(monkeypatc
             for ours, theirs in ((out, expected), (h_n, h_e), (c_n, c_e)):
                 assert_close(ours, theirs, **TOL[torch.float32])
     assert calls == ["infer_small_checked"] * 2
+
+
+def test_long_single_sequence_trace_keeps_its_pooled_records() -> None:
+    """Records of a long one-sequence trace come from the pool: each trace keeps its own
+    while it lives, and they equal the reference path's."""
+    torch.manual_seed(6)
+    lstm = clearlstm.LSTM(1, 32, dtype=torch.float64)
+    reference = copy.deepcopy(lstm)
+    reference.backend = "reference"
+    x = torch.randn(1100, 1, 1, dtype=torch.float64)  # 1.1 MB of gates: pooled
+    with torch.no_grad():
+        *_, expected = reference(x, trace=True)
+        first = lstm(x, trace=True)[2]
+        kept = first[0].forget_gate.clone()
+        second = lstm(-x, trace=True)[2]  # other values, while the first trace lives
+    assert torch.equal(first[0].forget_gate, kept), "the first trace's block was reused"
+    assert not torch.equal(second[0].forget_gate, kept)
+    for name, ours, theirs in zip(LayerRecord._fields, first[0], expected[0], strict=True):
+        assert_close(ours, theirs, **TOL[torch.float64], msg=name)

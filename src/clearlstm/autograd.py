@@ -257,7 +257,7 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
         out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args, None)
     else:
         arrays = _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
-        out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, reverse, record, record)[0]
+        out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, reverse, record, record)
     if record:
         lengths = None if lengths is None else lengths.to("cpu", torch.int64)
         return LayerResult(out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths))
@@ -275,7 +275,7 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not supports(x, weights):
         return None
-    small = dispatch.small_call(x, w_hh, needs_grad, record)
+    small = dispatch.small_call(x, w_hh, needs_grad)
     if needs_grad and not small:
         return None
     steps, batch, _ = x.shape
@@ -296,11 +296,8 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
         results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
         out, h_n, c_n, gates, cs, pre = results
     elif small:
-        scratch = _unused_array(arrays[0].dtype)
-        results = kernels_small.forward_small(
-            *arrays, *state, *biases, lens, False, True, True, scratch
-        )
-        out, h_n, c_n, gates, cs, pre = (torch.from_numpy(a) for a in results)
+        small_arrays = (*arrays, *state, *biases)
+        out, h_n, c_n, gates, cs, pre = _small_forward(small_arrays, lens, False, True, True)
     else:
         bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
         h0, c0 = (torch.from_numpy(h) for h in state)
@@ -364,11 +361,23 @@ def _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> tuple[np.ndarray, ...]:
     return (*arrays, *_bias_arrays(b_ih, b_hh, arrays[2]))
 
 
-def _small_forward(arrays, lens, reverse, record, store) -> tuple[tuple[Tensor, ...], tuple]:
-    """``forward_small`` on :func:`_small_arrays`: its results as tensors, and as arrays."""
-    scratch = _unused_array(arrays[0].dtype)  # small: allocated inside
-    results = kernels_small.forward_small(*arrays, lens, reverse, store, record, scratch)
-    return tuple(torch.from_numpy(a) for a in results), results
+def _small_forward(arrays, lens, reverse, record, store) -> tuple[Tensor, ...]:
+    """``forward_small`` on :func:`_small_arrays`: ``(out, h_n, c_n, gates, cs, pre)``.
+    Large buffers (input products, records) come from the pool, small ones from the kernel."""
+    x = arrays[0]
+    steps, batch, _ = x.shape
+    width = arrays[2].shape[0]
+    dtype = torch.float32 if x.dtype == np.float32 else torch.float64
+    pooled = []  # xw, gates, cs, pre: a pooled tensor, or None
+    for used, size in ((True, width), (store, width), (store, width // 4), (record, width)):
+        large = used and steps * batch * size * x.itemsize >= pool.MIN_BYTES
+        pooled.append(pool.empty((steps, batch, size), dtype) if large else None)
+    none = _unused_array(x.dtype)
+    buffers = [none if t is None else _np(t) for t in pooled]
+    results = kernels_small.forward_small(*arrays, lens, reverse, store, record, *buffers)
+    out, h_n, c_n, *records = (torch.from_numpy(a) for a in results)
+    records = [r if t is None else t for r, t in zip(records, pooled[1:], strict=True)]
+    return (out, h_n, c_n, *records)
 
 
 class _SmallLayer(torch.autograd.Function):
@@ -380,10 +389,10 @@ class _SmallLayer(torch.autograd.Function):
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays):
         if arrays is None:
             arrays = _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
-        results, raw = _small_forward(arrays, lens, reverse, record, True)
+        results = _small_forward(arrays, lens, reverse, record, True)
         out, _, _, gates, cs, pre = results
         ctx.save_for_backward(x, w_ih, w_hh, h0, c0, out, gates, cs)  # for the version check
-        ctx.arrays = (*arrays[:5], raw[0], raw[3], raw[4])  # the same, as arrays
+        ctx.arrays = (*arrays[:5], *(_np(t) for t in (out, gates, cs)))  # the same, as arrays
         ctx.lens, ctx.reverse, ctx.biases = lens, reverse, (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(gates, cs, pre)
         return results
@@ -432,7 +441,7 @@ def fused_layer(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
     )
-    if not kernel and dispatch.small_call(x, w_hh, needs_grad, record):
+    if not kernel and dispatch.small_call(x, w_hh, needs_grad):
         return _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad)
     bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
     lens = (

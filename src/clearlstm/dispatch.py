@@ -162,7 +162,7 @@ def gemm_threads(flops: float, threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def small_call(x: Tensor, w_hh: Tensor, training: bool = False, record: bool = False) -> bool:
+def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
     """Whether a call of ``x (T, B, I)`` runs as one kernel call each way (kernels_small).
 
     Any tiny call does, and so does one up to ``hidden_size`` :data:`SEQUENCE_MAX_HIDDEN`
@@ -170,10 +170,10 @@ def small_call(x: Tensor, w_hh: Tensor, training: bool = False, record: bool = F
     numba then costs less than a BLAS call and the tensor plumbing around it, and threads
     would not pay yet. Measured, inference: (24, 1, 1, 32) 2.4x faster, (24, 4, 2, 16) 2.2x,
     (100, 1, 8, 128) 1.08x; training steps: (24, 1, 1, 32) 1.5x, (100, 1, 8, 64) 1.1x, but
-    0.9x at 200 KB of input products, hence a lower bound. Plain inference of one sequence
-    with one or two inputs below :data:`SPLIT_MIN_HIDDEN` (one thread either way) does at
-    any length, its input products in a pooled buffer: (1000, 1, 1, 32) 0.82-0.97x the time
-    (with 4 or 8 inputs 0.94-1.07x, so not there).
+    0.9x at 200 KB of input products, hence a lower bound. Inference (and the trace) of one
+    sequence with one or two inputs below :data:`SPLIT_MIN_HIDDEN` (one thread either way)
+    does at any length, its large buffers pooled: (1000, 1, 1, 32) 0.82-0.97x the time (with
+    4 or 8 inputs 0.94-1.07x, so not there).
     """
     steps, batch, inputs = x.shape
     width, hidden = w_hh.shape
@@ -187,4 +187,4 @@ def small_call(x: Tensor, w_hh: Tensor, training: bool = False, record: bool = F
     if nbytes < pool.MIN_BYTES:
         return True
     one_thread = batch == 1 and hidden < SPLIT_MIN_HIDDEN
-    return not record and one_thread and inputs <= SMALL_LONG_CALL_INPUTS
+    return one_thread and inputs <= SMALL_LONG_CALL_INPUTS

@@ -15,20 +15,29 @@ from clearlstm.kernels import _JIT, _backward_rows, _forward_rows, _time, count_
 
 
 @njit(cache=True, **_JIT)
-def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, record, xw):
+def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, record, xw, gates,
+                  cs, pre):  # fmt: skip
     """A whole layer-direction, input product included.
 
     ``x (T, B, I)``, ``w_ih (G, I)``, ``w_hh (G, H)``, ``h0, c0 (B, H)``, ``b_ih, b_hh (G,)``,
-    ``lengths (B,)``; ``xw (T, B, G)`` scratch for the input products, or an empty array to
-    allocate it here. Returns ``out (T, B, H), h_n, c_n (B, H)``, and the activated gates
+    ``lengths (B,)``. Returns ``out (T, B, H), h_n, c_n (B, H)``, and the activated gates
     ``(T, B, G)`` and memories ``(T, B, H)`` with ``store``, the pre-activations ``(T, B, G)``
     with ``record`` (empty arrays without); padding as in ``kernels.forward_sequence``.
+    ``xw (T, B, G)`` (scratch for the input products), ``gates``, ``cs``, ``pre``: buffers
+    to fill, or empty arrays to allocate them here.
     """
     steps, batch, inputs = x.shape
     width, hidden = w_hh.shape
     dtype = x.dtype
-    if xw.shape[0] != steps:  # none given
+    none = (0, 0, 0)
+    if xw.shape[0] != steps:  # not given
         xw = np.empty((steps, batch, width), dtype)
+    if gates.shape[0] != steps:
+        gates = np.empty((steps, batch, width) if store else none, dtype)
+    if cs.shape[0] != steps:
+        cs = np.empty((steps, batch, hidden) if store else none, dtype)
+    if pre.shape[0] != steps:
+        pre = np.empty((steps, batch, width) if record else none, dtype)
     bias = b_ih + b_hh
     w_ih_t = np.ascontiguousarray(w_ih.T)  # (I, G): rows vectorize over the gates
     for t in range(steps):
@@ -42,9 +51,6 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
     out = np.empty((steps, batch, hidden), dtype)
     h_n = np.empty((batch, hidden), dtype)
     c_n = np.empty((batch, hidden), dtype)
-    gates = np.empty((steps, batch, width) if store else (0, 0, 0), dtype)
-    cs = np.empty((steps, batch, hidden) if store else (0, 0, 0), dtype)
-    pre = np.empty((steps, batch, width) if record else (0, 0, 0), dtype)
     _forward_rows(
         xw, np.ascontiguousarray(w_hh.T), h0, c0, lengths, reverse, out, h_n, c_n, gates, cs,
         pre, store, record, 0, batch,
@@ -55,8 +61,9 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
 @njit(cache=True, **_JIT)
 def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw):
     """:func:`forward_small` with no records: ``out (T, B, H), h_n, c_n (B, H)``."""
+    none = np.empty((0, 0, 0), x.dtype)
     out, h_n, c_n, _, _, _ = forward_small(
-        x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, False, False, xw
+        x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, False, False, xw, none, none, none
     )
     return out, h_n, c_n
 
