@@ -24,20 +24,21 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
     ``(T, B, G)`` and memories ``(T, B, H)`` with ``store``, the pre-activations ``(T, B, G)``
     with ``record`` (empty arrays without); padding as in ``kernels.forward_sequence``.
     ``xw (T, B, G)`` (scratch for the input products), ``gates``, ``cs``, ``pre``: buffers
-    to fill, or empty arrays to allocate them here.
+    to fill, or empty arrays to allocate them here (with ``record`` and no ``xw``, ``pre``
+    holds the input products until each step overwrites them).
     """
     steps, batch, inputs = x.shape
     width, hidden = w_hh.shape
     dtype = x.dtype
     none = (0, 0, 0)
-    if xw.shape[0] != steps:  # not given
-        xw = np.empty((steps, batch, width), dtype)
-    if gates.shape[0] != steps:
+    if gates.shape[0] != steps:  # not given
         gates = np.empty((steps, batch, width) if store else none, dtype)
     if cs.shape[0] != steps:
         cs = np.empty((steps, batch, hidden) if store else none, dtype)
     if pre.shape[0] != steps:
         pre = np.empty((steps, batch, width) if record else none, dtype)
+    if xw.shape[0] != steps:  # each step reads its xw before writing pre at the same place
+        xw = pre if record else np.empty((steps, batch, width), dtype)
     bias = b_ih + b_hh
     w_ih_t = np.ascontiguousarray(w_ih.T)  # (I, G): rows vectorize over the gates
     for t in range(steps):
