@@ -252,15 +252,14 @@ def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> La
     steps, batch, _ = x.shape
     lens = _all_steps(batch, steps) if lengths is None else _np(lengths.long())
     w_ih, w_hh, b_ih, b_hh, _ = weights
+    arrays = _small_arrays(x, weights, (_np(h0.contiguous()), _np(c0.contiguous())))
     if not (needs_grad or record):  # plain inference: the fewest conversions
-        state = (_np(h0.contiguous()), _np(c0.contiguous()))
-        results = _infer_small(x, weights, state, lens, reverse, check_finite=False)
+        results = _infer_small(arrays, lens, reverse, check_finite=False)
         return LayerResult(*results, None)
-    args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record)
     if needs_grad:
-        out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args, None)
+        args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays)
+        out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args)
     else:
-        arrays = _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
         out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, reverse, record, record)
     if record:
         lengths = None if lengths is None else lengths.to("cpu", torch.int64)
@@ -286,22 +285,18 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     zeros = _zeros(batch, w_hh.shape[1], x.dtype)
     state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
     lens = _all_steps(batch, steps) if lengths is None else _np(lengths)
+    arrays = _small_arrays(x, weights, state)
     if small and not (record or needs_grad):
-        result = _infer_small(x, weights, state, lens, False, check_finite, stacked=True)
+        result = _infer_small(arrays, lens, False, check_finite, stacked=True)
         return None if result is None else (*result, None)
-    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
-    biases = _bias_arrays(b_ih, b_hh, arrays[2])
-    inputs = (arrays[0], lens, *arrays[1:], *biases, *state)
-    if check_finite and kernels.count_nonfinite_layer(*inputs):
+    if check_finite and kernels.count_nonfinite_layer(*arrays, lens):
         return None
     if needs_grad:
         h0, c0 = (torch.from_numpy(zeros) if h is None else h for h in (h0, c0))
-        arrays = (*arrays, *state, *biases)
         results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
         out, h_n, c_n, gates, cs, pre = results
     elif small:
-        small_arrays = (*arrays, *state, *biases)
-        out, h_n, c_n, gates, cs, pre = _small_forward(small_arrays, lens, False, True, True)
+        out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, False, True, True)
     else:
         bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
         h0, c0 = (torch.from_numpy(h) for h in state)
@@ -312,21 +307,16 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     return out, h_n.unsqueeze(0), c_n.unsqueeze(0), rec
 
 
-def _infer_small(
-    x, weights, state, lens, reverse, check_finite, stacked=False
-) -> tuple[Tensor, ...] | None:
-    """``(out, h_n, c_n)`` from :mod:`clearlstm.kernels_small` for ``state = (h0, c0)``
-    arrays, with ``stacked`` the states ``(1, B, H)``; None when ``check_finite`` found
-    NaN/Inf."""
-    w_ih, w_hh, b_ih, b_hh, _ = weights
-    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)] + list(state)
-    b_ih, b_hh = _bias_arrays(b_ih, b_hh, arrays[2])
-    steps, batch, _ = x.shape
-    scratch = _unused_array(arrays[0].dtype)  # small: allocated inside
-    if steps * batch * w_hh.shape[0] * x.element_size() >= pool.MIN_BYTES:
-        pooled = _recycled(x, steps, batch, w_hh.shape[0])  # held until the kernel returns
-        scratch = _np(pooled)
-    args = (*arrays, b_ih, b_hh, lens, reverse, scratch)
+def _infer_small(arrays, lens, reverse, check_finite, stacked=False) -> tuple[Tensor, ...] | None:
+    """``(out, h_n, c_n)`` from :mod:`clearlstm.kernels_small` on :func:`_small_arrays`, with
+    ``stacked`` the states ``(1, B, H)``; None when ``check_finite`` found NaN/Inf."""
+    scratch = _pooled(arrays[0], arrays[2].shape[0])  # held until the kernel returns
+    args = (
+        *arrays,
+        lens,
+        reverse,
+        _unused_array(arrays[0].dtype) if scratch is None else _np(scratch),
+    )
     if not check_finite:
         results = kernels_small.infer_small(*args)
     else:
@@ -337,6 +327,17 @@ def _infer_small(
     if stacked:  # a NumPy view costs a tenth of torch's unsqueeze
         h_n, c_n = h_n[None], c_n[None]
     return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
+
+
+def _pooled(x: np.ndarray, size: int) -> Tensor | None:
+    """A ``(T, B, size)`` buffer like ``x (T, B, I)`` from the pool when it is large enough to
+    be pooled; None when the kernel had better allocate it itself (malloc reuses it)."""
+    steps, batch, _ = x.shape
+    if steps * batch * size * x.itemsize < pool.MIN_BYTES:
+        return None
+    return pool.empty(
+        (steps, batch, size), torch.float32 if x.dtype == np.float32 else torch.float64
+    )
 
 
 @lru_cache(maxsize=64)
@@ -359,24 +360,21 @@ def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
     return tuple(zero if b is None else _np(b) for b in (b_ih, b_hh))
 
 
-def _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> tuple[np.ndarray, ...]:
-    """The arrays :mod:`clearlstm.kernels_small` takes: ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``."""
-    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh, h0, c0)]
-    return (*arrays, *_bias_arrays(b_ih, b_hh, arrays[2]))
+def _small_arrays(x, weights, state) -> tuple[np.ndarray, ...]:
+    """The arrays :mod:`clearlstm.kernels_small` takes, ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``,
+    for ``state = (h0, c0)`` arrays."""
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
+    return (*arrays, *state, *_bias_arrays(b_ih, b_hh, arrays[2]))
 
 
 def _small_forward(arrays, lens, reverse, record, store) -> tuple[Tensor, ...]:
     """``forward_small`` on :func:`_small_arrays`: ``(out, h_n, c_n, gates, cs, pre)``.
     Large buffers (input products, records) come from the pool, small ones from the kernel."""
-    x = arrays[0]
-    steps, batch, _ = x.shape
-    width = arrays[2].shape[0]
-    dtype = torch.float32 if x.dtype == np.float32 else torch.float64
-    pooled = []  # xw, gates, cs, pre: a pooled tensor, or None
+    x, width = arrays[0], arrays[2].shape[0]
     scratch = not record  # with a record the kernel writes its input products to pre
-    for used, size in ((scratch, width), (store, width), (store, width // 4), (record, width)):
-        large = used and steps * batch * size * x.itemsize >= pool.MIN_BYTES
-        pooled.append(pool.empty((steps, batch, size), dtype) if large else None)
+    used = ((scratch, width), (store, width), (store, width // 4), (record, width))
+    pooled = [_pooled(x, size) if wanted else None for wanted, size in used]  # xw, gates, cs, pre
     none = _unused_array(x.dtype)
     buffers = [none if t is None else _np(t) for t in pooled]
     results = kernels_small.forward_small(*arrays, lens, reverse, store, record, *buffers)
@@ -388,12 +386,10 @@ def _small_forward(arrays, lens, reverse, record, store) -> tuple[Tensor, ...]:
 class _SmallLayer(torch.autograd.Function):
     """``(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> (out, h_n, c_n, gates, cs, pre)`` for small
     layers (biases may be None); forward and backward are one kernel call each. ``arrays``:
-    the inputs' :func:`_small_arrays` if the caller has them, else None."""
+    the inputs as :func:`_small_arrays`."""
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays):
-        if arrays is None:
-            arrays = _small_arrays(x, w_ih, w_hh, b_ih, b_hh, h0, c0)
         results = _small_forward(arrays, lens, reverse, record, True)
         out, _, _, gates, cs, pre = results
         ctx.save_for_backward(x, w_ih, w_hh, h0, c0, out, gates, cs)  # for the version check

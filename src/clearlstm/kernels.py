@@ -707,7 +707,7 @@ def count_nonfinite(values):
 
 
 @njit(cache=True, **_JIT)
-def count_nonfinite_layer(x, lengths, w_ih, w_hh, b_ih, b_hh, h0, c0):
+def count_nonfinite_layer(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths):
     """NaN/Inf entries among a layer's inputs, ``x (T, B, I)`` only at the steps each
     sequence reads (``lengths (B,)``): padding may hold anything."""
     bad = count_nonfinite(w_ih) + count_nonfinite(w_hh) + count_nonfinite(b_ih)

@@ -74,7 +74,7 @@ def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw)
     """:func:`infer_small` after counting the NaN/Inf entries of its inputs (``x`` only at
     the steps each sequence reads): ``(count, out, h_n, c_n)``. With a count above zero
     nothing is computed and the outputs are empty."""
-    bad = count_nonfinite_layer(x, lengths, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    bad = count_nonfinite_layer(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths)
     if bad:
         empty = np.empty((0, 0), x.dtype)
         return bad, np.empty((0, 0, 0), x.dtype), empty, empty
