@@ -136,6 +136,32 @@ def test_fused_layer_matches_reference(threads, kernel, dtype, case) -> None:
     assert_same(ref, ours, TOL[dtype])
 
 
+@pytest.mark.parametrize("kernel", [None, *autograd.KERNELS])  # None: the plan (small here)
+@pytest.mark.parametrize("used", [(0,), (1,), (2,), (1, 2)], ids=["out", "h_n", "c_n", "state"])
+def test_gradients_when_the_loss_uses_some_outputs(kernel, used) -> None:
+    """Outputs the loss leaves out get no gradient from autograd (it is told not to fill
+    zeros); the backward must still treat them as zeros."""
+    case = {"shape": (4, 2, 3, 6), "lengths": [4, 2], "reverse": False, "bias": True}
+    inputs = make_layer({**case, "scale": 1.0, "seed": 3}, torch.float64)
+    *_, grads = inputs
+    for i in {0, 1, 2} - set(used):
+        grads[i].zero_()  # the reference's loss then leaves those outputs out as well
+
+    def gradients(run) -> list[torch.Tensor]:
+        x, h0, c0, weights, lengths, _ = inputs
+        leaves = [x, h0, c0, *(w for w in weights if w is not None)]
+        for t in leaves:
+            t.grad = None
+        values = run(x, h0, c0, weights, lengths)
+        sum((grads[i] * values[i]).sum() for i in used).backward()
+        return [t.grad.clone() for t in leaves]
+
+    expected = gradients(lambda *a: lstm_layer(*a, False, False, "reference")[:3])
+    actual = gradients(lambda *a: autograd.fused_layer(*a, False, False, kernel)[:3])
+    for a, b in zip(expected, actual, strict=True):
+        assert_close(b, a, **TOL[torch.float64])
+
+
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @settings(max_examples=15, deadline=None)
 @given(

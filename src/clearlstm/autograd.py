@@ -173,6 +173,7 @@ class _FusedLayer(torch.autograd.Function):
             ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, cs, lengths)
             ctx.reverse, ctx.how = reverse, how
         ctx.mark_non_differentiable(gates, cs, pre)
+        ctx.set_materialize_grads(False)  # else autograd fills zero gradients for the records
         return out, h_n, c_n, gates, cs, pre
 
     @staticmethod
@@ -182,7 +183,7 @@ class _FusedLayer(torch.autograd.Function):
         steps, batch, hidden = out.shape
         width = 4 * hidden
         w_hh = w_hh.contiguous()
-        grad_out, grad_hn, grad_cn = (g.contiguous() for g in (grad_out, grad_hn, grad_cn))
+        grad_out, grad_hn, grad_cn = _output_grads(grad_out, grad_hn, grad_cn, out)
         dz = _recycled(out, steps, batch, width)  # gradient w.r.t. the pre-activations
         lens, how = lengths.numpy(), ctx.how
         if how.threads > 1:
@@ -227,15 +228,27 @@ class _FusedLayer(torch.autograd.Function):
             if need[0] and x2.shape[1] <= _FEW_INPUTS:
                 dx = torch.mm(dz2, w_ih.t().contiguous().t()).view(x.shape)
             elif need[0]:
-                dx = (dz2 @ w_ih).view(x.shape)
+                dx = torch.mm(dz2, w_ih).view(x.shape)
             if need[1]:
                 dw_ih = torch.mm(x2.t(), dz2).t()
             if need[2]:
                 db = dz2.sum(0)
             if need[5]:
                 h_prev = _previous_h(out, h0, lengths, ctx.reverse)  # (T, B, H)
-                dw_hh = dz2.t() @ h_prev.view(steps * batch, hidden)
+                dw_hh = torch.mm(dz2.t(), h_prev.view(steps * batch, hidden))
         return dx, dw_ih, db, dh0, dc0, dw_hh, None, None, None, None, None
+
+
+def _output_grads(grad_out, grad_hn, grad_cn, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients w.r.t. ``out (T, B, H)``, ``h_n`` and ``c_n (B, H)``, contiguous, zeros
+    for those autograd left out (``set_materialize_grads(False)``: it would otherwise also
+    fill zeros as large as the records, which have no gradient)."""
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
+    batch, hidden = out.shape[1:]
+    grad_hn, grad_cn = (
+        out.new_zeros(batch, hidden) if g is None else g.contiguous() for g in (grad_hn, grad_cn)
+    )
+    return grad_out, grad_hn, grad_cn
 
 
 def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
@@ -396,13 +409,14 @@ class _SmallLayer(torch.autograd.Function):
         ctx.arrays = (*arrays[:5], *(_np(t) for t in (out, gates, cs)))  # the same, as arrays
         ctx.lens, ctx.reverse, ctx.biases = lens, reverse, (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(gates, cs, pre)
+        ctx.set_materialize_grads(False)
         return results
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_hn, grad_cn, *_):
-        _ = ctx.saved_tensors  # raises if any was modified in place since the forward
-        grads = (_np(g.contiguous()) for g in (grad_out, grad_hn, grad_cn))
+        out = ctx.saved_tensors[5]  # reading them raises if one was modified in place
+        grads = (_np(g) for g in _output_grads(grad_out, grad_hn, grad_cn, out))
         dx, dw_ih, dw_hh, db, dh0, dc0 = (
             torch.from_numpy(a)
             for a in kernels_small.backward_small(*grads, *ctx.arrays, ctx.lens, ctx.reverse)
