@@ -86,7 +86,9 @@ def _transposed(w: Tensor) -> np.ndarray:
 
 def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     """The forward computation of :class:`_FusedLayer`, also run directly when no gradient is
-    needed (``autograd.Function.apply`` costs ~10 µs per call)."""
+    needed (``autograd.Function.apply`` costs ~10 µs per call). Returns ``out, h_n, c_n,
+    gates, cs, pre, h0, c0`` and the split kernel's ``w_hh`` columns (else None), which the
+    backward takes too."""
     steps, batch, inputs = x.shape
     width = w_ih.shape[0]
     hidden = width // 4
@@ -115,6 +117,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     in_place = record and how.kernel != "split"
     pre = xw if in_place else _recycled(xw, steps, batch, width) if record else unused
     lens = lengths if isinstance(lengths, np.ndarray) else lengths.numpy()
+    parts = None
     if how.threads > 1:
         set_numba_threads(how.threads)
     if how.kernel == "split":
@@ -152,7 +155,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
             for s in range(steps):
                 product(h_n, hw)
                 kernels.forward_gates(s, *args, *records)
-    return out, h_n, c_n, gates, cs, pre, h0, c0
+    return out, h_n, c_n, gates, cs, pre, h0, c0, parts
 
 
 _FEW_INPUTS = 8  # see _FusedLayer.backward
@@ -166,12 +169,12 @@ class _FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
-        out, h_n, c_n, gates, cs, pre, h0, c0 = _forward(
+        out, h_n, c_n, gates, cs, pre, h0, c0, parts = _forward(
             x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how
         )
         if store:
             ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, cs, lengths)
-            ctx.reverse, ctx.how = reverse, how
+            ctx.reverse, ctx.how, ctx.parts = reverse, how, parts  # w_hh's version is checked
         ctx.mark_non_differentiable(gates, cs, pre)
         ctx.set_materialize_grads(False)  # else autograd fills zero gradients for the records
         return out, h_n, c_n, gates, cs, pre
@@ -192,11 +195,7 @@ class _FusedLayer(torch.autograd.Function):
             dh0, dc0 = _empty(out, batch, hidden), _empty(out, batch, hidden)
             args = (_np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0))
             results = (lens, ctx.reverse, _np(dz), _np(dh0), _np(dc0))
-            parts = (
-                kernels_split.split_columns(_np(w_hh), how.threads)
-                if how.kernel == "split"
-                else None
-            )
+            parts = ctx.parts  # the forward's split of w_hh (None unless "split")
             start = time.perf_counter()
             if parts is None:
                 kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
