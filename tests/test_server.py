@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -282,6 +283,23 @@ def test_concurrent_burst_every_answer_checked(server):
         results = list(pool.map(one, range(128), timeout=120))
     assert all(results), [k for k, ok in enumerate(results) if not ok]
     assert time.monotonic() - started < 120
+
+
+def test_a_client_that_resets_its_connection_prints_nothing(capsys):
+    """A browser closing a kept-alive connection is no error: no traceback on the console."""
+    running = start_in_thread("127.0.0.1", 0)
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(running.server_address[:2], timeout=10)
+            sock.sendall(b"GET /api/unit HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            sock.recv(1)  # answered: the handler now waits for the next request
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # with unread data and no linger: a reset
+        time.sleep(0.5)  # the handler threads see the resets
+    finally:
+        running.shutdown()
+        running.server_close()
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_serve_command_prints_its_url_and_stops_cleanly_on_ctrl_c(models: Path):

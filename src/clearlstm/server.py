@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import traceback
 from http import HTTPStatus
@@ -173,6 +174,13 @@ class ExplorerServer(ThreadingHTTPServer):
         if ":" in host:  # an IPv6 address such as ::1
             self.address_family = socket.AF_INET6
         super().__init__((host, port), ExplorerHandler)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up (closed a kept-alive connection, reset it) is no error;
+        anything else is printed as before."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
