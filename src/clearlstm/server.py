@@ -116,6 +116,8 @@ class ExplorerHandler(BaseHTTPRequestHandler):
             self._json(200, handler(body, self.server.context))
         except ApiError as error:
             self._error(error.status, error.message)
+        except ConnectionError:  # the client hung up mid-answer: nobody left to tell
+            self.close_connection = True
         except Exception:  # a bug must not take the server down; say so and log it
             traceback.print_exc()
             self._error(500, "internal error while answering this request (see the server log)")
