@@ -64,11 +64,20 @@ def test_tiny_inference_is_one_kernel_call(monkeypatch, hx, lengths, backend) ->
     assert calls == ["infer_small_checked"]
 
 
+def test_one_layer_training_that_is_not_small_skips_the_general_path(monkeypatch) -> None:
+    calls = []
+    spy_on(monkeypatch, modules, "lstm", calls)  # the general path
+    spy_on(monkeypatch, autograd, "_forward", calls)  # the fused Function's forward
+    spy_on(monkeypatch, kernels_small, "forward_small", calls)
+    lstm = clearlstm.LSTM(2, 32)
+    x = torch.randn(300, 1, 2)  # with a gradient, not a small call
+    assert not dispatch.small_call(x, lstm.weight_hh_l0, training=True)
+    lstm(x)[0].sum().backward()
+    assert calls == ["_forward"]
+
+
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
-@pytest.mark.parametrize(
-    "how",
-    ["gradient", "two layers", "bidirectional", "projection", "reference", "large"],
-)
+@pytest.mark.parametrize("how", ["two layers", "bidirectional", "projection", "reference", "large"])
 def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
     calls = []
     spy_on(monkeypatch, kernels_small, "infer_small_checked", calls)
@@ -79,15 +88,10 @@ def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
         "projection": {"proj_size": 2},
         "reference": {"backend": "reference"},
     }.get(how, {})
-    # 200: "auto" takes torch's op; with a gradient, (300, 1, 2, 32) is not a small call
-    hidden = {"large": 200, "gradient": 32}.get(how, 3)
+    hidden = 200 if how == "large" else 3  # 200: "auto" takes torch's op
     lstm = clearlstm.LSTM(2, hidden, **options)
-    x = torch.randn(300 if how == "gradient" else 4, 1, 2)
-    if how == "gradient":
-        lstm(x)
-    else:
-        with torch.no_grad():
-            lstm(x)
+    with torch.no_grad():
+        lstm(torch.randn(4, 1, 2))
     assert calls == ["lstm"]
 
 
@@ -155,7 +159,8 @@ def test_one_layer_gives_the_general_paths_bits(case) -> None:
 @settings(max_examples=40, deadline=None)
 @given(case=one_layer_case())
 def test_one_layer_training_gives_the_general_paths_gradients(case) -> None:
-    """With a gradient, small one-layer calls go straight to the kernels too: the same
+    """With a gradient, one-layer calls go straight to the kernels too (small ones as one
+    kernel each way, larger ones, from 9 inputs, through the fused Function): the same
     outputs and gradients, bit for bit, as through the general path."""
     torch.manual_seed(case["seed"])
     steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]

@@ -283,16 +283,14 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     """:func:`clearlstm.functional.one_layer_forward` once the backend is fused: one layer
     straight to the kernels, its NaN/Inf check one pass in numba (inside the kernel for a
     tiny call without gradient or record); ``(out, h_n, c_n, record or None)``, the states
-    ``(1, B, H)``. None when the call is not on the CPU, needs a gradient and is not small
-    (:func:`clearlstm.dispatch.small_call`), or when the check finds NaN/Inf."""
+    ``(1, B, H)``. None when the call is not one :func:`supports`, or when the check finds
+    NaN/Inf."""
     w_ih, w_hh, b_ih, b_hh, _ = weights
     tensors = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not supports(x, weights):
         return None
     small = dispatch.small_call(x, w_hh, needs_grad)
-    if needs_grad and not small:
-        return None
     steps, batch, _ = x.shape
     zeros = _zeros(batch, w_hh.shape[1], x.dtype)
     state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
@@ -303,18 +301,21 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
         return None if result is None else (*result, None)
     if check_finite and kernels.count_nonfinite_layer(*arrays, lens):
         return None
-    if needs_grad:
+    if needs_grad:  # zeros for a missing state: a gradient w.r.t. them is not wanted
         h0, c0 = (torch.from_numpy(zeros) if h is None else h for h in (h0, c0))
+    else:
+        h0, c0 = (torch.from_numpy(h) for h in state)
+    if small and needs_grad:
         results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
-        out, h_n, c_n, gates, cs, pre = results
     elif small:
-        out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, False, True, True)
+        results = _small_forward(arrays, lens, False, True, True)
     else:
         bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
-        h0, c0 = (torch.from_numpy(h) for h in state)
-        how = plan(batch, w_hh.shape[1])
-        results = _forward(x, w_ih, bias, h0, c0, w_hh, lens, False, record, record, how)
-        out, h_n, c_n, gates, cs, pre = results[:6]
+        how = plan(batch, w_hh.shape[1], needs_grad)
+        store = needs_grad or record
+        args = (x, w_ih, bias, h0, c0, w_hh, torch.from_numpy(lens), False, store, record, how)
+        results = _FusedLayer.apply(*args) if needs_grad else _forward(*args)[:6]
+    out, h_n, c_n, gates, cs, pre = results
     rec = _layer_record(out, gates, cs, pre, lengths) if record else None
     return out, h_n.unsqueeze(0), c_n.unsqueeze(0), rec
 

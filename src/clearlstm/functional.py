@@ -189,8 +189,7 @@ def one_layer_forward(
 ) -> tuple[Tensor, Tensor, Tensor, LayerRecord | None] | None:
     """:func:`lstm` of one layer, one direction, on the fused kernels when ``backend`` runs it
     there, with none of the general path's tensor operations around them: ``(output (T, B,
-    H), h_n (1, B, H), c_n (1, B, H), record or None)``. With a gradient only for small calls
-    (:func:`clearlstm.dispatch.small_call`).
+    H), h_n (1, B, H), c_n (1, B, H), record or None)``, with or without a gradient.
 
     ``h0, c0 (B, H)`` or None for zeros. With ``check_finite`` the inputs are checked for
     NaN/Inf in one pass. Returns None for any other call, and for one with NaN/Inf: the
