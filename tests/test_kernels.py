@@ -9,6 +9,7 @@ exercised, plus streaming and a state decaying into denormals.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -549,6 +550,18 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -
         monkeypatch.setattr(kernels_split, "forward_split", lambda *args: calls.append(1))
         assert torch.equal(lstm(x)[0], expected)
     assert calls, "the split kernel should have been tried"
+
+
+def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    if not dispatch.numba_threads_usable() or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+    kernel = {(b, h): dispatch.plan(b, h).kernel for b in (1, 4, 16, 32, 256) for h in (256, 512)}
+    assert all(kernel[b, 256] == "sequence" for b in (4, 16, 32, 256)), "hidden 256: any batch"
+    assert kernel[16, 512] == "sequence" and kernel[32, 512] == "blas", "512: few sequences"
+    assert kernel[1, 256] in ("split", "sequence"), "one sequence: the split chooser decides"
+    assert dispatch.plan(1, 1024).kernel == "blas", "w_hh of 16 MiB: a GEMM per step"
+    assert dispatch.plan(4, 1024, training=True).kernel == "blas"
 
 
 def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:

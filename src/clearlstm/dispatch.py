@@ -3,8 +3,9 @@
 ``"sequence"`` (whole sequence, recurrent product fused; several sequences split across
 threads), ``"split"`` (one sequence, its units split across threads; worth it only when each
 thread has a core, which :class:`SplitChooser` learns from the calls' timings) or ``"blas"``
-(a GEMM per step, for large ``batch * hidden``). Tiny calls (:func:`small_call`) run as whole
-layers in :mod:`clearlstm.kernels_small`. Threads follow ``torch.get_num_threads()``.
+(a GEMM per step, once ``w_hh`` outgrows the caches). Tiny calls (:func:`small_call`) run
+as whole layers in :mod:`clearlstm.kernels_small`. Threads follow
+``torch.get_num_threads()``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from clearlstm.functional import LayerWeights
 
 DTYPES = (torch.float32, torch.float64)
 KERNELS = ("sequence", "split", "blas")
-# Whole-sequence kernel while the recurrent weights stay in cache or the batch is small;
-# otherwise a BLAS GEMM per step beats H axpys per sequence (crossover measured on 2 cores).
-SEQUENCE_MAX_HIDDEN = 128
-SEQUENCE_MAX_UNITS = 4096  # batch * hidden
+# Whole-sequence kernels (four sequences per pass over w_hh.T; or one sequence's units split)
+# up to hidden 256 at any batch, and up to 512 for few sequences; beyond, a BLAS GEMM per
+# step beats them (w_hh.T outgrows the caches). Measured on 2 cores (T = 50, trace and
+# training step; (batch, hidden): time against BLAS): (16, 256) 0.45-0.59x, (64, 256) 0.78x,
+# (256, 256) 0.85-0.98x, (16, 512) 0.82-0.90x, (32, 512) 0.97-1.02x, (64, 512) 1.1x,
+# (1, 512) 0.59-1.3x, (4, 1024) 1.25-2.1x, (1, 1024) split 1.3-2.6x.
+SEQUENCE_MAX_HIDDEN = 256
+SEQUENCE_WIDE_HIDDEN = 512
+SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 # Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
 SPLIT_MIN_HIDDEN = 64
 SPLIT_PROBE_EVERY = 32  # calls; see SplitChooser
@@ -87,6 +93,7 @@ SMALL_GEMM_FLOPS = 2**20  # below this a GEMM runs on one thread (2 win from ~1.
 # (kernels_small), input product and gradient GEMMs included: no tensor operations.
 SMALL_CALL_MACS = 2**14
 SMALL_CALL_INPUTS = 8  # see small_call
+SMALL_CALL_MAX_HIDDEN = 128  # see small_call
 SMALL_TRAINING_BYTES = 1 << 17  # of input products, see small_call
 SMALL_LONG_CALL_INPUTS = 2  # see small_call
 
@@ -138,10 +145,13 @@ def plan(batch: int, hidden: int, training: bool = False) -> Plan:
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if not numba_threads_usable():
         threads = 1
+    if hidden > SEQUENCE_WIDE_HIDDEN:
+        return Plan("blas", threads)
     split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
     if split and split_chooser.split(batch, hidden, training):
         return Plan("split", threads)
-    if hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
+    # split and not taken: the chooser times the sequence kernel against it
+    if split or hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
         return Plan("sequence", min(threads, batch))
     return Plan("blas", threads)
 
@@ -165,7 +175,7 @@ def gemm_threads(flops: float, threads: int) -> Iterator[None]:
 def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
     """Whether a call of ``x (T, B, I)`` runs as one kernel call each way (kernels_small).
 
-    Any tiny call does, and so does one up to ``hidden_size`` :data:`SEQUENCE_MAX_HIDDEN`
+    Any tiny call does, and so does one up to ``hidden_size`` :data:`SMALL_CALL_MAX_HIDDEN`
     with few inputs whose buffers malloc recycles without page faults: the input product in
     numba then costs less than a BLAS call and the tensor plumbing around it, and threads
     would not pay yet. Measured, inference: (24, 1, 1, 32) 2.4x faster, (24, 4, 2, 16) 2.2x,
@@ -179,7 +189,7 @@ def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
     width, hidden = w_hh.shape
     if steps * batch * width * (inputs + hidden) <= SMALL_CALL_MACS:
         return True
-    if hidden > SEQUENCE_MAX_HIDDEN or inputs > SMALL_CALL_INPUTS:
+    if hidden > SMALL_CALL_MAX_HIDDEN or inputs > SMALL_CALL_INPUTS:
         return False
     nbytes = steps * batch * width * x.element_size()
     if training:
