@@ -552,16 +552,38 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -
     assert calls, "the split kernel should have been tried"
 
 
-def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatch) -> None:
+def test_plan_keeps_whole_sequence_kernels_up_to_hidden_256(monkeypatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     if not dispatch.numba_threads_usable() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two numba threads")
-    kernel = {(b, h): dispatch.plan(b, h).kernel for b in (1, 4, 16, 32, 256) for h in (256, 512)}
-    assert all(kernel[b, 256] == "sequence" for b in (4, 16, 32, 256)), "hidden 256: any batch"
-    assert kernel[16, 512] == "sequence" and kernel[32, 512] == "blas", "512: few sequences"
-    assert kernel[1, 256] in ("split", "sequence"), "one sequence: the split chooser decides"
+    kernel = {(b, h): dispatch.plan(b, h).kernel for b in (1, 2, 16, 256) for h in (256, 512)}
+    assert all(kernel[b, 256] == "sequence" for b in (2, 16, 256)), "hidden 256: any batch"
+    assert all(kernel[b, 512] == "blas" for b in (2, 16, 256)), "512: a GEMM per step"
+    assert kernel[1, 512] in ("split", "sequence"), "one sequence: the split chooser decides"
     assert dispatch.plan(1, 1024).kernel == "blas", "w_hh of 16 MiB: a GEMM per step"
     assert dispatch.plan(4, 1024, training=True).kernel == "blas"
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["oneDNN", "torch.mm"])
+def test_blas_kernel_gemms_with_and_without_onednn(monkeypatch, onednn) -> None:
+    """float32 GEMMs (input product, per-step products) go to oneDNN's linear when torch has
+    it, else to torch.mm; either way the reference's results and gradients."""
+    if onednn and not autograd._has_onednn_linear():
+        pytest.skip("this torch has no oneDNN linear")
+    monkeypatch.setattr(autograd, "_has_onednn_linear", lambda: onednn)
+    monkeypatch.setattr(autograd, "ONEDNN_MIN_FLOPS", 0)
+    calls = []
+    linear = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or linear(*a)
+    )
+    case = {"shape": (5, 3, 4, 8), "lengths": [5, 2, 4], "reverse": True, "bias": True}
+    inputs = make_layer({**case, "scale": 1.0, "seed": 11}, torch.float32)
+    ref = run_layer(inputs, True, "reference")
+    ours = run_layer(inputs, True, "fused", "blas")
+    assert_same(ref, ours, TOL[torch.float32])
+    steps = case["shape"][0]
+    assert len(calls) == (1 + 2 * steps if onednn else 0), "input product, each step both ways"
 
 
 def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:

@@ -24,15 +24,14 @@ from clearlstm.functional import LayerWeights
 
 DTYPES = (torch.float32, torch.float64)
 KERNELS = ("sequence", "split", "blas")
-# Whole-sequence kernels (four sequences per pass over w_hh.T; or one sequence's units split)
-# up to hidden 256 at any batch, and up to 512 for few sequences; beyond, a BLAS GEMM per
-# step beats them (w_hh.T outgrows the caches). Measured on 2 cores (T = 50, trace and
-# training step; (batch, hidden): time against BLAS): (16, 256) 0.45-0.59x, (64, 256) 0.78x,
-# (256, 256) 0.85-0.98x, (16, 512) 0.82-0.90x, (32, 512) 0.97-1.02x, (64, 512) 1.1x,
-# (1, 512) 0.59-1.3x, (4, 1024) 1.25-2.1x, (1, 1024) split 1.3-2.6x.
+# Whole-sequence kernels (four sequences per pass over w_hh.T) up to hidden 256; beyond, a
+# GEMM per step on oneDNN's prepacked weights beats them, except that one sequence may split
+# its units up to hidden 512 (the split chooser times both). Measured on 2 cores, T = 50,
+# trace and training step, whole-sequence time against the GEMM per step, (batch, hidden):
+# (16, 256) 0.72-0.82x, (64, 256) 0.87-0.98x, (8, 512) 1.09-1.38x, (32, 512) 1.22-1.45x,
+# (4, 1024) 2.2-3.4x; one sequence at 512: split 0.68x (training) to 1.8x (trace).
 SEQUENCE_MAX_HIDDEN = 256
-SEQUENCE_WIDE_HIDDEN = 512
-SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
+SPLIT_MAX_HIDDEN = 512
 # Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
 SPLIT_MIN_HIDDEN = 64
 SPLIT_PROBE_EVERY = 32  # calls; see SplitChooser
@@ -145,13 +144,13 @@ def plan(batch: int, hidden: int, training: bool = False) -> Plan:
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if not numba_threads_usable():
         threads = 1
-    if hidden > SEQUENCE_WIDE_HIDDEN:
+    if hidden > SPLIT_MAX_HIDDEN:
         return Plan("blas", threads)
     split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
     if split and split_chooser.split(batch, hidden, training):
         return Plan("split", threads)
     # split and not taken: the chooser times the sequence kernel against it
-    if split or hidden <= SEQUENCE_MAX_HIDDEN or batch * hidden <= SEQUENCE_MAX_UNITS:
+    if split or hidden <= SEQUENCE_MAX_HIDDEN:
         return Plan("sequence", min(threads, batch))
     return Plan("blas", threads)
 
