@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
-from clearlstm import autograd, dispatch
+from clearlstm import autograd, dispatch, kernels
 from clearlstm.functional import LayerRecord, LayerWeights, lstm_layer
 
 # float32 outputs: two float32 computations (reference and kernel: other sum orders, another
@@ -313,7 +313,6 @@ def test_decaying_state_is_flushed_not_denormal(kernel) -> None:
 
 def test_float32_activations_are_close_to_exact() -> None:
     """The rational tanh/sigmoid used in float32 stay within 1e-7 of libm."""
-    from clearlstm import kernels
 
     xw = np.linspace(-30, 30, 4 * 20001, dtype=np.float32).reshape(1, 1, -1)
     hidden = xw.shape[-1] // 4
@@ -446,7 +445,6 @@ def test_each_sequence_is_computed_as_if_alone(threads, dtype, case, hidden) -> 
     """From ``kernels.BLOCK_MIN_HIDDEN`` on the forward advances ``kernels.ROWS`` sequences
     together; each still gets the bits it gets alone, forward (outputs, records) and backward
     (``dz``, ``dh0``, ``dc0``)."""
-    from clearlstm import kernels
 
     steps, batch, _, _ = case["shape"]
     rng = np.random.default_rng(case["seed"])
@@ -584,6 +582,29 @@ def test_blas_kernel_gemms_with_and_without_onednn(monkeypatch, onednn) -> None:
     assert_same(ref, ours, TOL[torch.float32])
     steps = case["shape"][0]
     assert len(calls) == (1 + 2 * steps if onednn else 0), "input product, each step both ways"
+
+
+def test_step_kernels_split_a_large_batch_across_threads(monkeypatch) -> None:
+    """Above ``PARALLEL_GATES_MIN`` gate values per step the blas kernel's gate loops run on
+    two threads, each over part of the batch: the reference's results and gradients."""
+    if numba.config.NUMBA_NUM_THREADS < 2 or not dispatch.numba_threads_usable():
+        pytest.skip("needs two numba threads")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(kernels, "PARALLEL_GATES_MIN", 0)
+    calls = []
+
+    def spy(name):
+        original = getattr(kernels, name)
+        return lambda *args: calls.append(name) or original(*args)
+
+    for name in ("_forward_gates_parallel", "_backward_gates_parallel"):
+        monkeypatch.setattr(kernels, name, spy(name))
+    case = {"shape": (4, 5, 3, 6), "lengths": [4, 1, 3, 4, 2], "reverse": False, "bias": True}
+    for dtype in DTYPES.values():
+        inputs = make_layer({**case, "scale": 1.0, "seed": 2}, dtype)
+        ref = run_layer(inputs, False, "reference")
+        assert_same(ref, run_layer(inputs, False, "fused", "blas"), TOL[dtype])
+    assert set(calls) == {"_forward_gates_parallel", "_backward_gates_parallel"}
 
 
 def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:

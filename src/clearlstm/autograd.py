@@ -180,7 +180,8 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         product = _step_product(w_hh, batch)
         with gemm_threads(2.0 * batch * hidden * width, how.threads):
             for s in range(steps):
-                kernels.forward_gates(s, inputs, _np(product(h_n)), *rest, store, record)
+                hw = _np(product(h_n))
+                kernels.forward_gates(s, inputs, hw, *rest, store, record, how.threads)
     return out, h_n, c_n, gates, cs, pre, h0, c0, parts
 
 
@@ -239,7 +240,7 @@ class _FusedLayer(torch.autograd.Function):
             product = _step_product(w_hh.t(), batch)
             with gemm_threads(2.0 * batch * hidden * width, how.threads):
                 for s in range(steps - 1, -1, -1):
-                    kernels.backward_gates(s, grads, _np(dh0), *rest, *dz_steps)
+                    kernels.backward_gates(s, grads, _np(dh0), *rest, *dz_steps, how.threads)
                     dh0 = product(dz_step)
             dc0 = dc  # every sequence has step 0, so dh0 is the last recurrent gradient
         need = ctx.needs_input_grad
