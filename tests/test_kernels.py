@@ -550,12 +550,14 @@ def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -
     assert calls, "the split kernel should have been tried"
 
 
-def test_plan_keeps_whole_sequence_kernels_up_to_hidden_256(monkeypatch) -> None:
+def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     if not dispatch.numba_threads_usable() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two numba threads")
-    kernel = {(b, h): dispatch.plan(b, h).kernel for b in (1, 2, 16, 256) for h in (256, 512)}
-    assert all(kernel[b, 256] == "sequence" for b in (2, 16, 256)), "hidden 256: any batch"
+    hidden = (128, 256, 512)
+    kernel = {(b, h): dispatch.plan(b, h).kernel for b in (1, 2, 16, 32, 64, 256) for h in hidden}
+    assert all(kernel[b, 128] == "sequence" for b in (2, 16, 256)), "hidden 128: any batch"
+    assert kernel[32, 256] == "sequence" and kernel[64, 256] == "blas", "256: a few sequences"
     assert all(kernel[b, 512] == "blas" for b in (2, 16, 256)), "512: a GEMM per step"
     assert kernel[1, 512] in ("split", "sequence"), "one sequence: the split chooser decides"
     assert dispatch.plan(1, 1024).kernel == "blas", "w_hh of 16 MiB: a GEMM per step"

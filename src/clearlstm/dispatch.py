@@ -24,13 +24,17 @@ from clearlstm.functional import LayerWeights
 
 DTYPES = (torch.float32, torch.float64)
 KERNELS = ("sequence", "split", "blas")
-# Whole-sequence kernels (four sequences per pass over w_hh.T) up to hidden 256; beyond, a
-# GEMM per step on oneDNN's prepacked weights beats them, except that one sequence may split
-# its units up to hidden 512 (the split chooser times both). Measured on 2 cores, T = 50,
-# trace and training step, whole-sequence time against the GEMM per step, (batch, hidden):
-# (16, 256) 0.72-0.82x, (64, 256) 0.87-0.98x, (8, 512) 1.09-1.38x, (32, 512) 1.22-1.45x,
-# (4, 1024) 2.2-3.4x; one sequence at 512: split 0.68x (training) to 1.8x (trace).
-SEQUENCE_MAX_HIDDEN = 256
+# Whole-sequence kernels (four sequences per pass over w_hh.T) up to hidden 128 at any
+# batch and to 256 for a batch * hidden up to 8192; beyond, a GEMM per step on oneDNN's
+# prepacked weights (gates split across threads) beats them, except that one sequence may
+# split its units up to hidden 512 (the split chooser times both). Measured on 2 cores,
+# T = 50-100, trace and training step, whole-sequence time against the GEMM per step,
+# (batch, hidden): (64, 128) 0.80-0.95x, (16, 256) 0.64-0.81x, (32, 256) 0.86-0.96x,
+# (64, 256) 1.09-1.16x, (8, 512) 1.09-1.38x, (4, 1024) 2.2-3.4x; one sequence at 512:
+# split 0.68x (training) to 1.8x (trace).
+SEQUENCE_MAX_HIDDEN = 128
+SEQUENCE_WIDE_HIDDEN = 256
+SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
 # Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
 SPLIT_MIN_HIDDEN = 64
@@ -150,7 +154,8 @@ def plan(batch: int, hidden: int, training: bool = False) -> Plan:
     if split and split_chooser.split(batch, hidden, training):
         return Plan("split", threads)
     # split and not taken: the chooser times the sequence kernel against it
-    if split or hidden <= SEQUENCE_MAX_HIDDEN:
+    wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
+    if split or hidden <= SEQUENCE_MAX_HIDDEN or wide:
         return Plan("sequence", min(threads, batch))
     return Plan("blas", threads)
 
