@@ -302,3 +302,37 @@ def test_long_single_sequence_trace_keeps_its_pooled_records() -> None:
     assert not torch.equal(second[0].forget_gate, kept)
     for name, ours, theirs in zip(LayerRecord._fields, first[0], expected[0], strict=True):
         assert_close(ours, theirs, **TOL[torch.float64], msg=name)
+
+
+def test_weight_views_follow_every_change_of_the_weights() -> None:
+    """The kept NumPy views of small layers' weights never serve stale values: in-place
+    updates show through them, and new tensors, shapes or strides are new keys."""
+    torch.manual_seed(4)
+    x = torch.randn(6, 2, 3)
+
+    def check(lstm) -> None:
+        reference = copy.deepcopy(lstm)
+        reference.backend = "reference"
+        with torch.no_grad():
+            assert_close(lstm(x)[0], reference(x)[0], **TOL[torch.float32])
+
+    lstm = clearlstm.LSTM(3, 5)
+    check(lstm)
+    with torch.no_grad():
+        lstm.weight_hh_l0.mul_(-2.0)  # in place, as an optimizer step
+    check(lstm)
+    lstm.weight_ih_l0.data = torch.randn(20, 3)  # a new tensor of the same shape
+    check(lstm)
+    lstm.load_state_dict(clearlstm.LSTM(3, 5).state_dict())  # copied in place
+    check(lstm)
+    others = [clearlstm.LSTM(3, 5) for _ in range(2 * autograd._WEIGHT_VIEWS_KEPT)]
+    for other in others:  # more layers than views kept
+        check(other)
+    check(lstm)
+    memory = torch.randn(100)
+    lstm.weight_hh_l0.data = memory.view(20, 5)
+    check(lstm)
+    lstm.weight_hh_l0.data = memory.as_strided((20, 5), (1, 20))  # same address and shape
+    check(lstm)
+    assert not lstm.weight_hh_l0.is_contiguous()
+    assert len(autograd._WEIGHT_VIEWS) <= autograd._WEIGHT_VIEWS_KEPT

@@ -19,6 +19,7 @@ so and ``backend="auto"`` then takes the reference path.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from functools import cache, lru_cache
@@ -403,9 +404,42 @@ def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
 def _small_arrays(x, weights, state) -> tuple[np.ndarray, ...]:
     """The arrays :mod:`clearlstm.kernels_small` takes, ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``,
     for ``state = (h0, c0)`` arrays."""
+    w_ih, w_hh, b_ih, b_hh = _weight_arrays(weights)
+    x = x.numpy() if not x.requires_grad and x.is_contiguous() else _np(x.contiguous())
+    return x, w_ih, w_hh, *state, b_ih, b_hh
+
+
+_WEIGHT_VIEWS: dict[tuple, tuple[np.ndarray, ...]] = {}  # see _weight_arrays
+_WEIGHT_VIEWS_KEPT = 8
+_WEIGHT_VIEWS_MAX_NUMEL = 1 << 18  # per weight matrix
+_WEIGHT_VIEWS_LOCK = threading.Lock()
+
+
+def _weight_arrays(weights: LayerWeights) -> tuple[np.ndarray, ...]:
+    """``w_ih, w_hh, b_ih, b_hh`` as arrays, zeros for a missing bias.
+
+    Making a NumPy view of a tensor costs ~0.8 µs, a quarter of a tiny call, so the views of
+    the last few small, contiguous layers are kept, keyed on the tensors' addresses (and the
+    matrices' shapes and strides). A kept view keeps its memory alive, so no other tensor can
+    take that address while it is kept; writes in place (an optimizer step) show through it.
+    """
     w_ih, w_hh, b_ih, b_hh, _ = weights
-    arrays = [_np(t.contiguous()) for t in (x, w_ih, w_hh)]
-    return (*arrays, *state, *_bias_arrays(b_ih, b_hh, arrays[2]))
+    key = (
+        w_ih.data_ptr(), w_ih.shape, w_ih.stride(), w_hh.data_ptr(), w_hh.shape, w_hh.stride(),
+        b_ih is not None and b_ih.data_ptr(), b_hh is not None and b_hh.data_ptr(),
+    )  # fmt: skip
+    views = _WEIGHT_VIEWS.get(key)
+    if views is not None:
+        return views
+    w_ih_a, w_hh_a = _np(w_ih.contiguous()), _np(w_hh.contiguous())
+    views = (w_ih_a, w_hh_a, *_bias_arrays(b_ih, b_hh, w_hh_a))
+    present = [t for t in (w_ih, w_hh, b_ih, b_hh) if t is not None]
+    if all(t.is_contiguous() and t.numel() <= _WEIGHT_VIEWS_MAX_NUMEL for t in present):
+        with _WEIGHT_VIEWS_LOCK:  # models may be called from several threads (the explorer)
+            if len(_WEIGHT_VIEWS) >= _WEIGHT_VIEWS_KEPT:
+                _WEIGHT_VIEWS.pop(next(iter(_WEIGHT_VIEWS)))  # the oldest
+            _WEIGHT_VIEWS[key] = views
+    return views
 
 
 def _small_forward(arrays, lens, reverse, record, store) -> tuple[Tensor, ...]:
