@@ -11,7 +11,7 @@ Split of the work, per layer and direction (shapes as in :mod:`clearlstm.functio
 
 :class:`_FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
 chosen here (small GEMMs run on one thread); each kernel's time is reported back to the
-dispatch. Tiny layers run as :class:`_SmallLayer`: one kernel forward, one backward (no
+dispatch. Tiny layers run as :class:`SmallLayer`: one kernel forward, one backward (no
 torch operations). Large buffers come from :mod:`clearlstm.pool`. Projection
 (``proj_size > 0``), other devices and other dtypes are not handled; :func:`supports` says
 so and ``backend="auto"`` then takes the reference path.
@@ -19,10 +19,9 @@ so and ``backend="auto"`` then takes the reference path.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from functools import cache, lru_cache
+from functools import cache
 
 import numba
 import numpy as np
@@ -30,10 +29,20 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from clearlstm import dispatch, kernels, kernels_small, kernels_split, pool
+from clearlstm import dispatch, kernels, kernels_split, pool
 from clearlstm.dispatch import KERNELS, Plan, gemm_threads, plan, set_numba_threads
 from clearlstm.dispatch import supports as supports  # what functional asks this backend
 from clearlstm.functional import LayerRecord, LayerResult, LayerWeights, step_mask
+from clearlstm.small_layers import (
+    SmallLayer,
+    all_steps,
+    as_array,
+    infer_small,
+    output_grads,
+    small_arrays,
+    small_forward,
+    zero_state,
+)
 
 
 @cache
@@ -85,10 +94,6 @@ def _input_product(x2: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias, x2, w_ih.t(), out=xw)
 
 
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().numpy()
-
-
 def _empty(like: Tensor, *shape: int) -> Tensor:
     return like.new_empty(shape)
 
@@ -96,12 +101,6 @@ def _empty(like: Tensor, *shape: int) -> Tensor:
 def _recycled(like: Tensor, *shape: int) -> Tensor:
     """For records, saved gates and scratch: memory from :mod:`clearlstm.pool`."""
     return pool.empty(shape, like.dtype)
-
-
-@cache
-def _unused_array(dtype: np.dtype) -> np.ndarray:
-    """An empty ``(0, 0, 0)`` array: no buffer given (never written)."""
-    return np.empty((0, 0, 0), dtype)
 
 
 @cache
@@ -114,7 +113,7 @@ def _transposed(w: Tensor) -> np.ndarray:
     """``w.T`` as a C-contiguous array, 64-byte aligned like torch's (rows are vector loads);
     NumPy's copy costs a quarter of torch's ``.t().contiguous()`` here."""
     out = torch.empty(w.shape[::-1], dtype=w.dtype).numpy()
-    np.copyto(out, _np(w).T)
+    np.copyto(out, as_array(w).T)
     return out
 
 
@@ -151,37 +150,58 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         set_numba_threads(how.threads)
     if how.kernel == "split":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
-        outputs = (_np(out), _np(h_n), _np(c_n), _np(gates), _np(cs), _np(pre), store, record)
-        parts = kernels_split.split_columns(_np(w_hh.contiguous()), how.threads)
+        outputs = (
+            as_array(out),
+            as_array(h_n),
+            as_array(c_n),
+            as_array(gates),
+            as_array(cs),
+            as_array(pre),
+            store,
+            record,
+        )
+        parts = kernels_split.split_columns(as_array(w_hh.contiguous()), how.threads)
         start = time.perf_counter()
         if not kernels_split.forward_split(
-            _np(xw), parts, _np(h0), _np(c0), lens, reverse, *outputs
+            as_array(xw), parts, as_array(h0), as_array(c0), lens, reverse, *outputs
         ):  # a thread lost its core: the same result on one thread
             back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
             xw = xw[:, :, back].contiguous()
             whh_t = _transposed(w_hh)
-            kernels.forward_sequence(_np(xw), whh_t, _np(h0), _np(c0), lens, reverse, *outputs)
+            kernels.forward_sequence(
+                as_array(xw), whh_t, as_array(h0), as_array(c0), lens, reverse, *outputs
+            )
         seconds = time.perf_counter() - start
         dispatch.split_chooser.record(batch, hidden, store, "split", seconds, steps)
     elif how.kernel == "sequence":
         h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
         whh_t = _transposed(w_hh)  # (H, G): rows vectorize over the gates
         start = time.perf_counter()
+        outputs = (as_array(t) for t in (out, h_n, c_n, gates, cs, pre))
         kernels.forward_sequence(
-            _np(xw), whh_t, _np(h0), _np(c0), lens, reverse, _np(out), _np(h_n), _np(c_n),
-            _np(gates), _np(cs), _np(pre), store, record, how.threads,
+            as_array(xw), whh_t, as_array(h0), as_array(c0), lens, reverse, *outputs, store,
+            record, how.threads,
         )  # fmt: skip
         if hidden >= dispatch.SPLIT_MIN_HIDDEN:  # the alternative to "split"
             seconds = time.perf_counter() - start
             dispatch.split_chooser.record(batch, hidden, store, "sequence", seconds, steps)
     else:
         h_n, c_n = h0.clone(), c0.clone()  # advanced in place
-        inputs = _np(xw)
-        rest = (_np(h_n), _np(c_n), lens, reverse, _np(out), _np(gates), _np(cs), _np(pre))
+        inputs = as_array(xw)
+        rest = (
+            as_array(h_n),
+            as_array(c_n),
+            lens,
+            reverse,
+            as_array(out),
+            as_array(gates),
+            as_array(cs),
+            as_array(pre),
+        )
         product = _step_product(w_hh, batch)
         with gemm_threads(2.0 * batch * hidden * width, how.threads):
             for s in range(steps):
-                hw = _np(product(h_n))
+                hw = as_array(product(h_n))
                 kernels.forward_gates(s, inputs, hw, *rest, store, record, how.threads)
     return out, h_n, c_n, gates, cs, pre, h0, c0, parts
 
@@ -214,19 +234,26 @@ class _FusedLayer(torch.autograd.Function):
         steps, batch, hidden = out.shape
         width = 4 * hidden
         w_hh = w_hh.contiguous()
-        grad_out, grad_hn, grad_cn = _output_grads(grad_out, grad_hn, grad_cn, out)
+        grad_out, grad_hn, grad_cn = output_grads(grad_out, grad_hn, grad_cn, out)
         dz = _recycled(out, steps, batch, width)  # gradient w.r.t. the pre-activations
         lens, how = lengths.numpy(), ctx.how
         if how.threads > 1:
             set_numba_threads(how.threads)
         if how.kernel != "blas":
             dh0, dc0 = _empty(out, batch, hidden), _empty(out, batch, hidden)
-            args = (_np(grad_out), _np(grad_hn), _np(grad_cn), _np(gates), _np(cs), _np(c0))
-            results = (lens, ctx.reverse, _np(dz), _np(dh0), _np(dc0))
+            args = (
+                as_array(grad_out),
+                as_array(grad_hn),
+                as_array(grad_cn),
+                as_array(gates),
+                as_array(cs),
+                as_array(c0),
+            )
+            results = (lens, ctx.reverse, as_array(dz), as_array(dh0), as_array(dc0))
             parts = ctx.parts  # the forward's split of w_hh (None unless "split")
             start = time.perf_counter()
             if parts is None:
-                kernels.backward_sequence(*args, _np(w_hh), *results, how.threads)
+                kernels.backward_sequence(*args, as_array(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
                 kernels_split.backward_split(*args, parts, *results)
             if hidden >= dispatch.SPLIT_MIN_HIDDEN:
@@ -236,12 +263,20 @@ class _FusedLayer(torch.autograd.Function):
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
             dz_step = _empty(out, batch, width)
-            rest = (_np(dh), _np(dc), _np(gates), _np(cs), _np(c0), lens, ctx.reverse)
-            grads, dz_steps = _np(grad_out), (_np(dz), _np(dz_step))
+            rest = (
+                as_array(dh),
+                as_array(dc),
+                as_array(gates),
+                as_array(cs),
+                as_array(c0),
+                lens,
+                ctx.reverse,
+            )
+            grads, dz_steps = as_array(grad_out), (as_array(dz), as_array(dz_step))
             product = _step_product(w_hh.t(), batch)
             with gemm_threads(2.0 * batch * hidden * width, how.threads):
                 for s in range(steps - 1, -1, -1):
-                    kernels.backward_gates(s, grads, _np(dh0), *rest, *dz_steps, how.threads)
+                    kernels.backward_gates(s, grads, as_array(dh0), *rest, *dz_steps, how.threads)
                     dh0 = product(dz_step)
             dc0 = dc  # every sequence has step 0, so dh0 is the last recurrent gradient
         need = ctx.needs_input_grad
@@ -266,18 +301,6 @@ class _FusedLayer(torch.autograd.Function):
         return dx, dw_ih, db, dh0, dc0, dw_hh, None, None, None, None, None
 
 
-def _output_grads(grad_out, grad_hn, grad_cn, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The gradients w.r.t. ``out (T, B, H)``, ``h_n`` and ``c_n (B, H)``, contiguous, zeros
-    for those autograd left out (``set_materialize_grads(False)``: it would otherwise also
-    fill zeros as large as the records, which have no gradient)."""
-    grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
-    batch, hidden = out.shape[1:]
-    grad_hn, grad_cn = (
-        out.new_zeros(batch, hidden) if g is None else g.contiguous() for g in (grad_hn, grad_cn)
-    )
-    return grad_out, grad_hn, grad_cn
-
-
 def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
     """``(T, B, H)``: the short-term memory each valid step started from."""
     if not reverse:
@@ -290,17 +313,17 @@ def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tens
 def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> LayerResult:
     """:func:`fused_layer` for tiny calls: forward (and backward) one kernel call each."""
     steps, batch, _ = x.shape
-    lens = _all_steps(batch, steps) if lengths is None else _np(lengths.long())
+    lens = all_steps(batch, steps) if lengths is None else as_array(lengths.long())
     w_ih, w_hh, b_ih, b_hh, _ = weights
-    arrays = _small_arrays(x, weights, (_np(h0.contiguous()), _np(c0.contiguous())))
+    arrays = small_arrays(x, weights, (as_array(h0.contiguous()), as_array(c0.contiguous())))
     if not (needs_grad or record):  # plain inference: the fewest conversions
-        results = _infer_small(arrays, lens, reverse, check_finite=False)
+        results = infer_small(arrays, lens, reverse, check_finite=False)
         return LayerResult(*results, None)
     if needs_grad:
         args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays)
-        out, h_n, c_n, gates, cs, pre = _SmallLayer.apply(*args)
+        out, h_n, c_n, gates, cs, pre = SmallLayer.apply(*args)
     else:
-        out, h_n, c_n, gates, cs, pre = _small_forward(arrays, lens, reverse, record, record)
+        out, h_n, c_n, gates, cs, pre = small_forward(arrays, lens, reverse, record, record)
     if record:
         lengths = None if lengths is None else lengths.to("cpu", torch.int64)
         return LayerResult(out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths))
@@ -320,12 +343,12 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
         return None
     small = dispatch.small_call(x, w_hh, needs_grad)
     steps, batch, _ = x.shape
-    zeros = _zeros(batch, w_hh.shape[1], x.dtype)
-    state = [zeros if h is None else _np(h.contiguous()) for h in (h0, c0)]
-    lens = _all_steps(batch, steps) if lengths is None else _np(lengths)
-    arrays = _small_arrays(x, weights, state)
+    zeros = zero_state(batch, w_hh.shape[1], x.dtype)
+    state = [zeros if h is None else as_array(h.contiguous()) for h in (h0, c0)]
+    lens = all_steps(batch, steps) if lengths is None else as_array(lengths)
+    arrays = small_arrays(x, weights, state)
     if small and not (record or needs_grad):
-        result = _infer_small(arrays, lens, False, check_finite, stacked=True)
+        result = infer_small(arrays, lens, False, check_finite, stacked=True)
         return None if result is None else (*result, None)
     if check_finite and kernels.count_nonfinite_layer(*arrays, lens):
         return None
@@ -334,9 +357,9 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     else:
         h0, c0 = (torch.from_numpy(h) for h in state)
     if small and needs_grad:
-        results = _SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
+        results = SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
     elif small:
-        results = _small_forward(arrays, lens, False, True, True)
+        results = small_forward(arrays, lens, False, True, True)
     else:
         bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
         how = plan(batch, w_hh.shape[1], needs_grad)
@@ -346,144 +369,6 @@ def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | 
     out, h_n, c_n, gates, cs, pre = results
     rec = _layer_record(out, gates, cs, pre, lengths) if record else None
     return out, h_n.unsqueeze(0), c_n.unsqueeze(0), rec
-
-
-def _infer_small(arrays, lens, reverse, check_finite, stacked=False) -> tuple[Tensor, ...] | None:
-    """``(out, h_n, c_n)`` from :mod:`clearlstm.kernels_small` on :func:`_small_arrays`, with
-    ``stacked`` the states ``(1, B, H)``; None when ``check_finite`` found NaN/Inf."""
-    scratch = _pooled(arrays[0], arrays[2].shape[0])  # held until the kernel returns
-    args = (
-        *arrays,
-        lens,
-        reverse,
-        _unused_array(arrays[0].dtype) if scratch is None else _np(scratch),
-    )
-    if not check_finite:
-        results = kernels_small.infer_small(*args)
-    else:
-        bad, *results = kernels_small.infer_small_checked(*args)
-        if bad:
-            return None
-    out, h_n, c_n = results
-    if stacked:  # a NumPy view costs a tenth of torch's unsqueeze
-        h_n, c_n = h_n[None], c_n[None]
-    return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
-
-
-def _pooled(x: np.ndarray, size: int) -> Tensor | None:
-    """A ``(T, B, size)`` buffer like ``x (T, B, I)`` from the pool when it is large enough to
-    be pooled; None when the kernel had better allocate it itself (malloc reuses it)."""
-    steps, batch, _ = x.shape
-    if steps * batch * size * x.itemsize < pool.MIN_BYTES:
-        return None
-    return pool.empty(
-        (steps, batch, size), torch.float32 if x.dtype == np.float32 else torch.float64
-    )
-
-
-@lru_cache(maxsize=64)
-def _zeros(batch: int, hidden: int, dtype: torch.dtype) -> np.ndarray:
-    """``(B, H)`` zeros for the default state; shared between calls, never written."""
-    return np.zeros((batch, hidden), np.float32 if dtype == torch.float32 else np.float64)
-
-
-@lru_cache(maxsize=64)
-def _all_steps(batch: int, steps: int) -> np.ndarray:
-    """``(B,)`` lengths of an unpadded batch; shared between calls, never written."""
-    return np.full(batch, steps, np.int64)
-
-
-def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
-    """Both biases as arrays ``(G,)``, zeros for a missing one."""
-    if b_ih is not None and b_hh is not None:
-        return _np(b_ih), _np(b_hh)
-    zero = np.zeros(len(w_hh), w_hh.dtype)
-    return tuple(zero if b is None else _np(b) for b in (b_ih, b_hh))
-
-
-def _small_arrays(x, weights, state) -> tuple[np.ndarray, ...]:
-    """The arrays :mod:`clearlstm.kernels_small` takes, ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``,
-    for ``state = (h0, c0)`` arrays."""
-    w_ih, w_hh, b_ih, b_hh = _weight_arrays(weights)
-    x = x.numpy() if not x.requires_grad and x.is_contiguous() else _np(x.contiguous())
-    return x, w_ih, w_hh, *state, b_ih, b_hh
-
-
-_WEIGHT_VIEWS: dict[tuple, tuple[np.ndarray, ...]] = {}  # see _weight_arrays
-_WEIGHT_VIEWS_KEPT = 8
-_WEIGHT_VIEWS_MAX_NUMEL = 1 << 18  # per weight matrix
-_WEIGHT_VIEWS_LOCK = threading.Lock()
-
-
-def _weight_arrays(weights: LayerWeights) -> tuple[np.ndarray, ...]:
-    """``w_ih, w_hh, b_ih, b_hh`` as arrays, zeros for a missing bias.
-
-    Making a NumPy view of a tensor costs ~0.8 µs, a quarter of a tiny call, so the views of
-    the last few small, contiguous layers are kept, keyed on the tensors' addresses (and the
-    matrices' shapes and strides). A kept view keeps its memory alive, so no other tensor can
-    take that address while it is kept; writes in place (an optimizer step) show through it.
-    """
-    w_ih, w_hh, b_ih, b_hh, _ = weights
-    key = (
-        w_ih.data_ptr(), w_ih.shape, w_ih.stride(), w_hh.data_ptr(), w_hh.shape, w_hh.stride(),
-        b_ih is not None and b_ih.data_ptr(), b_hh is not None and b_hh.data_ptr(),
-    )  # fmt: skip
-    views = _WEIGHT_VIEWS.get(key)
-    if views is not None:
-        return views
-    w_ih_a, w_hh_a = _np(w_ih.contiguous()), _np(w_hh.contiguous())
-    views = (w_ih_a, w_hh_a, *_bias_arrays(b_ih, b_hh, w_hh_a))
-    present = [t for t in (w_ih, w_hh, b_ih, b_hh) if t is not None]
-    if all(t.is_contiguous() and t.numel() <= _WEIGHT_VIEWS_MAX_NUMEL for t in present):
-        with _WEIGHT_VIEWS_LOCK:  # models may be called from several threads (the explorer)
-            if len(_WEIGHT_VIEWS) >= _WEIGHT_VIEWS_KEPT:
-                _WEIGHT_VIEWS.pop(next(iter(_WEIGHT_VIEWS)))  # the oldest
-            _WEIGHT_VIEWS[key] = views
-    return views
-
-
-def _small_forward(arrays, lens, reverse, record, store) -> tuple[Tensor, ...]:
-    """``forward_small`` on :func:`_small_arrays`: ``(out, h_n, c_n, gates, cs, pre)``.
-    Large buffers (input products, records) come from the pool, small ones from the kernel."""
-    x, width = arrays[0], arrays[2].shape[0]
-    scratch = not record  # with a record the kernel writes its input products to pre
-    used = ((scratch, width), (store, width), (store, width // 4), (record, width))
-    pooled = [_pooled(x, size) if wanted else None for wanted, size in used]  # xw, gates, cs, pre
-    none = _unused_array(x.dtype)
-    buffers = [none if t is None else _np(t) for t in pooled]
-    results = kernels_small.forward_small(*arrays, lens, reverse, store, record, *buffers)
-    out, h_n, c_n, *records = (torch.from_numpy(a) for a in results)
-    records = [r if t is None else t for r, t in zip(records, pooled[1:], strict=True)]
-    return (out, h_n, c_n, *records)
-
-
-class _SmallLayer(torch.autograd.Function):
-    """``(x, w_ih, w_hh, b_ih, b_hh, h0, c0) -> (out, h_n, c_n, gates, cs, pre)`` for small
-    layers (biases may be None); forward and backward are one kernel call each. ``arrays``:
-    the inputs as :func:`_small_arrays`."""
-
-    @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays):
-        results = _small_forward(arrays, lens, reverse, record, True)
-        out, _, _, gates, cs, pre = results
-        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, out, gates, cs)  # for the version check
-        ctx.arrays = (*arrays[:5], *(_np(t) for t in (out, gates, cs)))  # the same, as arrays
-        ctx.lens, ctx.reverse, ctx.biases = lens, reverse, (b_ih is not None, b_hh is not None)
-        ctx.mark_non_differentiable(gates, cs, pre)
-        ctx.set_materialize_grads(False)
-        return results
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out, grad_hn, grad_cn, *_):
-        out = ctx.saved_tensors[5]  # reading them raises if one was modified in place
-        grads = (_np(g) for g in _output_grads(grad_out, grad_hn, grad_cn, out))
-        dx, dw_ih, dw_hh, db, dh0, dc0 = (
-            torch.from_numpy(a)
-            for a in kernels_small.backward_small(*grads, *ctx.arrays, ctx.lens, ctx.reverse)
-        )
-        db_ih, db_hh = (db if present else None for present in ctx.biases)
-        return dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, None, None, None, None
 
 
 def _layer_record(out, gates, cs, pre, lengths) -> LayerRecord:
