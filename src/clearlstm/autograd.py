@@ -11,10 +11,10 @@ Split of the work, per layer and direction (shapes as in :mod:`clearlstm.functio
 
 :class:`_FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
 chosen here (small GEMMs run on one thread); each kernel's time is reported back to the
-dispatch. Tiny layers run as :class:`SmallLayer`: one kernel forward, one backward (no
-torch operations). Large buffers come from :mod:`clearlstm.pool`. Projection
-(``proj_size > 0``), other devices and other dtypes are not handled; :func:`supports` says
-so and ``backend="auto"`` then takes the reference path.
+dispatch. Small layers run as :class:`clearlstm.small_layers.SmallLayer`: one kernel
+forward, one backward (no torch operations). Large buffers come from
+:mod:`clearlstm.pool`. Projection (``proj_size > 0``), other devices and other dtypes are
+not handled; :func:`supports` says so and ``backend="auto"`` then takes the reference path.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _step_product(weight: Tensor, batch: int) -> Callable[[Tensor], Tensor]:
     float32 goes through oneDNN with the weight reordered once into its blocked layout for
     this batch size (what torch's compiler does for a Linear): per-step GEMMs 1.4-1.7x
     faster than oneDNN on a plain weight and 1.9-3.6x than torch.mm's MKL on this class of
-    CPU (AMD; measured at B * H = 8k-64k). float64 stays on torch.mm.
+    CPU (AMD; measured at B * H = 8k-64k). float64, and a torch without those operators,
+    stay on torch.mm.
     """
     if weight.dtype == torch.float32 and _has_onednn_linear():
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
