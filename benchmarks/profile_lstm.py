@@ -31,7 +31,7 @@ from numba import njit
 from torch import nn
 
 import clearlstm
-from clearlstm import kernels, kernels_small, kernels_split
+from clearlstm.fused import kernels, kernels_small, kernels_split
 
 # part of a call -> the (owner, attribute) pairs whose time counts there
 PARTS = {

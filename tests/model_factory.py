@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from clearlstm.cli import main
+from clearlstm.cli.main import main
 
 
 def _train(*args: str) -> None:

@@ -602,7 +602,7 @@ def test_nan_in_padding_is_ignored_by_the_check_and_the_gradients(backend) -> No
 @pytest.mark.parametrize("path", ["numba", "torch"])  # small tensors take numba, large torch
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_non_finite_count_on_both_paths(path, dtype, monkeypatch) -> None:
-    from clearlstm import checks
+    from clearlstm.nn import checks
 
     if path == "torch":
         monkeypatch.setattr(checks, "_NUMBA_MAX_NUMEL", 0)

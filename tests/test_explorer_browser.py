@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clearlstm.explain import explain_sequence
-from clearlstm.server import start_in_thread
+from clearlstm.teach.explain import explain_sequence
+from clearlstm.web.server import start_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -139,7 +139,7 @@ def test_saved_model_heatmap_with_hover_values(page, models_folder: Path):
     text = tooltip.inner_text()
     assert text.startswith("forget gate f: unit ") and ", step 1 = " in text
 
-    from clearlstm.saved_models import load_saved_model
+    from clearlstm.viz.saved_models import load_saved_model
 
     subject = load_saved_model(models_folder / "wave").subject_from_numbers(
         [0.1, 0.5, -0.3, 0.8, 0.2, -0.6]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from clearlstm import LSTM, figures
-from clearlstm.explain import explain_sequence
-from clearlstm.seed import COMPANIES, statquest_lstm
-from clearlstm.unit import GateWeights, UnitWeights, statquest_weights
+from clearlstm import LSTM
+from clearlstm.teach.explain import explain_sequence
+from clearlstm.teach.seed import COMPANIES, statquest_lstm
+from clearlstm.teach.unit import GateWeights, UnitWeights, statquest_weights
+from clearlstm.viz import figures
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from clearlstm import baselines, checkpoint
-from clearlstm.datasets import DATASETS, get_dataset
-from clearlstm.forecast import future_labels, recursive_forecast
-from clearlstm.models import Forecaster
-from clearlstm.series import Scaler, SeriesError, _fill, check_length, read_series
+from clearlstm.tasks import baselines
+from clearlstm.tasks.datasets import DATASETS, get_dataset
+from clearlstm.tasks.forecast import future_labels, recursive_forecast
+from clearlstm.tasks.models import Forecaster
+from clearlstm.tasks.series import Scaler, SeriesError, _fill, check_length, read_series
+from clearlstm.train import checkpoint
 
 
 @pytest.mark.parametrize(

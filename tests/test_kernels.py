@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
-from clearlstm import autograd, dispatch, kernels
-from clearlstm.functional import LayerRecord, LayerWeights, lstm_layer
+from clearlstm.core.records import LayerRecord, LayerWeights
+from clearlstm.fused import autograd, dispatch, kernels
+from clearlstm.nn.functional import lstm_layer
 
 # float32 outputs: two float32 computations (reference and kernel: other sum orders, another
 # tanh) of 7 saturated steps (scale 4) have been seen 3.4e-5 apart: atol 5e-5.
@@ -339,7 +340,7 @@ def test_float32_activations_are_close_to_exact() -> None:
 def test_auto_dispatch_picks_each_path() -> None:
     """``"auto"``: fused kernels for small layers and for the trace, torch's op for large ones
     and for projection, the reference elsewhere (see :mod:`clearlstm.functional`)."""
-    from clearlstm.functional import FUSED_MAX_HIDDEN, FUSED_MAX_UNITS, choose_backend
+    from clearlstm.nn.functional import FUSED_MAX_HIDDEN, FUSED_MAX_UNITS, choose_backend
 
     def weights(hidden, proj=0, dtype=torch.float32):
         w_hr = torch.zeros(proj, hidden, dtype=dtype) if proj else None
@@ -504,7 +505,7 @@ def test_each_sequence_is_computed_as_if_alone(threads, dtype, case, hidden) -> 
 def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
     """A thread waiting at the step barrier for a partner that never runs abandons the call
     (the caller then reruns on one thread) instead of hanging the process."""
-    from clearlstm import kernels_split
+    from clearlstm.fused import kernels_split
 
     steps, hidden = 3, 4
     f32 = np.float32
@@ -534,7 +535,7 @@ def two_threads(monkeypatch):
 
 
 def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -> None:
-    from clearlstm import kernels_split
+    from clearlstm.fused import kernels_split
 
     torch.manual_seed(5)
     inputs = dispatch.SMALL_CALL_INPUTS + 1  # not one kernel call (kernels_small)
@@ -652,7 +653,7 @@ def test_calls_without_gradient_match_reference(dtype, case) -> None:
 def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -> None:
     """An abandoned split backward is redone on one thread with the same operations in the
     same order: training results never depend on whether a thread lost its core."""
-    from clearlstm import kernels_split
+    from clearlstm.fused import kernels_split
 
     rng = np.random.default_rng(3)
     steps, batch, hidden = 9, 2, 40

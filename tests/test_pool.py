@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import clearlstm
-from clearlstm import pool
+from clearlstm.fused import pool
 
 SHAPE = (64, 1024)  # 256 KiB in float32: the smallest pooled size
 

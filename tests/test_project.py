@@ -35,7 +35,7 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert tests in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("module", ["clearlstm.cell", "clearlstm.modules"])
+@pytest.mark.parametrize("module", ["clearlstm.core.cell", "clearlstm.nn.modules"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from clearlstm.cli import main
-from clearlstm.explain import explain_sequence
-from clearlstm.report import build_report
-from clearlstm.saved_models import load_saved_model
-from clearlstm.seed import COMPANIES
-from clearlstm.subject import statquest_subject
+from clearlstm.cli.main import main
+from clearlstm.teach.explain import explain_sequence
+from clearlstm.teach.seed import COMPANIES
+from clearlstm.viz.report import build_report
+from clearlstm.viz.saved_models import load_saved_model
+from clearlstm.viz.subject import statquest_subject
 
 
 class Tables(HTMLParser):

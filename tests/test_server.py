@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clearlstm.explain import explain_sequence
-from clearlstm.saved_models import load_saved_model
-from clearlstm.seed import COMPANIES
-from clearlstm.server import MAX_BODY_BYTES, start_in_thread
-from clearlstm.subject import statquest_subject
+from clearlstm.teach.explain import explain_sequence
+from clearlstm.teach.seed import COMPANIES
+from clearlstm.viz.saved_models import load_saved_model
+from clearlstm.viz.subject import statquest_subject
+from clearlstm.web.server import MAX_BODY_BYTES, start_in_thread
 
 
 @pytest.fixture(scope="module")

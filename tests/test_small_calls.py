@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
-from clearlstm import autograd, dispatch, kernels_small, modules, small_layers
-from clearlstm.functional import LayerRecord, fused_size
+from clearlstm.core.records import LayerRecord
+from clearlstm.fused import autograd, dispatch, kernels_small, small_layers
+from clearlstm.nn import modules
+from clearlstm.nn.functional import fused_size
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
 FINITE_HINT = r"\(NaN or Inf\); clean the data, or pass check_finite=False"

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
-from clearlstm.cell import long_term_memory, lstm_cell, short_term_memory
-from clearlstm.functional import LayerRecord
+from clearlstm.core.cell import long_term_memory, lstm_cell, short_term_memory
+from clearlstm.core.records import LayerRecord
 
 F64 = torch.float64
 T, B, I, H = 6, 3, 2, 4

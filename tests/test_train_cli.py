@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from clearlstm.datasets import DATA_DIR
+from clearlstm.tasks.datasets import DATA_DIR
 
 TINY = ["--window", "8", "--hidden-size", "4", "--epochs", "3", "--batch-size", "16"]
 
@@ -240,7 +240,7 @@ def test_a_finished_torchrun_worker_exits_at_once_with_its_output_flushed(launch
     # Under torchrun (and only there) a worker that finished skips the interpreter's teardown,
     # where torch's distributed threads could abort it; what it printed must still arrive.
     script = (
-        "import sys; from clearlstm.cli import main; "
+        "import sys; from clearlstm.cli.main import main; "
         "sys.argv = ['clearlstm', 'explain']; code = main(); print('after main', code)"
     )
     env = {**os.environ, "WORLD_SIZE": "2"}

@@ -4,10 +4,11 @@ Every gate at every step (``lstm(x, trace=True)``), and what the network remembe
 (:meth:`Trace.retention`, :meth:`Trace.half_life`).
 """
 
-from clearlstm.cell import CellStep, cell_step, lstm_cell
-from clearlstm.functional import LayerRecord, LayerWeights, lstm_layer
-from clearlstm.modules import LSTM, LSTMCell
-from clearlstm.trace import Trace, UnitMemory
+from clearlstm.core.cell import CellStep, cell_step, lstm_cell
+from clearlstm.core.records import LayerRecord, LayerWeights
+from clearlstm.core.trace import Trace, UnitMemory
+from clearlstm.nn.functional import lstm_layer
+from clearlstm.nn.modules import LSTM, LSTMCell
 
 __version__ = "0.1.0"
 

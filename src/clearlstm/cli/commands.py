@@ -1,0 +1,294 @@
+"""What ``clearlstm train``, ``forecast``, ``generate``, ``datasets`` and ``explain --model`` do
+once their arguments are parsed (:mod:`clearlstm.cli` parses and dispatches to these).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from clearlstm.cli import train_report
+from clearlstm.tasks.datasets import DEFAULT_SERIES, get_dataset
+from clearlstm.train.loop import Reporter, TrainConfig
+
+if TYPE_CHECKING:
+    from clearlstm.tasks.forecasting import SeriesRun
+    from clearlstm.tasks.text import TextRun
+    from clearlstm.train.distributed import Distributed
+
+SERIES_DEFAULTS = {"window": 24, "hidden_size": 32, "epochs": 100, "batch_size": 32, "lr": 3e-3}
+SERIES_DEFAULTS |= {"patience": 10}
+TEXT_DEFAULTS = {"window": 100, "hidden_size": 256, "epochs": 10, "batch_size": 32, "lr": 5e-3}
+TEXT_DEFAULTS |= {"patience": 3}
+
+
+def _is_text(args: argparse.Namespace) -> bool:
+    if args.text is not None:
+        return True
+    return args.dataset is not None and get_dataset(args.dataset).kind == "text"
+
+
+def _config(args: argparse.Namespace, defaults: dict) -> TrainConfig:
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else defaults[name]  # noqa: E731
+    return TrainConfig(
+        epochs=pick("epochs"),
+        batch_size=pick("batch_size"),
+        lr=pick("lr"),
+        seed=args.seed,
+        patience=pick("patience"),
+        clip=args.clip,
+    )
+
+
+def run_train(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    if args.dataset is None and args.csv is None and args.text is None:
+        args.dataset = DEFAULT_SERIES
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1; got {args.threads}")
+    # The models are small: a second thread costs more in waiting than it gains, and on a busy
+    # machine many times more (a 10x slower epoch has been measured with 2 threads on 2 cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run_train(args, console)
+    finally:
+        torch.set_num_threads(threads)  # as it was, for callers of main() in the same process
+
+
+def _run_train(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.train import distributed
+
+    context = distributed.setup()
+    text = _is_text(args)
+    defaults = TEXT_DEFAULTS if text else SERIES_DEFAULTS
+    config = _config(args, defaults)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory for the model")
+    if not args.resume and not args.overwrite and _unfinished(out):
+        raise ValueError(
+            f"--out {out} holds an unfinished training run; add --resume to continue it, "
+            "--overwrite to start again there, or choose another --out"
+        )
+    hidden = args.hidden_size if args.hidden_size is not None else defaults["hidden_size"]
+    window = args.window if args.window is not None else defaults["window"]
+    started = time.perf_counter()
+    try:
+        with _reporter(console, context, text) as reporter:
+            train = _train_text if text else _train_series
+            run = train(args, config, out, reporter, context, hidden, window)
+    except KeyboardInterrupt:
+        if context.is_main:
+            console.print(
+                f"interrupted: the last finished epoch is saved in {out}; run the same command "
+                "with --resume to continue"
+            )
+        return 130
+    finally:
+        distributed.teardown(context)
+    if run is None:
+        return 0
+    (_show_text if text else _show_series)(args, run, out, console)
+    console.print(f"Model saved in {out} (took {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def _unfinished(out: Path) -> bool:
+    """A run was saved in ``out`` after its last finished model (or it never finished)."""
+    state, model = out / "training.safetensors", out / "model.safetensors"
+    if not state.exists():
+        return False
+    return not model.exists() or state.stat().st_mtime_ns > model.stat().st_mtime_ns
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _reporter(
+    console: Console, context: Distributed, text: bool
+) -> train_report.ProgressReporter | _NoProgress:
+    if not context.is_main:
+        return _NoProgress()
+    if text:
+        return train_report.ProgressReporter(console, "val bits/char", 1 / math.log(2))
+    return train_report.ProgressReporter(console, "val loss")
+
+
+def _train_series(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    out: Path,
+    reporter: Reporter | None,
+    context: Distributed,
+    hidden: int,
+    window: int,
+) -> SeriesRun | None:
+    from clearlstm.tasks import forecasting
+
+    options = forecasting.SeriesOptions(
+        dataset=args.dataset,
+        csv=args.csv,
+        targets=args.target,
+        covariates=args.covariates,
+        time_column=args.time_column,
+        fill=args.fill,
+        window=window,
+        horizon=args.horizon if args.horizon is not None else 1,
+        hidden_size=hidden,
+        num_layers=args.layers,
+        season=args.season,
+    )
+    return forecasting.train_series(options, config, out, args.resume, reporter, context)
+
+
+def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: Console) -> None:
+    from clearlstm.tasks import forecast, forecasting
+
+    fit = run.fit
+    console.print(
+        f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}"
+    )
+    for evaluation in run.evaluations:
+        console.print(train_report.evaluation_table(evaluation, run.settings["data"]["horizon"]))
+        console.print(evaluation.verdict())
+    console.print(train_report.memory_table(run.memory))
+    console.print(train_report.memory_sentence(run.memory))
+    if args.plot:
+        model, settings, _ = forecasting.load_forecaster(out)
+        series = forecasting.series_for_model(settings)
+        on_test = forecast.forecast_test_part(model, series, settings)
+        start = forecast.test_start(series, settings)
+        forecast.plot(Path(args.plot), series, start, on_test, None, _title(settings))
+        console.print(f"Plot written to {args.plot}")
+
+
+def _title(settings: dict) -> str:
+    data = settings["data"]
+    source = data["dataset"] or Path(data["csv"]).name
+    return (
+        f"clearlstm forecaster on {source}: window {data['window']}, horizon {data['horizon']}, "
+        f"{settings['model']['hidden_size']} units"
+    )
+
+
+def _train_text(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    out: Path,
+    reporter: Reporter | None,
+    context: Distributed,
+    hidden: int,
+    window: int,
+) -> TextRun | None:
+    from clearlstm.tasks import text
+
+    series_only = ("target", "covariates", "time_column", "fill", "horizon", "season", "plot")
+    for name in series_only:
+        if getattr(args, name) is not None:
+            raise ValueError(
+                f"--{name.replace('_', '-')} is for series; a text model predicts the next "
+                "character and reports bits per character"
+            )
+    options = text.TextOptions(
+        text=args.text, dataset=args.dataset, seq_len=window, hidden_size=hidden,
+        num_layers=args.layers,
+    )  # fmt: skip
+    return text.train_text(options, config, out, args.resume, reporter, context)
+
+
+def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Console) -> None:
+    console.print(
+        f"Validation bits per character: {run.bits_per_char:.3f} (best epoch "
+        f"{run.fit.best_epoch} of {run.fit.epochs_run}; a model that knew nothing would score "
+        f"{math.log2(len(run.settings['vocabulary'])):.2f})"
+    )
+    console.print(train_report.memory_table(run.memory, "on validation text"))
+    console.print(train_report.memory_sentence(run.memory))
+    console.print("Sample (temperature 0.8):", highlight=False)
+    console.print(run.sample, markup=False, highlight=False)
+
+
+def run_forecast(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.tasks import forecast, forecasting
+
+    model, settings, _ = forecasting.load_forecaster(args.model)
+    series = forecasting.series_for_model(settings, args.csv)
+    future = forecast.forecast_future(model, series, settings, args.steps)
+    forecast.write_csv(Path(args.out), future, series.time_column)
+    console.print(f"{args.steps} step(s) forecast past {series.source}: {args.out}")
+    if args.plot:
+        on_test = forecast.forecast_test_part(model, series, settings)
+        start = forecast.test_start(series, settings)
+        title = _title(settings) + f", {args.steps} steps ahead"
+        forecast.plot(Path(args.plot), series, start, on_test, future, title)
+        console.print(f"Plot written to {args.plot}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.tasks import text
+
+    model, settings = text.load_char_model(args.model)
+    sample = text.generate(
+        model, settings["vocabulary"], args.prompt, args.length, args.temperature, args.seed
+    )
+    print(sample)
+    return 0
+
+
+def run_datasets(args: argparse.Namespace, console: Console) -> int:
+    console.print(train_report.datasets_table())
+    return 0
+
+
+def run_explain_model(args: argparse.Namespace, console: Console) -> int:
+    """``clearlstm explain --model DIR``: a trained model's gates, step by step, on a sequence."""
+    import numpy as np
+    import torch
+
+    from clearlstm.tasks import forecasting, text
+    from clearlstm.tasks.series import Scaler
+    from clearlstm.train import checkpoint
+
+    settings = checkpoint.load_settings(checkpoint.model_dir(args.model))
+    if settings.get("kind") == "char_lm":
+        model, settings = text.load_char_model(args.model)
+        chars = args.text if args.text is not None else "To be, or not to be"
+        trace = model.trace(text.encode(chars, settings["vocabulary"])[None])
+        inputs = [repr(ch) for ch in chars]
+    else:
+        if args.text is not None:
+            raise ValueError("--text is for text models; give a forecaster --sequence numbers")
+        model, settings, _ = forecasting.load_forecaster(args.model)
+        data = settings["data"]
+        if model.columns != 1:
+            raise ValueError(
+                f"this model reads {model.columns} columns "
+                f"({', '.join(data['targets'] + data['covariates'])}); "
+                "--sequence gives one value per step, so it explains single-column models only"
+            )
+        if args.sequence is None:
+            series = forecasting.series_for_model(settings)
+            values = series.values[-data["window"] :, 0].tolist()
+        else:
+            values = args.sequence
+        scaled = Scaler(**data["scaler"]).transform(np.array(values)[:, None])  # (T, 1)
+        trace = model.trace(torch.as_tensor(scaled, dtype=torch.float32)[None])
+        inputs = [f"{v:g}" for v in values]
+    console.print(train_report.gates_table(trace, inputs))
+    memory = trace.memory_summary()
+    console.print(train_report.memory_table(memory, "on this sequence"))
+    console.print(train_report.memory_sentence(memory))
+    return 0

@@ -1,0 +1,318 @@
+"""The ``clearlstm`` command: argument parsing and dispatch only — no math lives here.
+
+Each sub-command is registered by an ``add_<name>`` function; user mistakes raise
+:class:`UsageError` (or a library ValueError/TypeError) and end with one clear message and a
+non-zero exit code, never a traceback. Set ``CLEARLSTM_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+
+from clearlstm.errors import UsageError
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
+    return value
+
+
+def number_list(text: str) -> list[float]:
+    """argparse type: comma-separated finite numbers, at least one."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0,0.5,0.25,1; got {text!r}"
+        )
+    return [finite_float(p) for p in parts]
+
+
+def add_explain(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "explain",
+        help="walk the seed's LSTM unit through one step or a sequence",
+        description=(
+            "Explain StatQuest's LSTM unit stage by stage: each gate's x-axis value, its "
+            "activation and what it means. Default: one step with C=2, h=1, x=1."
+        ),
+    )
+    parser.add_argument("--input", type=finite_float, default=1.0, help="input x (default 1)")
+    parser.add_argument(
+        "--sequence",
+        type=number_list,
+        help="comma-separated inputs to unroll step by step, e.g. 0,0.5,0.25,1",
+    )
+    parser.add_argument(
+        "--long-term",
+        type=finite_float,
+        help="previous long-term memory C (default 2 for one step, 0 for a sequence)",
+    )
+    parser.add_argument(
+        "--short-term",
+        type=finite_float,
+        help="previous short-term memory h (default 1 for one step, 0 for a sequence)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON at full precision")
+    parser.add_argument(
+        "--model",
+        help="explain a model from `clearlstm train` instead: its gates on --sequence (or --text)",
+    )
+    parser.add_argument("--text", help="with --model of a text model: the characters to read")
+    parser.set_defaults(run=run_explain)
+
+
+def run_explain(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.teach import explain
+
+    if args.model is not None:
+        return _commands().run_explain_model(args, console)
+    single = args.sequence is None
+    inputs = [args.input] if single else args.sequence
+    c0 = args.long_term if args.long_term is not None else (2.0 if single else 0.0)
+    h0 = args.short_term if args.short_term is not None else (1.0 if single else 0.0)
+    walk = explain.explain_sequence(inputs, c0, h0)
+    if args.json:
+        print(explain.to_json(walk))
+    else:
+        explain.render(walk, console)
+    return 0
+
+
+def add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a forecaster on a series, or a character model on a text",
+        description=(
+            "Train on a CSV series (--csv FILE), a bundled dataset (--dataset NAME; default "
+            "co2) or a text (--text FILE). A series is split in time into train / validation "
+            "/ test parts (70/15/15); the test part's scores are printed beside naive, "
+            "seasonal-naive and Holt-Winters forecasts. Under torchrun the same command trains "
+            "on several processes (DistributedDataParallel, gloo)."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help="a bundled dataset (see `clearlstm datasets`)")
+    source.add_argument("--csv", help="a CSV file: a header line, one row per time step")
+    source.add_argument("--text", help="a UTF-8 text file: train a character-level model")
+    parser.add_argument("--target", nargs="+", help="column(s) to forecast")
+    parser.add_argument("--time-column", help="column of time labels (kept for output only)")
+    parser.add_argument("--covariates", nargs="+", help="extra input columns, not forecast")
+    parser.add_argument(
+        "--fill",
+        choices=["previous", "linear"],
+        help="fill missing values: carry the previous value, or interpolate (default: error)",
+    )
+    parser.add_argument(
+        "--window", type=int, help="steps the model reads (default 24; text: 100 characters)"
+    )
+    parser.add_argument("--horizon", type=int, help="steps forecast at once (default 1)")
+    parser.add_argument("--season", type=int, help="season length (default: detected)")
+    parser.add_argument("--hidden-size", type=int, help="LSTM units (default 32; text: 256)")
+    parser.add_argument("--layers", type=int, default=1, help="LSTM layers (default 1)")
+    parser.add_argument("--epochs", type=int, help="most epochs (default 100; text: 10)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience (10; text: 3)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (default 32)")
+    parser.add_argument("--lr", type=finite_float, help="learning rate (0.003; text: 0.005)")
+    parser.add_argument("--clip", type=finite_float, default=1.0, help="gradient-norm clip (1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads per process (default 1: fastest here)"
+    )
+    parser.add_argument("--out", default="clearlstm-model", help="model directory to write")
+    parser.add_argument("--plot", help="also write a PNG of history, test truth and forecast")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    parser.set_defaults(run=lambda args, console: _commands().run_train(args, console))
+
+
+def add_forecast(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "forecast",
+        help="forecast past the end of a series with a trained model",
+        description="Recursive multi-step forecast with a model from `clearlstm train`.",
+    )
+    parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
+    parser.add_argument("--steps", type=int, default=12, help="steps past the end (default 12)")
+    parser.add_argument("--csv", help="forecast this CSV file (same columns) instead")
+    parser.add_argument("--out", default="forecast.csv", help="CSV file to write")
+    parser.add_argument("--plot", help="PNG of history, test truth and forecast")
+    parser.set_defaults(run=lambda args, console: _commands().run_forecast(args, console))
+
+
+def add_generate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "generate",
+        help="sample text from a trained character model",
+        description="Continue a prompt with a model from `clearlstm train --text`.",
+    )
+    parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
+    parser.add_argument("--prompt", default="\n", help="text to continue")
+    parser.add_argument("--temperature", type=finite_float, default=0.8, help="(default 0.8)")
+    parser.add_argument("--length", type=int, default=300, help="characters (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.set_defaults(run=lambda args, console: _commands().run_generate(args, console))
+
+
+def add_datasets(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "datasets",
+        help="list the bundled datasets",
+        description="The real series and text inside the package, with source and licence.",
+    )
+    parser.set_defaults(run=lambda args, console: _commands().run_datasets(args, console))
+
+
+def _commands():
+    from clearlstm.cli import commands
+
+    return commands
+
+
+def _add_subject_options(parser: argparse.ArgumentParser) -> None:
+    """What to look inside: StatQuest's unit (default) or a saved model, and a sequence."""
+    parser.add_argument("--model", help="a model directory from `clearlstm train --out`")
+    parser.add_argument(
+        "--sequence", type=number_list, help="comma-separated inputs (default: Company A's)"
+    )
+    parser.add_argument("--csv", help="read the sequence from a CSV file")
+    parser.add_argument("--column", help="with --csv and the seed's unit: the column to read")
+    parser.add_argument("--text", help="read a text model's characters from a UTF-8 file")
+    parser.add_argument(
+        "--long-term", type=finite_float, help="the seed's unit: initial long-term memory C (0)"
+    )
+    parser.add_argument(
+        "--short-term", type=finite_float, help="the seed's unit: initial short-term memory h (0)"
+    )
+
+
+def add_figure(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "figure",
+        help="draw gate heatmaps, retention curves or the unit diagram (PNG or SVG)",
+        description=(
+            "Draw a picture of what an LSTM keeps and forgets: 'heatmap' (every gate and memory, "
+            "units x steps), 'retention' (how much of one step's memory is left later, with "
+            "half-lives) or 'unit' (the seed's one-unit diagram with one step's numbers; default "
+            "the series' step x=1, C=2, h=1). StatQuest's unit on Company A by default."
+        ),
+    )
+    parser.add_argument("kind", choices=["heatmap", "retention", "unit"], help="which picture")
+    parser.add_argument("--out", help="file to write, .png or .svg (default clearlstm-KIND.png)")
+    _add_subject_options(parser)
+    parser.add_argument("--input", type=finite_float, default=1.0, help="unit: input x (1)")
+    parser.add_argument("--step", type=int, default=1, help="unit: which step to draw (1 = first)")
+    parser.add_argument(
+        "--start", type=int, default=1, help="retention: the step whose memory to follow (1)"
+    )
+    parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
+    parser.add_argument("--direction", type=int, default=0, help="1: a bidirectional reverse")
+    parser.set_defaults(run=lambda args, console: _see().run_figure(args, console))
+
+
+def add_report(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="write one self-contained HTML report of what an LSTM keeps and forgets",
+        description=(
+            "The explanation in words, the figures, the retention summary and the exact numbers "
+            "in one HTML file that needs no network. StatQuest's unit on Company A by default."
+        ),
+    )
+    _add_subject_options(parser)
+    parser.add_argument("--out", default="report.html", help="file to write (report.html)")
+    parser.add_argument(
+        "--images", choices=["svg", "png"], default="svg", help="embed figures as (svg)"
+    )
+    parser.set_defaults(run=lambda args, console: _see().run_report(args, console))
+
+
+def add_serve(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="start the explorer: a local web page that moves the gates live",
+        description=(
+            "A local web explorer: sliders for the seed's unit, playback of a sequence, and "
+            "gate heatmaps of saved models (--models DIR). Binds 127.0.0.1; Ctrl-C stops it."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    parser.add_argument("--models", help="folder of model directories to offer on the page")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.set_defaults(run=lambda args, console: _see().run_serve(args, console))
+
+
+def _see():
+    from clearlstm.cli import see
+
+    return see
+
+
+# One entry per sub-command, in the order `clearlstm --help` lists them.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_explain,
+    add_train,
+    add_forecast,
+    add_generate,
+    add_datasets,
+    add_figure,
+    add_report,
+    add_serve,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clearlstm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="clearlstm",
+        description="An exact, observable LSTM: every gate at every step.",
+    )
+    parser.add_argument("--version", action="version", version=f"clearlstm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    code = _run(argv)
+    if code == 0 and "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker, done
+        from clearlstm.train.distributed import exit_worker
+
+        exit_worker(code)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    # Tables need more than the 80 columns rich assumes when output is piped.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    try:
+        return args.run(args, console)
+    except (UsageError, ValueError, TypeError, OSError) as error:
+        if os.environ.get("CLEARLSTM_DEBUG"):
+            raise
+        # soft_wrap: a long path or message stays on one line, whole, for copying.
+        stderr = Console(stderr=True, soft_wrap=True)
+        stderr.print(f"[bold red]error:[/] {error}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""What ``clearlstm figure``, ``clearlstm report`` and ``clearlstm serve`` do once parsed.
+
+:mod:`clearlstm.cli` declares their options; the functions here turn the options into a
+:class:`~clearlstm.viz.subject.Subject` (the seed's unit, or a saved model, and a sequence) and
+hand it to :mod:`clearlstm.figures`, :mod:`clearlstm.report` or :mod:`clearlstm.server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from rich.console import Console
+
+from clearlstm.errors import UsageError
+from clearlstm.viz.subject import Subject, read_numbers_csv, statquest_subject
+
+
+def subject_from_args(args: argparse.Namespace) -> Subject:
+    """The LSTM and sequence the options name (StatQuest's unit on Company A by default)."""
+    given = [k for k in ("sequence", "csv", "text") if getattr(args, k, None) is not None]
+    if len(given) > 1:
+        raise UsageError(f"give one of --sequence, --csv or --text; got {', '.join(given)}")
+    c0 = args.long_term if args.long_term is not None else 0.0
+    h0 = args.short_term if args.short_term is not None else 0.0
+    if args.model is None:
+        if args.text is not None:
+            raise UsageError(
+                "--text needs --model with a text model; the seed's unit reads "
+                "numbers (use --sequence or --csv)"
+            )
+        if args.csv is not None:
+            values = read_numbers_csv(args.csv, args.column)
+            return statquest_subject(list(values), c0, h0, source=args.csv)
+        return statquest_subject(args.sequence, c0, h0)
+    from clearlstm.viz.saved_models import load_saved_model
+
+    model = load_saved_model(args.model)
+    if args.long_term is not None or args.short_term is not None:
+        raise UsageError(
+            "--long-term / --short-term set the seed's unit's memories; a saved "
+            "model starts from zero memories"
+        )
+    if args.text is not None:
+        path = Path(args.text)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{path} is not UTF-8 text") from None
+        return model.subject_from_text(text.rstrip("\n"), source=str(path))
+    if args.csv is not None:
+        return model.subject_from_csv(args.csv)
+    if args.sequence is not None:
+        return model.subject_from_numbers(args.sequence)
+    example = model.example  # the end of its training data, where that is still there
+    if example is None:
+        what = "--text FILE" if model.reads_text else "--sequence or --csv FILE"
+        raise UsageError(f"model {model.name!r}: give the sequence to read with {what}")
+    if isinstance(example, str):
+        return model.subject_from_text(example, source="the start of its training text")
+    return model.subject_from_numbers(example, source="the end of its training series")
+
+
+def run_figure(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.teach.explain import explain_sequence
+    from clearlstm.viz import figures
+
+    out = Path(args.out or f"clearlstm-{args.kind}.png")
+    if args.kind == "unit":
+        if args.model is None and args.sequence is None and args.csv is None:
+            # The series' single step, as `clearlstm explain` shows it.
+            args.sequence = [args.input]
+            args.long_term = 2.0 if args.long_term is None else args.long_term
+            args.short_term = 1.0 if args.short_term is None else args.short_term
+        subject = subject_from_args(args)
+        weights = subject.weights
+        if weights is None:
+            raise UsageError(
+                "the unit diagram draws a one-unit LSTM (LSTM(1, 1)); this model "
+                "has more units: use `figure heatmap` or `figure retention`"
+            )
+        values = [float(v) for v in subject.shown[:, 0]]
+        walk = explain_sequence(values, subject.c0, subject.h0, subject.lstm)
+        step = _step_index(args.step, len(walk.steps), "--step")
+        fig = figures.unit_diagram(walk.steps[step], weights)
+    else:
+        subject = subject_from_args(args)
+        trace = subject.run()
+        _check_layer(args, trace.num_layers, trace.num_directions)
+        if args.kind == "heatmap":
+            fig = figures.gate_heatmaps(
+                trace,
+                subject.shown,
+                layer=args.layer,
+                direction=args.direction,
+                step_labels=subject.step_labels,
+            )
+        else:
+            start = _step_index(args.start, trace.steps, "--start")
+            fig = figures.retention_curves(trace, start, layer=args.layer, direction=args.direction)
+    path = figures.save_figure(fig, out)
+    console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _step_index(step: int, steps: int, option: str) -> int:
+    """``--step 1`` is the first step; returns the 0-based index."""
+    if not 1 <= step <= steps:
+        raise UsageError(
+            f"{option} must be between 1 and {steps} (the sequence's steps); got {step}"
+        )
+    return step - 1
+
+
+def _check_layer(args: argparse.Namespace, layers: int, directions: int) -> None:
+    if not -layers <= args.layer < layers:
+        raise UsageError(
+            f"--layer must be in [0, {layers - 1}] (or -1 for the last); got {args.layer}"
+        )
+    if not 0 <= args.direction < directions:
+        raise UsageError(
+            f"--direction must be 0{' or 1' if directions == 2 else ''} for this "
+            f"model; got {args.direction}"
+        )
+
+
+def run_report(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.files import write_atomically
+    from clearlstm.viz.report import build_report
+
+    subject = subject_from_args(args)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    document = build_report(subject, image_format=args.images)
+    write_atomically(out, document.encode("utf-8"))
+    console.print(f"wrote {out} ({out.stat().st_size:,} bytes): open it in any browser")
+    return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_serve(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.web.server import ExplorerServer
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535; got {args.port}")
+    server = ExplorerServer(args.host, args.port, args.models, verbose=args.verbose)
+    # Ctrl-C (and a plain `kill`) stop the server cleanly, even when the shell that started
+    # it in the background told it to ignore SIGINT.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    console.print(f"clearlstm explorer: {server.url}  (Ctrl-C stops it)", highlight=False)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]note:[/] listening on {args.host}: other machines may reach it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()
+    return 0

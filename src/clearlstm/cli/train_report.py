@@ -1,0 +1,155 @@
+"""What the training commands print: tables, the progress bar and the memory summary (rich).
+
+Only the command line calls these; the library itself prints nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from clearlstm.core.trace import Trace, UnitMemory
+from clearlstm.tasks.datasets import DATASETS
+from clearlstm.tasks.forecasting import Evaluation
+from clearlstm.train.loop import EpochReport
+
+
+def datasets_table() -> Table:
+    table = Table(title="Bundled datasets (clearlstm/data, see SOURCES.md there)")
+    for column in ("name", "kind", "length", "what", "source", "licence"):
+        table.add_column(column, justify="right" if column == "length" else "left")
+    for d in DATASETS.values():
+        unit = "rows" if d.kind == "series" else "chars"
+        table.add_row(d.name, d.kind, f"{d.length():,} {unit}", d.description, d.source, d.licence)
+    return table
+
+
+def evaluation_table(evaluation: Evaluation, horizon: int) -> Table:
+    season = f"season {evaluation.season}" if evaluation.season else "no season found"
+    table = Table(
+        title=(
+            f"Test part: {evaluation.target}, {evaluation.origins} forecast origins, "
+            f"{horizon} step(s) ahead ({season})"
+        )
+    )
+    table.add_column("method")
+    for column in ("MAE", "RMSE", "MASE"):
+        table.add_column(column, justify="right")
+    best = min(s.mase for s in evaluation.scores.values())
+    for method, s in evaluation.scores.items():
+        mark = " (best)" if s.mase == best else ""
+        name = f"[bold]{method}[/]" if method == "LSTM" else method
+        table.add_row(name + mark, f"{s.mae:.4g}", f"{s.rmse:.4g}", f"{s.mase:.3f}")
+    return table
+
+
+def memory_table(
+    memory: list[UnitMemory], where: str = "on the test part", shown: int = 10
+) -> Table:
+    layer = memory[0].layer if memory else 0
+    table = Table(
+        title=f"What the trained model remembers (layer {layer}, {where}): units by half-life"
+    )
+    for column in ("unit", "typical forget gate", "kept per step", "half-life (steps)"):
+        table.add_column(column, justify="right")
+    for m in memory[:shown]:
+        half = "forever" if math.isinf(m.half_life) else f"{m.half_life:.1f}"
+        table.add_row(
+            str(m.unit), f"{m.mean_forget_gate:.4f}", f"{100 * m.mean_forget_gate:.1f}%", half
+        )
+    if len(memory) > shown:
+        table.caption = f"{shown} of {len(memory)} units shown; the rest remember less."
+    return table
+
+
+def memory_sentence(memory: list[UnitMemory]) -> str:
+    """The summary in words: longest, median and shortest half-life."""
+    lives = sorted(m.half_life for m in memory)
+    median = lives[len(lives) // 2]
+    return (
+        f"Longest memory: unit {memory[0].unit}, half of its long-term memory is left after "
+        f"{memory[0].half_life:.1f} steps; median unit {median:.1f} steps; shortest "
+        f"{lives[0]:.1f} steps."
+    )
+
+
+class ProgressReporter:
+    """A rich progress bar: epoch, training loss, validation loss (or bits per char), time left."""
+
+    def __init__(self, console: Console, val_label: str = "val loss", val_scale: float = 1.0):
+        self.val_label, self.val_scale = val_label, val_scale
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("training", total=1)
+        self.val = "-"
+        self.lines: list[str] = []
+
+    def __enter__(self) -> ProgressReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, total_batches: int, done_batches: int) -> None:
+        self.progress.update(self.task, total=total_batches, completed=done_batches)
+
+    def batch(self, epoch: int, loss: float) -> None:
+        self.progress.update(
+            self.task,
+            advance=1,
+            description=f"epoch {epoch}  loss {loss:.4f}  {self.val_label} {self.val}",
+        )
+
+    def epoch(self, report: EpochReport) -> None:
+        self.val = f"{report.val_loss * self.val_scale:.4f}"
+        mark = " (best)" if report.improved else ""
+        self.progress.update(
+            self.task,
+            description=(
+                f"epoch {report.epoch}/{report.epochs}  loss {report.train_loss:.4f}  "
+                f"{self.val_label} {self.val}{mark}"
+            ),
+        )
+
+
+def gates_table(trace: Trace, inputs: list[str], units: int = 6) -> Table:
+    """Each step's forget / input / output gates for the longest-memory units of the last
+    layer (all of them when there are few)."""
+    record = trace[-1, 0]
+    order = [m.unit for m in trace.memory_summary()][:units]
+    hidden = record.forget_gate.shape[-1]
+    title = "Gates step by step (f forget, i input, o output; last layer"
+    title += ")" if hidden <= units else f", the {units} longest-memory units of {hidden})"
+    table = Table(title=title)
+    table.add_column("step", justify="right")
+    table.add_column("input", justify="right")
+    for u in order:
+        table.add_column(f"unit {u}\n f    i    o", justify="right")
+    for t, x in enumerate(inputs):
+        cells = []
+        for u in order:
+            f = float(record.forget_gate[t, 0, u])
+            i = float(record.input_gate[t, 0, u])
+            o = float(record.output_gate[t, 0, u])
+            cells.append(f"{f:.2f} {i:.2f} {o:.2f}")
+        table.add_row(str(t + 1), x, *cells)
+    return table

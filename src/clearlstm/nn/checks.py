@@ -1,0 +1,112 @@
+"""Argument checks with errors a user can act on: who, which argument, expected, received."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cache
+from numbers import Integral
+
+import torch
+from torch import Tensor
+
+
+def check_size(owner: str, name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def check_tensor(owner: str, name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor; got {type(value).__name__}")
+    return value
+
+
+def check_shape(owner: str, name: str, tensor: Tensor, expected: Sequence[int], what: str) -> None:
+    if tuple(tensor.shape) != tuple(expected):
+        raise ValueError(
+            f"{owner}: expected {name} of shape {tuple(expected)} {what}; "
+            f"got shape {tuple(tensor.shape)}"
+        )
+
+
+def check_like(owner: str, name: str, tensor: Tensor, reference: Tensor, reference_name: str):
+    """Same dtype and device as ``reference``: clearlstm never converts silently."""
+    if tensor.dtype != reference.dtype:
+        raise TypeError(
+            f"{owner}: {name} has dtype {tensor.dtype} but the dtype of {reference_name} is "
+            f"{reference.dtype}; convert one of them (e.g. module.to({tensor.dtype}))"
+        )
+    if tensor.device != reference.device:
+        raise ValueError(
+            f"{owner}: {name} is on device {tensor.device} but the device of {reference_name} "
+            f"is {reference.device}; move them to the same device"
+        )
+
+
+# Up to this many entries a numba pass (~1 µs a tensor) beats torch's sum + isfinite (~4 µs);
+# above it torch's multi-threaded reduction is faster.
+_NUMBA_MAX_NUMEL = 1 << 18
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+
+
+@cache
+def _kernels():
+    """:mod:`clearlstm.kernels`, or None without numba; imported on first use (slow)."""
+    try:
+        from clearlstm.fused import kernels
+    except ImportError:
+        return None
+    return kernels
+
+
+def _count_nonfinite(tensor: Tensor) -> int:
+    small = tensor.is_cpu and tensor.dtype in _NUMBA_DTYPES and tensor.numel() <= _NUMBA_MAX_NUMEL
+    if small and (kernels := _kernels()) is not None:
+        return kernels.count_nonfinite(tensor.numpy())
+    # A finite sum proves every entry finite (NaN and Inf propagate) in one fast reduction;
+    # only a non-finite sum (which may also be an overflow) needs the elementwise test.
+    if bool(torch.isfinite(tensor.sum())):
+        return 0
+    return int((~torch.isfinite(tensor)).sum())
+
+
+def check_finite(owner: str, named: Iterable[tuple[str, Tensor]]) -> None:
+    """Raise on NaN/Inf in any of the ``(name, detached tensor)`` pairs."""
+    for name, tensor in named:
+        bad = _count_nonfinite(tensor)
+        if bad:
+            raise ValueError(
+                f"{owner}: {name} contains {bad} non-finite value(s) (NaN or Inf); "
+                "clean the data, or pass check_finite=False to the module to allow them"
+            )
+
+
+def check_lengths(owner: str, lengths: object, batch: int, steps: int) -> Tensor:
+    """``lengths`` as an int64 CPU tensor ``(B,)`` with every entry in ``[1, T]``."""
+    if isinstance(lengths, Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise TypeError(f"{owner}: lengths must hold integers; got dtype {lengths.dtype}")
+        values = lengths.detach().to("cpu", torch.int64)
+    else:
+        items = list(lengths) if isinstance(lengths, Iterable) else None
+        # Integral also admits numpy's integers (a NumPy array of lengths); bool is no length.
+        integers = items is not None and all(
+            isinstance(v, Integral) and not isinstance(v, bool) for v in items
+        )
+        if not integers:
+            raise TypeError(
+                f"{owner}: lengths must be a 1-D integer tensor or a list of ints; got {lengths!r}"
+            )
+        values = torch.tensor(items, dtype=torch.int64)
+    if values.dim() != 1 or values.numel() != batch:
+        raise ValueError(
+            f"{owner}: expected lengths with one entry per sequence ({batch}); "
+            f"got shape {tuple(values.shape)}"
+        )
+    if bool((values < 1).any()) or bool((values > steps).any()):
+        raise ValueError(
+            f"{owner}: every length must be between 1 and the sequence length {steps}; "
+            f"got {values.tolist()}"
+        )
+    return values

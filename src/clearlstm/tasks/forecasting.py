@@ -1,0 +1,278 @@
+"""Training a forecaster on a series and evaluating it honestly against the baselines.
+
+:func:`train_series` reads the data, splits it in time (train / validation / test), fits the
+scaler on the training part, trains a :class:`~clearlstm.tasks.models.Forecaster` with early
+stopping on the validation part, saves it, and scores it on the test part beside naive,
+seasonal naive and Holt-Winters forecasts from the same origins. Shapes: ``N`` rows, ``C``
+columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clearlstm.core.trace import UnitMemory
+from clearlstm.tasks import baselines
+from clearlstm.tasks.baselines import Scores
+from clearlstm.tasks.datasets import get_dataset
+from clearlstm.tasks.models import Forecaster
+from clearlstm.tasks.series import (
+    FillMethod,
+    Scaler,
+    Series,
+    Split,
+    check_length,
+    origins,
+    read_series,
+    windows,
+)
+from clearlstm.train import checkpoint
+from clearlstm.train.distributed import Distributed
+from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
+
+METHODS = ("LSTM", "naive", "seasonal naive", "Holt-Winters (ETS)")
+
+
+@dataclass(frozen=True)
+class SeriesOptions:
+    """What to read and the model's shape (``clearlstm train`` flags)."""
+
+    dataset: str | None = None
+    csv: str | None = None
+    targets: list[str] | None = None
+    covariates: list[str] | None = None
+    time_column: str | None = None
+    fill: FillMethod | None = None
+    window: int = 24
+    horizon: int = 1
+    hidden_size: int = 32
+    num_layers: int = 1
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    season: int | None = None  # None: detected from the training part
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Test-part scores of every method on one target column."""
+
+    target: str
+    season: int | None
+    origins: int
+    scores: dict[str, Scores]  # method -> scores
+
+    def verdict(self) -> str:
+        """One plain sentence: does the LSTM win or lose, and against what."""
+        lstm = self.scores["LSTM"].mase
+        others = {m: s.mase for m, s in self.scores.items() if m != "LSTM"}
+        best = min(others, key=others.get)
+        beaten_by = [m for m, v in others.items() if v < lstm]
+        if not beaten_by:
+            return (
+                f"{self.target}: the LSTM beats every baseline (MASE {lstm:.3f}; the best "
+                f"baseline, {best}, {others[best]:.3f})."
+            )
+        return (
+            f"{self.target}: the LSTM LOSES to {', '.join(beaten_by)} (MASE {lstm:.3f} against "
+            f"{best}'s {others[best]:.3f}; lower is better)."
+        )
+
+
+@dataclass
+class SeriesRun:
+    """What :func:`train_series` did."""
+
+    settings: dict[str, Any]
+    evaluations: list[Evaluation]
+    memory: list[UnitMemory]  # the last layer's units on the test part, longest memory first
+    fit: FitResult
+    seconds: float
+
+
+def load_data(options: SeriesOptions) -> Series:
+    """The series named by ``--dataset`` or ``--csv`` with the chosen columns."""
+    if (options.dataset is None) == (options.csv is None):
+        raise ValueError("give exactly one of --dataset NAME or --csv FILE")
+    if options.dataset is not None:
+        dataset = get_dataset(options.dataset)
+        if dataset.kind != "series":
+            raise ValueError(f"dataset {dataset.name!r} is a text; train on it with --text mode")
+        return read_series(
+            dataset.path,
+            options.targets or [dataset.target],
+            options.covariates,
+            options.time_column or dataset.time_column,
+            options.fill,
+        )
+    return read_series(
+        options.csv, options.targets, options.covariates, options.time_column, options.fill
+    )
+
+
+def _tensor(a: np.ndarray) -> Tensor:
+    return torch.as_tensor(a, dtype=torch.float32)
+
+
+def _loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``."""
+    return ((model(x) - y) ** 2).mean(dim=(1, 2))
+
+
+def train_series(
+    options: SeriesOptions,
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    context: Distributed | None = None,
+) -> SeriesRun | None:
+    """Train, save to ``out_dir`` and evaluate; None on processes other than rank 0."""
+    context = context or Distributed()
+    started = time.perf_counter()
+    series = load_data(options)
+    split = check_length(
+        series, options.window, options.horizon, options.val_fraction, options.test_fraction
+    )
+    if options.season is not None and options.season < 1:
+        raise ValueError(f"--season must be at least 1; got {options.season}")
+    season = options.season or baselines.detect_season(series.values[: split.train, 0])
+    scaler = Scaler.fit(series.values[: split.train])
+    scaled = scaler.transform(series.values)  # (N, C)
+    n, w, h, k = len(series), options.window, options.horizon, len(series.targets)
+    parts = {p: origins(split, p, n, w, h) for p in ("train", "val", "test")}
+    data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
+
+    torch.manual_seed(config.seed)
+    model = Forecaster(len(series.columns), k, h, options.hidden_size, options.num_layers)
+    settings = _settings(options, series, split, scaler, season, model)
+    fingerprint = {"model": settings["model"], "data": settings["data"]}
+    result = fit(
+        model, data["train"], data["val"], _loss, config, out_dir, fingerprint, resume,
+        reporter, context,
+    )  # fmt: skip
+    if not context.is_main:
+        return None
+    model.load_state_dict(result.weights)
+    model.eval()
+    evaluations = evaluate(model, series, split, scaler, season, w, h)
+    memory = model.trace(data["test"][0]).memory_summary()
+    settings["train"] = asdict(config)
+    settings["result"] = {
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val,
+        "epochs_run": result.epochs_run,
+        "test": {e.target: {m: asdict(s) for m, s in e.scores.items()} for e in evaluations},
+    }
+    checkpoint.save_model(out_dir, model.state_dict(), settings)
+    return SeriesRun(settings, evaluations, memory, result, time.perf_counter() - started)
+
+
+def _settings(
+    options: SeriesOptions,
+    series: Series,
+    split: Split,
+    scaler: Scaler,
+    season: int | None,
+    model: Forecaster,
+) -> dict[str, Any]:
+    from clearlstm import __version__
+
+    return {
+        "kind": "forecaster",
+        "clearlstm_version": __version__,
+        "model": {
+            "columns": model.columns,
+            "targets": model.targets,
+            "horizon": model.horizon,
+            "hidden_size": model.lstm.hidden_size,
+            "num_layers": model.lstm.num_layers,
+        },
+        "data": {
+            "dataset": options.dataset,
+            "csv": str(Path(options.csv).resolve()) if options.csv else None,
+            "targets": series.targets,
+            "covariates": series.covariates,
+            "time_column": series.time_column,
+            "fill": options.fill,
+            "window": options.window,
+            "horizon": options.horizon,
+            "val_fraction": options.val_fraction,
+            "test_fraction": options.test_fraction,
+            "season": season,
+            "rows": len(series),
+            "split": asdict(split),
+            "scaler": asdict(scaler),
+        },
+    }
+
+
+def predict(model: Forecaster, scaled: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """``(S, H, K)`` scaled forecasts from the origins ``starts`` of ``scaled (N, C)``."""
+    x = _tensor(np.stack([scaled[t - window : t] for t in starts]))
+    with torch.no_grad():
+        return model(x).double().numpy()
+
+
+def evaluate(
+    model: Forecaster,
+    series: Series,
+    split: Split,
+    scaler: Scaler,
+    season: int | None,
+    window: int,
+    horizon: int,
+) -> list[Evaluation]:
+    """Score the LSTM and the baselines on the test part, in the data's units."""
+    y = series.values[:, : len(series.targets)]  # (N, K)
+    starts = origins(split, "test", len(series), window, horizon)
+    truth = np.stack([y[t : t + horizon] for t in starts])  # (S, H, K)
+    forecasts = {
+        "LSTM": scaler.inverse(predict(model, scaler.transform(series.values), starts, window)),
+        "naive": baselines.naive(y, starts, horizon),
+        "seasonal naive": baselines.seasonal_naive(y, starts, horizon, season or 1),
+        "Holt-Winters (ETS)": baselines.holt_winters(y, split.test_start, starts, horizon, season),
+    }
+    scale = baselines.mase_scale(y[: split.train], season)
+    scores = {m: baselines.score(f, truth, scale) for m, f in forecasts.items()}
+    return [
+        Evaluation(name, season, len(starts), {m: scores[m][j] for m in METHODS})
+        for j, name in enumerate(series.targets)
+    ]
+
+
+def load_forecaster(path: str | Path) -> tuple[Forecaster, dict[str, Any], Path]:
+    """A trained forecaster, its settings and its directory, checked on the way in."""
+    directory = checkpoint.model_dir(path)
+    settings = checkpoint.load_settings(directory)
+    if settings.get("kind") != "forecaster":
+        raise checkpoint.CheckpointError(
+            f"{directory} holds a {settings.get('kind', 'unknown')} model, not a forecaster"
+        )
+    model = Forecaster.from_settings(settings)
+    model.load_state_dict(checkpoint.load_weights(directory, model.state_dict()))
+    return model.eval(), settings, directory
+
+
+def series_for_model(settings: dict[str, Any], csv: str | None = None) -> Series:
+    """The series a model was trained on, or the same columns from another CSV file."""
+    data = settings["data"]
+    if csv is None and data["csv"] and not Path(data["csv"]).exists():
+        raise ValueError(
+            f"the model was trained on {data['csv']}, which is no longer there; pass --csv FILE"
+        )
+    options = SeriesOptions(
+        dataset=None if csv else data["dataset"],
+        csv=csv or data["csv"],
+        targets=data["targets"],
+        covariates=data["covariates"],
+        time_column=data["time_column"],
+        fill=data["fill"],
+    )
+    return load_data(options)

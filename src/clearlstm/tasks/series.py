@@ -1,0 +1,284 @@
+"""Numeric series from CSV files: reading, checking, splitting in time, scaling and windowing.
+
+A CSV file has a header line and one row per time step. Some columns are *targets* (the
+values to forecast), some optional *covariates* (extra inputs the model reads but does not
+forecast), and an optional *time column* (labels such as ``1958-03``, kept for output only).
+
+Every user mistake raises :class:`SeriesError` (a ``ValueError``) naming the file, the line
+or the column, and what to do. Shapes: ``N`` rows, ``C`` columns (targets first, then
+covariates), ``K`` targets, ``W`` window, ``H`` horizon, ``S`` samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from clearlstm.errors import SeriesError
+
+FillMethod = Literal["previous", "linear"]
+FILL_METHODS: tuple[str, ...] = ("previous", "linear")
+TIME_COLUMN_NAMES = ("time", "date", "datetime", "timestamp", "year", "month", "week", "day")
+MISSING = ("", "na", "nan", "null", "none", "n/a", "-")
+
+
+@dataclass(frozen=True)
+class Series:
+    """The columns a model uses, read from one file."""
+
+    source: str  # the file (or bundled dataset) it came from
+    targets: list[str]
+    covariates: list[str]
+    values: np.ndarray  # (N, C) float64: targets first, then covariates
+    time: list[str] | None  # (N,) labels from the time column, if there is one
+    time_column: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return self.targets + self.covariates
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+
+def read_series(
+    path: str | Path,
+    targets: list[str] | None = None,
+    covariates: list[str] | None = None,
+    time_column: str | None = None,
+    fill: FillMethod | None = None,
+) -> Series:
+    """Read a CSV file's target, covariate and time columns.
+
+    Without ``targets`` the file must have exactly one column besides the time column and the
+    covariates. Without ``time_column`` a first column named like a time (``date``,
+    ``month``, ``year``, ...) is taken as the time column. Missing values (empty, ``NA``,
+    ``NaN``, ...) are an error naming their lines unless ``fill`` is ``"previous"`` (carry the
+    last value forward) or ``"linear"`` (interpolate between neighbours).
+    """
+    path = Path(path)
+    header, rows, lines = _read_rows(path)
+    _check_unique(path, header)
+    if time_column is None and header[0].strip().lower() in TIME_COLUMN_NAMES:
+        time_column = header[0]
+    covariates = list(covariates or [])
+    named = [*(targets or []), *covariates, *([time_column] if time_column else [])]
+    for name in named:
+        if name not in header:
+            raise SeriesError(
+                f"{path}: no column named {name!r}; the columns are {', '.join(header)}"
+            )
+    if targets is None:
+        rest = [c for c in header if c != time_column and c not in covariates]
+        if len(rest) != 1:
+            raise SeriesError(
+                f"{path}: say which column to forecast with --target; candidates: "
+                f"{', '.join(rest) or '(none)'}"
+            )
+        targets = rest
+    overlap = set(targets) & ({time_column} | set(covariates))
+    if overlap:
+        raise SeriesError(f"{path}: column {sorted(overlap)[0]!r} is used twice")
+    columns = [*targets, *covariates]
+    values = np.empty((len(rows), len(columns)))
+    for j, name in enumerate(columns):
+        values[:, j] = _parse_column(path, name, [r[header.index(name)] for r in rows], lines)
+    missing = np.isnan(values)
+    if missing.any():
+        if fill is None:
+            _raise_missing(path, columns, missing, lines)
+        values = _fill(values, fill)
+    time = [r[header.index(time_column)] for r in rows] if time_column else None
+    return Series(str(path), list(targets), covariates, values, time, time_column)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and each row's line number."""
+    if not path.exists():
+        raise SeriesError(f"{path}: no such file")
+    if path.is_dir():
+        raise SeriesError(f"{path} is a directory; expected a CSV file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SeriesError(
+            f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); is it a CSV file?"
+        ) from None
+    if not text.strip():
+        raise SeriesError(f"{path} is empty; expected a header line and one row per step")
+    reader = csv.reader(text.splitlines())
+    header = [h.strip() for h in next(reader)]
+    rows, lines = [], []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) != len(header):
+            raise SeriesError(
+                f"{path}, line {reader.line_num}: {len(row)} fields; the header has "
+                f"{len(header)} ({', '.join(header)})"
+            )
+        rows.append(row)
+        lines.append(reader.line_num)
+    if not rows:
+        raise SeriesError(f"{path} has a header but no rows of data")
+    return header, rows, lines
+
+
+def _check_unique(path: Path, header: list[str]) -> None:
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise SeriesError(f"{path}: the header names column {name!r} twice; rename one")
+        seen.add(name)
+
+
+def _parse_column(path: Path, name: str, cells: list[str], lines: list[int]) -> np.ndarray:
+    """(N,) float64, NaN where the cell is missing."""
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        text = cell.strip()
+        if text.lower() in MISSING:
+            out[i] = math.nan
+            continue
+        try:
+            out[i] = float(text)
+        except ValueError:
+            raise SeriesError(
+                f"{path}, line {lines[i]}, column {name!r}: {cell!r} is not a number; "
+                "choose numeric columns with --target / --covariates (a time column goes "
+                "in --time-column)"
+            ) from None
+        if not math.isfinite(out[i]):
+            raise SeriesError(
+                f"{path}, line {lines[i]}, column {name!r}: {cell!r} is not a finite number"
+            )
+    return out
+
+
+def _raise_missing(path: Path, columns: list[str], missing: np.ndarray, lines: list[int]) -> None:
+    j = int(np.argmax(missing.any(axis=0)))
+    rows = np.flatnonzero(missing[:, j])
+    shown = ", ".join(str(lines[i]) for i in rows[:8]) + (" ..." if len(rows) > 8 else "")
+    raise SeriesError(
+        f"{path}, column {columns[j]!r}: {len(rows)} missing value(s) on line(s) {shown}; "
+        "fill them in the file, or pass --fill previous (carry the last value forward) or "
+        "--fill linear (interpolate)"
+    )
+
+
+def _fill(values: np.ndarray, method: FillMethod) -> np.ndarray:
+    """Fill NaN in each column of ``(N, C)``; leading gaps take the first known value."""
+    out = values.copy()
+    steps = np.arange(len(out))
+    for j in range(out.shape[1]):
+        known = ~np.isnan(out[:, j])
+        if not known.any():
+            raise SeriesError(f"column {j} has no values at all; nothing to fill from")
+        if method == "linear":
+            out[:, j] = np.interp(steps, steps[known], out[known, j])
+        else:
+            last = np.maximum.accumulate(np.where(known, steps, -1))
+            first = int(np.argmax(known))
+            out[:, j] = out[np.where(last >= 0, last, first), j]
+    return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """Chronological parts: rows ``[0, train)``, ``[train, train + val)``, the rest test."""
+
+    train: int
+    val: int
+    test: int
+
+    @property
+    def test_start(self) -> int:
+        return self.train + self.val
+
+
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> Split:
+    """Sizes of the three chronological parts of ``n`` rows."""
+    test = max(1, round(n * test_fraction))
+    val = max(1, round(n * val_fraction))
+    return Split(n - val - test, val, test)
+
+
+def check_length(
+    series: Series, window: int, horizon: int, val_fraction: float, test_fraction: float
+) -> Split:
+    """The split, or a clear error when the series is too short for the window and horizon.
+
+    Each part needs at least one forecast origin: the training part a whole window and
+    horizon, the validation and test parts a whole horizon.
+    """
+    for name, value in (("window", window), ("horizon", horizon)):
+        if value < 1:
+            raise SeriesError(f"--{name} must be at least 1 step; got {value}")
+    for name, value in (("val-fraction", val_fraction), ("test-fraction", test_fraction)):
+        if not 0 < value < 0.5:
+            raise SeriesError(f"--{name} must be between 0 and 0.5; got {value}")
+
+    def fits(n: int) -> bool:
+        s = split_sizes(n, val_fraction, test_fraction)
+        return s.train >= window + horizon and s.val >= horizon and s.test >= horizon
+
+    n = len(series)
+    if not fits(n):
+        need = next(m for m in range(n, 100 * (n + window + horizon) + 10) if fits(m))
+        raise SeriesError(
+            f"{series.source}: {n} rows are too few for --window {window} and --horizon "
+            f"{horizon}: the training part needs window + horizon rows and the validation "
+            f"and test parts ({val_fraction:.0%} and {test_fraction:.0%}) a horizon each, "
+            f"so at least {need} rows; use a shorter --window or --horizon, or a longer series"
+        )
+    return split_sizes(n, val_fraction, test_fraction)
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-column standardisation fitted on the training part only."""
+
+    mean: list[float]  # (C,)
+    std: list[float]  # (C,)
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Scaler:
+        """Fit on ``(N_train, C)``; a constant column gets std 1."""
+        std = values.std(axis=0)
+        return cls(values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """``(N, C') -> (N, C')`` for the first ``C'`` columns."""
+        c = values.shape[-1]
+        return (values - np.array(self.mean[:c])) / np.array(self.std[:c])
+
+    def inverse(self, scaled: np.ndarray) -> np.ndarray:
+        """``(..., C') -> (..., C')`` back in the data's units, for the first ``C'`` columns."""
+        c = scaled.shape[-1]
+        return scaled * np.array(self.std[:c]) + np.array(self.mean[:c])
+
+
+def origins(split: Split, part: str, n: int, window: int, horizon: int) -> np.ndarray:
+    """Forecast origins ``t`` of one part: the model reads rows ``[t - W, t)`` and forecasts
+    rows ``[t, t + H)``, which lie wholly inside the part (the window may reach back)."""
+    start, stop = {
+        "train": (0, split.train),
+        "val": (split.train, split.test_start),
+        "test": (split.test_start, n),
+    }[part]
+    return np.arange(max(start, window), stop - horizon + 1)
+
+
+def windows(
+    scaled: np.ndarray, starts: np.ndarray, window: int, horizon: int, targets: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``(S, W, C)`` and truths ``(S, H, K)`` at the given origins."""
+    x = np.stack([scaled[t - window : t] for t in starts])
+    y = np.stack([scaled[t : t + horizon, :targets] for t in starts])
+    return x, y

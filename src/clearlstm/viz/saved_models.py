@@ -1,0 +1,224 @@
+"""Saved models (``clearlstm train --out DIR``) opened for looking inside, and a folder of them.
+
+Files are read through :mod:`clearlstm.checkpoint` (safetensors and JSON, no pickle), so
+opening a model from someone else cannot run code. A :class:`SavedModel` knows how its LSTM
+reads a sequence: a forecaster's rows are scaled with the training scaler and shown to the
+LSTM relative to the last row (as :meth:`Forecaster.features` does); a text model's characters
+go through its embedding. :class:`ModelFolder` lists the models of one folder and opens them
+by name without ever reaching outside that folder (the explorer's ``--models DIR``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clearlstm.errors import ModelNotFound
+from clearlstm.nn.modules import LSTM
+from clearlstm.train import checkpoint
+from clearlstm.viz.subject import Subject, check_numbers
+
+EXAMPLE_CHARS = 80
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A trained model from a model directory, with the LSTM inside it."""
+
+    name: str
+    directory: Path
+    settings: dict[str, Any]
+    module: nn.Module  # Forecaster or CharModel, in eval mode
+    lstm: LSTM
+
+    @property
+    def reads_text(self) -> bool:
+        return self.settings.get("kind") == "char_lm"
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a forecaster reads, targets first (empty for a text model)."""
+        data = self.settings.get("data", {})
+        return [*data.get("targets", []), *data.get("covariates", [])]
+
+    @cached_property
+    def example(self) -> list[list[float]] | str | None:
+        """A sequence to start from: the last window of the training series, or the first line
+        of the training text; None when that data is no longer there."""
+        data = self.settings.get("data", {})
+        try:
+            if self.reads_text:
+                from clearlstm.tasks.datasets import get_dataset
+                from clearlstm.tasks.text import read_text
+
+                path = get_dataset(data["dataset"]).path if data.get("dataset") else data["text"]
+                return read_text(path)[:EXAMPLE_CHARS]
+            from clearlstm.tasks.forecasting import series_for_model
+
+            rows = series_for_model(self.settings).values[-int(data.get("window", 24)) :]
+            return rows.tolist()
+        except (ValueError, KeyError, TypeError, OSError):
+            return None
+
+    def describe(self) -> str:
+        lstm = self.lstm
+        shape = f"{lstm.num_layers} layer(s) × {lstm.hidden_size} units"
+        if self.reads_text:
+            return f"text model, {shape}, {len(self.settings['vocabulary'])} characters"
+        return f"forecaster of {', '.join(self.columns)}, {shape}"
+
+    def subject_from_numbers(self, values: list | np.ndarray, source: str = "sequence") -> Subject:
+        """``values (T, C)`` in the data's units (or ``(T,)`` for one column)."""
+        if self.reads_text:
+            raise ValueError(f"model {self.name!r} reads text; give it text, not numbers")
+        rows = check_numbers(values, source)
+        columns = self.columns
+        if rows.shape[1] != len(columns):
+            raise ValueError(
+                f"{source}: model {self.name!r} reads {len(columns)} column(s) "
+                f"({', '.join(columns)}) per step; got {rows.shape[1]}"
+            )
+        scaler = self.settings["data"]["scaler"]
+        scaled = (rows - np.array(scaler["mean"])) / np.array(scaler["std"])
+        x = torch.as_tensor(scaled, dtype=self.lstm.weight_ih_l0.dtype)[None]  # (1, T, C)
+        features = getattr(self.module, "features", lambda v: v)
+        with torch.no_grad():
+            inputs = features(x)[0][:, None, :]  # (T, 1, C) as the LSTM reads them
+        notes = [
+            "The LSTM reads each row scaled with the training scaler, the targets relative to "
+            "the last row of the sequence (the model's own input features)."
+        ]
+        return Subject(f"model {self.name}", self.lstm, inputs, rows, columns, notes=notes)
+
+    def subject_from_csv(self, path: str | Path) -> Subject:
+        """The model's columns read from a CSV file."""
+        from clearlstm.tasks.series import read_series
+
+        data = self.settings["data"]
+        series = read_series(path, data["targets"], data["covariates"], data.get("time_column"))
+        subject = self.subject_from_numbers(series.values, str(path))
+        return subject if series.time is None else _with_labels(subject, series.time)
+
+    def subject_from_text(self, text: str, source: str = "text") -> Subject:
+        if not self.reads_text:
+            raise ValueError(f"model {self.name!r} reads numbers; give it a sequence, not text")
+        from clearlstm.tasks.text import encode
+
+        if not text:
+            raise ValueError(f"{source}: the text is empty")
+        ids = encode(text, self.settings["vocabulary"])  # (T,)
+        with torch.no_grad():
+            inputs = self.module.embedding(ids)[:, None, :]  # (T, 1, E)
+        shown = inputs[:, 0, :].double().numpy()
+        columns = [f"embedding[{k}]" for k in range(shown.shape[1])]
+        check_numbers(shown, source)
+        return Subject(
+            f"model {self.name}",
+            self.lstm,
+            inputs,
+            shown,
+            columns,
+            step_labels=list(text),
+            text=text,
+        )
+
+
+def _with_labels(subject: Subject, labels: list[str]) -> Subject:
+    from dataclasses import replace
+
+    return replace(subject, step_labels=labels)
+
+
+def _load_forecaster(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+    from clearlstm.tasks.forecasting import load_forecaster
+
+    model, settings, _ = load_forecaster(directory)
+    return model, settings
+
+
+def _load_text_model(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+    from clearlstm.tasks.text import load_char_model
+
+    return load_char_model(directory)
+
+
+# The loading function of each kind of model `clearlstm train` writes; a new kind plugs in here.
+LOADERS: dict[str, Callable[[Path], tuple[nn.Module, dict[str, Any]]]] = {
+    "forecaster": _load_forecaster,
+    "char_lm": _load_text_model,
+}
+
+
+def load_saved_model(path: str | Path, name: str | None = None) -> SavedModel:
+    """Open the model directory ``path`` (or a file inside it) with its kind's loader."""
+    directory = checkpoint.model_dir(path)
+    kind = checkpoint.load_settings(directory).get("kind")
+    if kind not in LOADERS:
+        raise checkpoint.CheckpointError(
+            f"{directory} holds a model of kind {kind!r}; clearlstm can look inside "
+            f"{', '.join(LOADERS)} models"
+        )
+    module, settings = LOADERS[kind](directory)
+    return SavedModel(name or directory.name, directory, settings, module, module.lstm)
+
+
+class ModelFolder:
+    """The model directories directly inside ``root``, opened by name and kept in memory.
+
+    A name is one path component (letters, digits, ``.``, ``_``, ``-``); after symlinks are
+    resolved the model must still lie inside ``root``. Loaded models are cached and reloaded
+    when their files change; the cache is shared by the server's threads.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"models folder {root} does not exist or is not a folder")
+        self._cache: dict[str, tuple[float, SavedModel]] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        found = []
+        for entry in sorted(self.root.iterdir()):
+            named = NAME.fullmatch(entry.name) and self._inside(entry)
+            if named and (entry / checkpoint.SETTINGS_FILE).is_file():
+                found.append(entry.name)
+        return found
+
+    def _inside(self, path: Path) -> bool:
+        resolved = path.resolve()
+        return resolved.parent == self.root or self.root in resolved.parents
+
+    def directory(self, name: str) -> Path:
+        """The folder of model ``name``; :class:`ModelNotFound` for anything else."""
+        if not isinstance(name, str) or not NAME.fullmatch(name) or name in (".", ".."):
+            raise ModelNotFound(
+                f"{name!r} is not a model name: use one folder name from the models folder "
+                "(letters, digits, '.', '_', '-'; no slashes)"
+            )
+        path = self.root / name
+        if not self._inside(path):
+            raise ModelNotFound(f"model {name!r} lies outside the models folder")
+        if not (path / checkpoint.SETTINGS_FILE).is_file():
+            known = ", ".join(self.names()) or "none"
+            raise ModelNotFound(f"no model named {name!r}; the models folder holds: {known}")
+        return path
+
+    def open(self, name: str) -> SavedModel:
+        path = self.directory(name)
+        stamp = max(f.stat().st_mtime for f in path.iterdir() if f.is_file())
+        with self._lock:  # one load per model, even when requests arrive together
+            cached = self._cache.get(name)
+            if cached is None or cached[0] != stamp:
+                self._cache[name] = (stamp, load_saved_model(path, name))
+            return self._cache[name][1]

@@ -1,0 +1,288 @@
+"""The explorer's JSON API: what each endpoint computes, with its checks, and no HTTP.
+
+Every number the web page shows comes from here (the library computes it; the page only
+draws). Each handler takes the decoded JSON body (or None for GET) and returns a JSON-ready
+dict, or raises :class:`ApiError` with a 4xx status and a message for the person or program
+that sent the request. :mod:`clearlstm.server` routes HTTP requests to :data:`ROUTES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from clearlstm.errors import ApiError
+from clearlstm.teach.explain import explain_sequence
+from clearlstm.teach.seed import COMPANIES, ONE_STEP_INPUT
+from clearlstm.teach.unit import GateWeights, UnitWeights, statquest_weights
+from clearlstm.train.checkpoint import CheckpointError
+from clearlstm.viz.figures import QUANTITIES
+from clearlstm.viz.saved_models import ModelFolder, ModelNotFound
+from clearlstm.viz.subject import Subject, statquest_subject
+
+# Accepted ranges. The page's sliders span less; the API accepts more, but not values whose
+# gates saturate into meaningless exp overflow or sequences that would tie up a thread.
+LIMITS: dict[str, tuple[float, float]] = {
+    "x": (-100.0, 100.0),
+    "c": (-100.0, 100.0),
+    "h": (-100.0, 100.0),
+    "weight": (-100.0, 100.0),
+    "value": (-1e9, 1e9),  # sequence values of a saved model, in the data's units
+}
+SLIDERS: dict[str, tuple[float, float]] = {
+    "x": (-10.0, 10.0),
+    "c": (-5.0, 5.0),
+    "h": (-1.0, 1.0),
+    "weight": (-5.0, 5.0),
+}
+MAX_UNIT_STEPS = 1_000
+MAX_MODEL_STEPS = 2_000
+MAX_TEXT_CHARS = 2_000
+MAX_HEATMAP_UNITS = 64
+
+
+@dataclass
+class Context:
+    """What the handlers share: the models folder (None when the server has none)."""
+
+    models: ModelFolder | None = None
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, 'the request body must be a JSON object, e.g. {"x": 1}')
+    return body
+
+
+def _number(body: dict[str, Any], key: str, limits: tuple[float, float], default: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(422, f"{key!r} must be a number; got {json_type(value)}")
+    value = float(value)
+    low, high = limits
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ApiError(
+            422, f"{key!r} must be a finite number in [{low:g}, {high:g}]; got {value!r}"
+        )
+    return value
+
+
+def json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _weights(body: dict[str, Any]) -> UnitWeights:
+    """``body["weights"]`` like :meth:`UnitWeights.to_dict`; missing numbers are the seed's."""
+    given = body.get("weights", {})
+    if not isinstance(given, dict):
+        raise ApiError(422, f"'weights' must be an object; got {json_type(given)}")
+    seed = statquest_weights().to_dict()
+    unknown = set(given) - set(seed)
+    if unknown:
+        raise ApiError(
+            422, f"unknown stage(s) {sorted(unknown)} in 'weights'; the stages are {sorted(seed)}"
+        )
+    stages = {}
+    for stage, numbers in seed.items():
+        part = given.get(stage, {})
+        if not isinstance(part, dict):
+            raise ApiError(422, f"'weights.{stage}' must be an object; got {json_type(part)}")
+        extra = set(part) - set(numbers)
+        if extra:
+            raise ApiError(
+                422,
+                f"unknown key(s) {sorted(extra)} in 'weights.{stage}'; the keys "
+                "are 'w_h', 'w_x' and 'b'",
+            )
+        stages[stage] = GateWeights(
+            **{
+                key: _number(part, key, LIMITS["weight"], default)
+                for key, default in numbers.items()
+            }
+        )
+    return UnitWeights(**stages)
+
+
+def _numbers(body: dict[str, Any], key: str, limit: int, bounds: tuple[float, float]):
+    values = body.get(key)
+    if not isinstance(values, list) or not values:
+        raise ApiError(422, f"{key!r} must be a non-empty list of numbers; got {json_type(values)}")
+    if len(values) > limit:
+        raise ApiError(413, f"{key!r} has {len(values)} steps; at most {limit} are accepted")
+    rows = [v if isinstance(v, list) else [v] for v in values]
+    width = len(rows[0])
+    out = np.empty((len(rows), width))
+    for t, row in enumerate(rows):
+        if len(row) != width:
+            raise ApiError(422, f"{key!r}: step {t + 1} has {len(row)} values, step 1 has {width}")
+        for k, v in enumerate(row):
+            name = f"{key}[{t}]" + (f"[{k}]" if width > 1 else "")
+            out[t, k] = _number({name: v}, name, bounds, 0.0)
+    return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def unit_info(_body: Any, _context: Context) -> dict[str, Any]:
+    """GET /api/unit: the seed's weights, defaults, slider ranges and activation curves."""
+    z = torch.linspace(-12, 12, 241, dtype=torch.float64)
+    return {
+        "weights": statquest_weights().to_dict(),
+        "defaults": ONE_STEP_INPUT,
+        "companies": COMPANIES,
+        "sliders": SLIDERS,
+        "limits": LIMITS,
+        # Curves for the page to draw each stage's activation with the current point on it.
+        "curves": {
+            "z": z.tolist(),
+            "sigmoid": torch.sigmoid(z).tolist(),
+            "tanh": torch.tanh(z).tolist(),
+        },
+    }
+
+
+def unit_step(body: Any, _context: Context) -> dict[str, Any]:
+    """POST /api/unit/step ``{x, c, h, weights?}``: one step, every stage and its sentence."""
+    body = _object(body)
+    x = _number(body, "x", LIMITS["x"], ONE_STEP_INPUT["x"])
+    c = _number(body, "c", LIMITS["c"], ONE_STEP_INPUT["c"])
+    h = _number(body, "h", LIMITS["h"], ONE_STEP_INPUT["h"])
+    weights = _weights(body)
+    walk = explain_sequence([x], c, h, weights.to_lstm())
+    step = walk.steps[0]
+    return {"step": asdict(step), "sentences": step.sentences(), "weights": weights.to_dict()}
+
+
+def unit_sequence(body: Any, _context: Context) -> dict[str, Any]:
+    """POST /api/unit/sequence ``{inputs, c0?, h0?, weights?}``: every step of a sequence."""
+    body = _object(body)
+    inputs = _numbers(body, "inputs", MAX_UNIT_STEPS, LIMITS["x"])
+    if inputs.shape[1] != 1:
+        raise ApiError(422, "'inputs' must be a list of single numbers for the one-unit LSTM")
+    c0 = _number(body, "c0", LIMITS["c"], 0.0)
+    h0 = _number(body, "h0", LIMITS["h"], 0.0)
+    subject = statquest_subject(inputs[:, 0].tolist(), c0, h0, weights=_weights(body))
+    walk = explain_sequence(subject.shown[:, 0].tolist(), c0, h0, subject.lstm)
+    kept = subject.run().retention(0)[:, 0, 0]  # (T,) of step 1's memory, from the trace
+    return {
+        "steps": [asdict(s) | {"sentences": s.sentences()} for s in walk.steps],
+        "half_life": _finite_or_none(walk.half_life),
+        "retention_from_step_1": kept.tolist(),
+        "note": walk.note,
+    }
+
+
+def list_models(_body: Any, context: Context) -> dict[str, Any]:
+    """GET /api/models: the saved models the server was given (``--models DIR``)."""
+    if context.models is None:
+        return {"models": [], "folder": None}
+    models = []
+    for name in context.models.names():
+        try:
+            model = context.models.open(name)
+            models.append(
+                {
+                    "name": name,
+                    "reads": "text" if model.reads_text else "numbers",
+                    "columns": model.columns,
+                    "description": model.describe(),
+                    "example": model.example,
+                }
+            )
+        except (CheckpointError, OSError, ValueError) as error:  # listed, but marked broken
+            models.append({"name": name, "error": str(error)})
+    return {"models": models, "folder": str(context.models.root)}
+
+
+def _round(values: np.ndarray) -> list:
+    """float32 precision is what the models compute in; more digits would only add bytes."""
+    return [[None if not math.isfinite(v) else float(f"{v:.7g}") for v in row] for row in values]
+
+
+def model_trace(body: Any, context: Context) -> dict[str, Any]:
+    """POST /api/models/trace ``{model, sequence | text}``: gate heatmap data per layer."""
+    body = _object(body)
+    if context.models is None:
+        raise ApiError(404, "this server has no models folder; start it with --models DIR")
+    name = body.get("model")
+    if not isinstance(name, str):
+        raise ApiError(422, f"'model' must be a model name (a string); got {json_type(name)}")
+    try:
+        model = context.models.open(name)
+    except ModelNotFound as error:
+        raise ApiError(404, str(error)) from None
+    except (CheckpointError, OSError) as error:
+        raise ApiError(422, f"model {name!r} cannot be opened: {error}") from None
+    try:
+        if model.reads_text:
+            text = body.get("text")
+            if not isinstance(text, str) or not text:
+                raise ApiError(422, f"model {name!r} reads text: send a non-empty 'text' string")
+            if len(text) > MAX_TEXT_CHARS:
+                raise ApiError(
+                    413, f"'text' has {len(text)} characters; at most {MAX_TEXT_CHARS} are accepted"
+                )
+            subject = model.subject_from_text(text)
+        else:
+            values = _numbers(body, "sequence", MAX_MODEL_STEPS, LIMITS["value"])
+            subject = model.subject_from_numbers(values)
+    except ValueError as error:
+        raise ApiError(422, str(error)) from None
+    return _heatmaps(subject) | {"model": name, "description": model.describe()}
+
+
+def _heatmaps(subject: Subject) -> dict[str, Any]:
+    trace = subject.run()
+    layers = []
+    for layer in range(trace.num_layers):
+        for direction in range(trace.num_directions):
+            summary = trace.memory_summary(layer, direction)[:MAX_HEATMAP_UNITS]
+            units = [m.unit for m in summary]
+            rec = trace[layer, direction]
+            quantities = {}
+            for q in QUANTITIES:
+                values = getattr(rec, q.field)[:, 0, :].double().numpy()  # (T, H or P)
+                rows = units if values.shape[1] == rec.forget_gate.shape[2] else None
+                picked = values[:, rows] if rows else values[:, :MAX_HEATMAP_UNITS]
+                quantities[q.field] = {
+                    "title": q.title,
+                    "meaning": q.meaning,
+                    "limits": q.limits,
+                    "values": _round(picked.T),
+                }
+            layers.append(
+                {
+                    "layer": layer,
+                    "direction": direction,
+                    "units": units,
+                    "hidden_size": int(rec.forget_gate.shape[2]),
+                    "half_lives": [_finite_or_none(m.half_life) for m in summary],
+                    "quantities": quantities,
+                }
+            )
+    return {
+        "steps": subject.steps,
+        "inputs": _round(subject.shown[:, :8].T),
+        "columns": subject.columns[:8],
+        "step_labels": subject.step_labels,
+        "layers": layers,
+    }
+
+
+Handler = Callable[[Any, Context], dict[str, Any]]
+# (method, path) -> handler; the server answers 404 / 405 for anything else.
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("GET", "/api/unit"): unit_info,
+    ("POST", "/api/unit/step"): unit_step,
+    ("POST", "/api/unit/sequence"): unit_sequence,
+    ("GET", "/api/models"): list_models,
+    ("POST", "/api/models/trace"): model_trace,
+}
