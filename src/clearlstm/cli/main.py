@@ -260,6 +260,33 @@ def _see():
     return see
 
 
+def add_diagnose(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "diagnose",
+        help="print versions, CPU features, threads and the kernel cache, for bug reports",
+        description=(
+            "What a bug report needs: clearlstm, Python, torch, numba, numpy and llvmlite "
+            "versions and paths, the CPU and its vector features, thread settings, oneDNN, "
+            "and which numba kernels are compiled in the cache. Compiles and runs nothing."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON, for machines")
+    parser.set_defaults(run=run_diagnose)
+
+
+def run_diagnose(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.cli import diagnose
+
+    info = diagnose.gather()
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2))
+    else:
+        diagnose.render(info, console)
+    return 0
+
+
 # One entry per sub-command, in the order `clearlstm --help` lists them.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_explain,
@@ -270,6 +297,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_figure,
     add_report,
     add_serve,
+    add_diagnose,
 ]
 
 
