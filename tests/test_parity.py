@@ -4,6 +4,10 @@ Order of checks (fastrnns' test.py): parameters identical first, then outputs an
 memories, then every gradient — w.r.t. the input, the initial state and every parameter.
 Each LSTM check runs on the ``"reference"`` backend (the cell stepped in Python) and on the
 default ``"auto"`` (which picks a fast kernel where one applies).
+
+This file: LSTM outputs, final memories and gradients over the option matrix, unbatched
+input, and gradcheck. Construction and weights, LSTMCell and dropout have their own
+``test_parity_*.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,22 @@ import zlib
 
 import pytest
 import torch
+from parity_helpers import (
+    BACKENDS,
+    LENGTHS,
+    SORTED_LENGTHS,
+    TOL,
+    VARIANTS,
+    B,
+    H,
+    I,
+    P,
+    T,
+    assert_same_grads,
+    assert_same_parameters,
+    leaf_pair,
+    weighted_loss,
+)
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -20,37 +40,7 @@ from torch.testing import assert_close
 
 import clearlstm
 
-I, H, P, T, B = 3, 4, 2, 5, 3
-TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 1e-5, "rtol": 1e-5}}
-# Lengths for the padded and unsorted-packed cases: unsorted, a length of 1, max(lengths) < T.
-LENGTHS = [4, 1, 3]
-SORTED_LENGTHS = [5, 3, 1]
-VARIANTS = ("full", "lengths", "packed_sorted", "packed_unsorted")
-BACKENDS = ("reference", "auto", "torch")
-
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
-
-
-def assert_same_parameters(ref: nn.Module, ours: nn.Module) -> None:
-    ref_params, our_params = dict(ref.named_parameters()), dict(ours.named_parameters())
-    assert list(ref_params) == list(our_params)
-    for name, p in ref_params.items():
-        assert torch.equal(p, our_params[name]), name
-
-
-def assert_same_grads(ref: nn.Module, ours: nn.Module, tol: dict) -> None:
-    our_params = dict(ours.named_parameters())
-    for name, p in ref.named_parameters():
-        assert p.grad is not None, name
-        assert_close(our_params[name].grad, p.grad, **tol, msg=f"gradient of {name}")
-
-
-def leaf_pair(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return t.clone().requires_grad_(), t.clone().requires_grad_()
-
-
-def weighted_loss(weights: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
-    return sum((w * v).sum() for w, v in zip(weights, values, strict=True))
 
 
 MATRIX = list(
@@ -171,202 +161,6 @@ def test_unbatched_input_matches_torch(backend, layers, bi, proj, with_hx, dtype
     assert_same_grads(ref, ours, tol)
 
 
-CONSTRUCTION = [
-    dict(num_layers=1),
-    dict(num_layers=2, bias=False),
-    dict(num_layers=2, bidirectional=True, proj_size=P),
-    dict(num_layers=3, batch_first=True, bidirectional=True, dropout=0.25),
-    dict(num_layers=2, proj_size=1, dtype=torch.float64),
-]
-
-
-@pytest.mark.parametrize("kwargs", CONSTRUCTION)
-def test_same_seed_gives_same_initial_weights(kwargs) -> None:
-    torch.manual_seed(11)
-    ref = nn.LSTM(I, H, **kwargs)
-    torch.manual_seed(11)
-    ours = clearlstm.LSTM(I, H, **kwargs)
-    assert_same_parameters(ref, ours)
-    # and the random stream is left where torch leaves it
-    torch.manual_seed(12)
-    nn.LSTM(I, H, **kwargs)
-    after_ref = torch.rand(3)
-    torch.manual_seed(12)
-    clearlstm.LSTM(I, H, **kwargs)
-    assert torch.equal(torch.rand(3), after_ref)
-
-
-@pytest.mark.parametrize("kwargs", CONSTRUCTION)
-def test_torch_state_dict_loads_strictly(kwargs) -> None:
-    torch.manual_seed(5)
-    ref = nn.LSTM(I, H, **kwargs)
-    ours = clearlstm.LSTM(I, H, **kwargs)
-    assert not all(
-        torch.equal(a, b) for a, b in zip(ref.parameters(), ours.parameters(), strict=True)
-    )
-    ours.load_state_dict(ref.state_dict())  # strict: same keys, same shapes
-    assert_same_parameters(ref, ours)
-    assert list(ours.state_dict()) == list(ref.state_dict())
-
-
-@pytest.mark.parametrize("kwargs", CONSTRUCTION)
-def test_to_torch_round_trip(kwargs) -> None:
-    torch.manual_seed(6)
-    ours = clearlstm.LSTM(I, H, **kwargs).eval()
-    ref = ours.to_torch()
-    assert isinstance(ref, nn.LSTM) and not ref.training
-    for name in (
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "bias",
-        "batch_first",
-        "dropout",
-        "bidirectional",
-        "proj_size",
-    ):
-        assert getattr(ref, name) == getattr(ours, name), name
-    assert_same_parameters(ref, ours)
-    back = clearlstm.LSTM.from_torch(ref)
-    assert not back.training
-    assert_same_parameters(ours, back)
-    dtype = ours.weight_ih_l0.dtype
-    x = torch.randn((B, T, I) if ours.batch_first else (T, B, I), dtype=dtype)
-    out_ref, (h_ref, c_ref) = ref(x)
-    out_back, (h_back, c_back) = back(x)
-    assert_close(out_back, out_ref, **TOL[dtype])
-    assert_close(h_back, h_ref, **TOL[dtype])
-    assert_close(c_back, c_ref, **TOL[dtype])
-
-
-def test_from_torch_keeps_training_mode_and_passes_options() -> None:
-    ref = nn.LSTM(I, H, num_layers=2, dropout=0.5)
-    assert clearlstm.LSTM.from_torch(ref).training
-    assert not clearlstm.LSTM.from_torch(ref.eval()).training
-    ours = clearlstm.LSTM.from_torch(ref, check_finite=False, backend="reference")
-    assert ours.check_finite is False and ours.backend == "reference"
-    assert ours.dropout == 0.5
-
-
-# ---------------------------------------------------------------------------------------
-# LSTMCell
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("with_hx", [False, True])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("batched", [True, False])
-def test_lstm_cell_matches_torch(batched, bias, with_hx, dtype) -> None:
-    tol = TOL[dtype]
-    torch.manual_seed(21)
-    ref = nn.LSTMCell(I, H, bias, dtype=dtype)
-    ours = clearlstm.LSTMCell.from_torch(ref)
-    assert_same_parameters(ref, ours)
-    lead = (B,) if batched else ()
-    x_ref, x_ours = leaf_pair(torch.randn(*lead, I, dtype=dtype))
-    hx_ref = hx_ours = None
-    if with_hx:
-        h_ref0, h_ours0 = leaf_pair(torch.randn(*lead, H, dtype=dtype))
-        c_ref0, c_ours0 = leaf_pair(torch.randn(*lead, H, dtype=dtype))
-        hx_ref, hx_ours = (h_ref0, c_ref0), (h_ours0, c_ours0)
-    h_ref, c_ref = ref(x_ref, hx_ref)
-    h_ours, c_ours = ours(x_ours, hx_ours)
-    assert h_ours.shape == (*lead, H) and c_ours.shape == (*lead, H)
-    assert_close(h_ours, h_ref, **tol)
-    assert_close(c_ours, c_ref, **tol)
-    weights = [torch.randn_like(h_ref), torch.randn_like(c_ref)]
-    weighted_loss(weights, [h_ref, c_ref]).backward()
-    weighted_loss(weights, [h_ours, c_ours]).backward()
-    assert_close(x_ours.grad, x_ref.grad, **tol)
-    if with_hx:
-        assert_close(h_ours0.grad, h_ref0.grad, **tol)
-        assert_close(c_ours0.grad, c_ref0.grad, **tol)
-    assert_same_grads(ref, ours, tol)
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_lstm_cell_same_seed_state_dict_and_round_trip(bias) -> None:
-    torch.manual_seed(8)
-    ref = nn.LSTMCell(I, H, bias)
-    torch.manual_seed(8)
-    ours = clearlstm.LSTMCell(I, H, bias)
-    assert_same_parameters(ref, ours)
-    other = clearlstm.LSTMCell(I, H, bias)
-    other.load_state_dict(nn.LSTMCell(I, H, bias).state_dict())
-    other.load_state_dict(ref.state_dict())
-    assert_same_parameters(ref, other)
-    back = ours.to_torch()
-    assert isinstance(back, nn.LSTMCell) and back.bias == bias
-    assert_same_parameters(back, ours)
-
-
-def test_lstm_cell_stepped_matches_one_layer_lstm() -> None:
-    torch.manual_seed(9)
-    lstm = clearlstm.LSTM(I, H, dtype=torch.float64)
-    cell = clearlstm.LSTMCell(I, H, dtype=torch.float64)
-    cell.load_state_dict({k.removesuffix("_l0"): v for k, v in lstm.state_dict().items()})
-    x = torch.randn(T, B, I, dtype=torch.float64)
-    out, (h_n, c_n) = lstm(x)
-    h = c = torch.zeros(B, H, dtype=torch.float64)
-    for t in range(T):
-        h, c = cell(x[t], (h, c))
-        assert_close(h, out[t], atol=1e-12, rtol=0)
-    assert_close(h, h_n[0], atol=1e-12, rtol=0)
-    assert_close(c, c_n[0], atol=1e-12, rtol=0)
-
-
-# ---------------------------------------------------------------------------------------
-# Dropout
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_dropout_in_training_is_reproducible_and_matches_torch(backend) -> None:
-    torch.manual_seed(13)
-    ref = nn.LSTM(I, H, num_layers=3, dropout=0.5, bidirectional=True)
-    ours = clearlstm.LSTM.from_torch(ref, backend=backend)
-    assert ours.training
-    x = torch.randn(T, B, I)
-    torch.manual_seed(0)
-    out_a, (h_a, _) = ours(x)
-    torch.manual_seed(0)
-    out_b, (h_b, _) = ours(x)
-    assert torch.equal(out_a, out_b) and torch.equal(h_a, h_b)
-    torch.manual_seed(1)
-    out_c, _ = ours(x)
-    assert not torch.allclose(out_a, out_c), "a different seed must drop different units"
-    torch.manual_seed(0)
-    out_ref, (h_ref, _) = ref(x)
-    assert_close(out_a, out_ref, **TOL[torch.float32])
-    assert_close(h_a, h_ref, **TOL[torch.float32])
-    out_eval, _ = ours.eval()(x)
-    assert not torch.allclose(out_a, out_eval), "training-mode dropout must change the output"
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_dropout_has_no_effect_in_eval_mode(backend) -> None:
-    torch.manual_seed(14)
-    with_dropout = clearlstm.LSTM(I, H, num_layers=2, dropout=0.7, backend=backend).eval()
-    without = clearlstm.LSTM(I, H, num_layers=2, backend=backend)
-    without.load_state_dict(with_dropout.state_dict())
-    x = torch.randn(T, B, I)
-    torch.manual_seed(0)
-    out_a, (h_a, c_a) = with_dropout(x)
-    drawn_after = torch.rand(3)
-    out_b, (h_b, c_b) = without(x)
-    assert torch.equal(out_a, out_b) and torch.equal(h_a, h_b) and torch.equal(c_a, c_b)
-    torch.manual_seed(0)
-    assert torch.equal(drawn_after, torch.rand(3)), "eval mode must draw no random numbers"
-
-
-def test_dropout_one_drops_everything_between_layers() -> None:
-    torch.manual_seed(15)
-    ours = clearlstm.LSTM(I, H, num_layers=2, dropout=1.0, bias=False)
-    out, (h_n, c_n) = ours(torch.randn(T, B, I))
-    # layer 1 sees only zeros, and without bias its state stays zero
-    assert not out.any() and not h_n[1].any() and not c_n[1].any()
-    assert h_n[0].abs().sum() > 0
-
-
 # ---------------------------------------------------------------------------------------
 # gradcheck in float64
 
@@ -389,20 +183,3 @@ def test_lstm_gradcheck_bidirectional_lengths(backend, proj) -> None:
         return out, h_n, c_n
 
     assert torch.autograd.gradcheck(run, (x, h0, c0, *params))
-
-
-@pytest.mark.parametrize("batched", [True, False])
-def test_lstm_cell_gradcheck(batched) -> None:
-    torch.manual_seed(17)
-    cell = clearlstm.LSTMCell(2, 3).double()
-    names = [n for n, _ in cell.named_parameters()]
-    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
-    lead = (2,) if batched else ()
-    x = torch.randn(*lead, 2, dtype=torch.float64, requires_grad=True)
-    h = torch.randn(*lead, 3, dtype=torch.float64, requires_grad=True)
-    c = torch.randn(*lead, 3, dtype=torch.float64, requires_grad=True)
-
-    def run(x, h, c, *params):
-        return functional_call(cell, dict(zip(names, params, strict=True)), (x, (h, c)))
-
-    assert torch.autograd.gradcheck(run, (x, h, c, *params))
