@@ -4,7 +4,9 @@ A model directory (``clearlstm train --out DIR``) holds:
 
 - ``model.safetensors``: the trained weights; its metadata says ``format: clearlstm``.
 - ``settings.json``: the model and data settings (kind, sizes, columns, scaler, window,
-  vocabulary, ...), enough to rebuild the model and use it.
+  vocabulary, ...), enough to rebuild the model and use it. Their fields are the frozen
+  dataclasses of :mod:`clearlstm.tasks.settings`, checked on loading by
+  :mod:`clearlstm.train.codec`; this module checks the file's format and version.
 - ``training.safetensors``: the state of the run after its last finished epoch (weights,
   optimizer, schedule, random-number state, best-so-far), for ``--resume``. Its JSON part
   travels in the safetensors metadata, so the whole state is one file and one atomic write.
@@ -18,8 +20,9 @@ cannot run code (there is no pickle and no ``torch.load`` anywhere).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -31,9 +34,12 @@ from clearlstm.files import write_atomically
 
 FORMAT = "clearlstm"
 FORMAT_VERSION = "1"
+READABLE_VERSIONS = ("1",)  # settings.json versions this code reads
+MAX_SETTINGS_BYTES = 64 * 2**20  # a vocabulary of a million characters is a few MB
 MODEL_FILE = "model.safetensors"
 SETTINGS_FILE = "settings.json"
 TRAINING_FILE = "training.safetensors"
+T = TypeVar("T")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -47,14 +53,14 @@ def _tensor_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes
     return save(tensors, metadata={"format": FORMAT, "version": FORMAT_VERSION, **metadata})
 
 
-def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file that clearlstm wrote."""
+def _open(path: Path, read: Callable[[Any], T]) -> T:
+    """``read(file)`` on a safetensors file that clearlstm wrote, with clear errors."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            result = read(f) if metadata.get("format") == FORMAT else None
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         size = path.stat().st_size
         raise CheckpointError(
@@ -66,7 +72,21 @@ def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             f"{path} is a safetensors file, but not one clearlstm wrote (its metadata has no "
             "'format: clearlstm'); pass the --out directory of `clearlstm train`"
         )
-    return tensors, metadata
+    return result  # type: ignore[return-value]
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file that clearlstm wrote."""
+
+    def read(f: Any) -> tuple[dict[str, Tensor], dict[str, str]]:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+
+    return _open(path, read)
+
+
+def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a safetensors file, from its header only (no tensor is read)."""
+    return _open(path, lambda f: {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
 
 
 def model_dir(path: str | Path) -> Path:
@@ -91,42 +111,83 @@ def save_model(directory: Path, weights: dict[str, Tensor], settings: dict[str, 
     atomic_write(directory / SETTINGS_FILE, (json.dumps(document, indent=2) + "\n").encode())
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise CheckpointError(f"the key {key!r} appears {keys.count(key)} times in one object")
+    return dict(pairs)
+
+
 def load_settings(directory: Path) -> dict[str, Any]:
-    """The settings of a model directory, checked to be clearlstm's."""
+    """The parsed ``settings.json`` of a model directory, checked to be clearlstm's (its
+    fields are checked by the settings classes of :mod:`clearlstm.tasks.settings`)."""
     path = directory / SETTINGS_FILE
+    size = path.stat().st_size
+    if size > MAX_SETTINGS_BYTES:
+        raise CheckpointError(
+            f"{path} has {size:,} bytes; a clearlstm settings file has at most "
+            f"{MAX_SETTINGS_BYTES:,}: it is not one clearlstm wrote"
+        )
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        settings = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise CheckpointError(
             f"{path} is not valid JSON ({error}); it may be truncated: retrain or copy it again"
         ) from None
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     if not isinstance(settings, dict) or settings.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a clearlstm settings file (no 'format: clearlstm')")
     return settings
 
 
-def load_weights(directory: Path, expected: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The weights of a model directory, checked against the shapes the settings give."""
+def settings_body(document: dict[str, Any], file: str | Path) -> dict[str, Any]:
+    """``document`` without its ``format`` and ``version``, once both are ones this code reads."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a clearlstm settings file (no 'format: clearlstm')")
+    version = document.get("version", "missing")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{file}: version must be {' or '.join(map(json.dumps, READABLE_VERSIONS))}; found "
+            f"{json.dumps(version)}: the folder was written by another clearlstm; use that "
+            "version, or retrain"
+        )
+    return {k: v for k, v in document.items() if k not in ("format", "version")}
+
+
+def load_weights(
+    directory: Path, expected: Mapping[str, Tensor | Sequence[int]]
+) -> dict[str, Tensor]:
+    """The weights of a model directory, checked against the shapes the settings give.
+
+    The shapes are compared from the file's header first, so weights of another model are
+    refused before any tensor is read.
+    """
     path = directory / MODEL_FILE
+    want = {k: tuple(v.shape if isinstance(v, Tensor) else v) for k, v in expected.items()}
+    check_shapes(path, read_shapes(path), want)
     tensors, _ = _read_tensors(path)
-    check_shapes(path, tensors, expected)
+    check_shapes(path, {k: tuple(v.shape) for k, v in tensors.items()}, want)
     return tensors
 
 
-def check_shapes(path: Path, tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
-    """A clear error when ``tensors`` do not fit a model whose state dict is ``expected``."""
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
+def check_shapes(
+    path: Path, found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
+) -> None:
+    """A clear error when tensors of shapes ``found`` do not fit a model needing ``expected``."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
     if missing or extra:
         raise CheckpointError(
             f"{path} holds weights of another model: missing {missing or 'none'}, unexpected "
             f"{extra or 'none'}; it does not belong with the settings beside it"
         )
     for name, want in expected.items():
-        if tensors[name].shape != want.shape:
+        if tuple(found[name]) != tuple(want):
             raise CheckpointError(
-                f"{path}: weight {name!r} has shape {tuple(tensors[name].shape)} but the "
-                f"model in the settings needs {tuple(want.shape)}: these weights come from a "
+                f"{path}: weight {name!r} has shape {tuple(found[name])} but the "
+                f"model in the settings needs {tuple(want)}: these weights come from a "
                 "model of another shape (hidden size, layers, inputs or horizon)"
             )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from clearlstm.train import checkpoint
+from clearlstm.train.codec import JsonSettings, limits
 from clearlstm.train.distributed import Distributed
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -33,16 +33,19 @@ STOP_AFTER_EPOCH = "CLEARLSTM_STOP_AFTER_EPOCH"  # testing: stop as if killed af
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How to train (saved with the model and checked on ``--resume``)."""
+class TrainConfig(JsonSettings):
+    """How to train (saved with the model and checked on ``--resume``); the limits are what
+    a saved ``settings.json`` may hold."""
 
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 3e-3
+    epochs: int = field(default=100, metadata=limits(low=1))
+    batch_size: int = field(default=32, metadata=limits(low=1))
+    lr: float = field(default=3e-3, metadata=limits(above=0))
     seed: int = 0
-    patience: int = 10  # epochs without a better validation loss before stopping
-    clip: float = 1.0  # largest gradient norm
-    final_lr_fraction: float = 0.05  # the cosine schedule ends at lr * this
+    # epochs without a better validation loss before stopping
+    patience: int = field(default=10, metadata=limits(low=0))
+    clip: float = field(default=1.0, metadata=limits(low=0))  # largest gradient norm
+    # the cosine schedule ends at lr * this
+    final_lr_fraction: float = field(default=0.05, metadata=limits(low=0))
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,10 @@ def check_config(config: TrainConfig, context: Distributed) -> None:
             )
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise ValueError(f"--lr must be a positive number; got {config.lr}")
+    if not (config.clip >= 0 and math.isfinite(config.clip)):
+        raise ValueError(f"--clip must be a finite number of at least 0; got {config.clip}")
+    if config.patience < 0:
+        raise ValueError(f"--patience must be at least 0; got {config.patience}")
     if config.batch_size < context.world_size:
         raise ValueError(
             f"--batch-size {config.batch_size} is the global batch: it must be at least the "
@@ -254,7 +261,3 @@ def _check_fingerprint(out_dir: Path, saved: dict, current: dict) -> None:
         f"differ: saved {[saved.get(k) for k in keys]}, now {[current.get(k) for k in keys]}); "
         "resume with the same settings, or start afresh in another --out directory"
     )
-
-
-def elapsed(start: float) -> float:
-    return time.perf_counter() - start
