@@ -18,6 +18,7 @@ from clearlstm.train.loop import Reporter, TrainConfig
 
 if TYPE_CHECKING:
     from clearlstm.tasks.forecasting import SeriesRun
+    from clearlstm.tasks.settings import ForecasterSettings
     from clearlstm.tasks.text import TextRun
     from clearlstm.train.distributed import Distributed
 
@@ -161,7 +162,7 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
         f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}"
     )
     for evaluation in run.evaluations:
-        console.print(train_report.evaluation_table(evaluation, run.settings["data"]["horizon"]))
+        console.print(train_report.evaluation_table(evaluation, run.settings.data.horizon))
         console.print(evaluation.verdict())
     console.print(train_report.memory_table(run.memory))
     console.print(train_report.memory_sentence(run.memory))
@@ -174,12 +175,12 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
         console.print(f"Plot written to {args.plot}")
 
 
-def _title(settings: dict) -> str:
-    data = settings["data"]
-    source = data["dataset"] or Path(data["csv"]).name
+def _title(settings: ForecasterSettings) -> str:
+    data = settings.data
+    source = data.dataset or Path(data.csv or "").name
     return (
-        f"clearlstm forecaster on {source}: window {data['window']}, horizon {data['horizon']}, "
-        f"{settings['model']['hidden_size']} units"
+        f"clearlstm forecaster on {source}: window {data.window}, horizon {data.horizon}, "
+        f"{settings.model.hidden_size} units"
     )
 
 
@@ -212,7 +213,7 @@ def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Conso
     console.print(
         f"Validation bits per character: {run.bits_per_char:.3f} (best epoch "
         f"{run.fit.best_epoch} of {run.fit.epochs_run}; a model that knew nothing would score "
-        f"{math.log2(len(run.settings['vocabulary'])):.2f})"
+        f"{math.log2(len(run.settings.vocabulary)):.2f})"
     )
     console.print(train_report.memory_table(run.memory, "on validation text"))
     console.print(train_report.memory_sentence(run.memory))
@@ -242,7 +243,7 @@ def run_generate(args: argparse.Namespace, console: Console) -> int:
 
     model, settings = text.load_char_model(args.model)
     sample = text.generate(
-        model, settings["vocabulary"], args.prompt, args.length, args.temperature, args.seed
+        model, settings.vocabulary, args.prompt, args.length, args.temperature, args.seed
     )
     print(sample)
     return 0
@@ -259,32 +260,30 @@ def run_explain_model(args: argparse.Namespace, console: Console) -> int:
     import torch
 
     from clearlstm.tasks import forecasting, text
-    from clearlstm.tasks.series import Scaler
-    from clearlstm.train import checkpoint
+    from clearlstm.tasks.settings import CharModelSettings, read_settings
 
-    settings = checkpoint.load_settings(checkpoint.model_dir(args.model))
-    if settings.get("kind") == "char_lm":
-        model, settings = text.load_char_model(args.model)
+    found, _ = read_settings(args.model)
+    if isinstance(found, CharModelSettings):
+        model, lm = text.load_char_model(args.model)
         chars = args.text if args.text is not None else "To be, or not to be"
-        trace = model.trace(text.encode(chars, settings["vocabulary"])[None])
+        trace = model.trace(text.encode(chars, lm.vocabulary)[None])
         inputs = [repr(ch) for ch in chars]
     else:
         if args.text is not None:
             raise ValueError("--text is for text models; give a forecaster --sequence numbers")
         model, settings, _ = forecasting.load_forecaster(args.model)
-        data = settings["data"]
+        data = settings.data
         if model.columns != 1:
             raise ValueError(
-                f"this model reads {model.columns} columns "
-                f"({', '.join(data['targets'] + data['covariates'])}); "
+                f"this model reads {model.columns} columns ({', '.join(data.columns)}); "
                 "--sequence gives one value per step, so it explains single-column models only"
             )
         if args.sequence is None:
             series = forecasting.series_for_model(settings)
-            values = series.values[-data["window"] :, 0].tolist()
+            values = series.values[-data.window :, 0].tolist()
         else:
             values = args.sequence
-        scaled = Scaler(**data["scaler"]).transform(np.array(values)[:, None])  # (T, 1)
+        scaled = data.scaler.to_scaler().transform(np.array(values)[:, None])  # (T, 1)
         trace = model.trace(torch.as_tensor(scaled, dtype=torch.float32)[None])
         inputs = [f"{v:g}" for v in values]
     console.print(train_report.gates_table(trace, inputs))

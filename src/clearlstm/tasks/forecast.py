@@ -12,13 +12,16 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import Scaler, Series
+
+if TYPE_CHECKING:
+    from clearlstm.tasks.settings import ForecasterSettings
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,9 @@ def recursive_forecast(
     return np.array(out)
 
 
-def _prepare(series: Series, settings: dict[str, Any]) -> tuple[Scaler, np.ndarray, int]:
-    scaler = Scaler(**settings["data"]["scaler"])
-    window = settings["data"]["window"]
+def _prepare(series: Series, settings: ForecasterSettings) -> tuple[Scaler, np.ndarray, int]:
+    scaler = settings.data.scaler.to_scaler()
+    window = settings.data.window
     if len(series) <= window:
         raise ValueError(
             f"{series.source}: {len(series)} rows; the model reads windows of {window}, so it "
@@ -71,7 +74,7 @@ def _prepare(series: Series, settings: dict[str, Any]) -> tuple[Scaler, np.ndarr
     return scaler, scaler.transform(series.values), window
 
 
-def forecast_test_part(model: Forecaster, series: Series, settings: dict[str, Any]) -> Forecast:
+def forecast_test_part(model: Forecaster, series: Series, settings: ForecasterSettings) -> Forecast:
     """The recursive forecast over the test part, from its start to the end of the data."""
     scaler, scaled, window = _prepare(series, settings)
     start = test_start(series, settings)
@@ -81,7 +84,7 @@ def forecast_test_part(model: Forecaster, series: Series, settings: dict[str, An
 
 
 def forecast_future(
-    model: Forecaster, series: Series, settings: dict[str, Any], steps: int
+    model: Forecaster, series: Series, settings: ForecasterSettings, steps: int
 ) -> Forecast:
     """``steps`` rows past the end of the data."""
     if steps < 1:
@@ -92,13 +95,13 @@ def forecast_future(
     return Forecast(future_labels(labels, steps), series.targets, values)
 
 
-def test_start(series: Series, settings: dict[str, Any]) -> int:
+def test_start(series: Series, settings: ForecasterSettings) -> int:
     """Where the test part starts: the training split for the training data, else the same
     fraction of another series (never before the first full window)."""
-    data = settings["data"]
-    if len(series) == data["rows"]:
-        return data["split"]["train"] + data["split"]["val"]
-    return max(data["window"], len(series) - round(len(series) * data["test_fraction"]))
+    data = settings.data
+    if len(series) == data.rows:
+        return data.split.test_start
+    return max(data.window, len(series) - round(len(series) * data.test_fraction))
 
 
 def future_labels(labels: list[str], steps: int) -> list[str]:

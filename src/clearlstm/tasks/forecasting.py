@@ -10,9 +10,8 @@ columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +31,17 @@ from clearlstm.tasks.series import (
     origins,
     read_series,
     windows,
+)
+from clearlstm.tasks.settings import (
+    DataSettings,
+    ForecasterResult,
+    ForecasterSettings,
+    ForecasterShape,
+    MethodScores,
+    ScalerSettings,
+    SplitSettings,
+    check_option,
+    read_settings,
 )
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
@@ -89,7 +99,7 @@ class Evaluation:
 class SeriesRun:
     """What :func:`train_series` did."""
 
-    settings: dict[str, Any]
+    settings: ForecasterSettings
     evaluations: list[Evaluation]
     memory: list[UnitMemory]  # the last layer's units on the test part, longest memory first
     fit: FitResult
@@ -136,6 +146,8 @@ def train_series(
     """Train, save to ``out_dir`` and evaluate; None on processes other than rank 0."""
     context = context or Distributed()
     started = time.perf_counter()
+    check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
+    check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
     series = load_data(options)
     split = check_length(
         series, options.window, options.horizon, options.val_fraction, options.test_fraction
@@ -151,8 +163,8 @@ def train_series(
 
     torch.manual_seed(config.seed)
     model = Forecaster(len(series.columns), k, h, options.hidden_size, options.num_layers)
-    settings = _settings(options, series, split, scaler, season, model)
-    fingerprint = {"model": settings["model"], "data": settings["data"]}
+    shape, described = _settings(options, series, split, scaler, season, model)
+    fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     result = fit(
         model, data["train"], data["val"], _loss, config, out_dir, fingerprint, resume,
         reporter, context,
@@ -163,14 +175,16 @@ def train_series(
     model.eval()
     evaluations = evaluate(model, series, split, scaler, season, w, h)
     memory = model.trace(data["test"][0]).memory_summary()
-    settings["train"] = asdict(config)
-    settings["result"] = {
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val,
-        "epochs_run": result.epochs_run,
-        "test": {e.target: {m: asdict(s) for m, s in e.scores.items()} for e in evaluations},
-    }
-    checkpoint.save_model(out_dir, model.state_dict(), settings)
+    summary = ForecasterResult(
+        best_epoch=result.best_epoch,
+        best_val_loss=result.best_val,
+        epochs_run=result.epochs_run,
+        test={e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations},
+    )
+    settings = ForecasterSettings(model=shape, data=described, train=config, result=summary)
+    document = settings.to_json()
+    ForecasterSettings.from_json(document)  # what is written must load again
+    checkpoint.save_model(out_dir, model.state_dict(), document)
     return SeriesRun(settings, evaluations, memory, result, time.perf_counter() - started)
 
 
@@ -181,36 +195,31 @@ def _settings(
     scaler: Scaler,
     season: int | None,
     model: Forecaster,
-) -> dict[str, Any]:
-    from clearlstm import __version__
-
-    return {
-        "kind": "forecaster",
-        "clearlstm_version": __version__,
-        "model": {
-            "columns": model.columns,
-            "targets": model.targets,
-            "horizon": model.horizon,
-            "hidden_size": model.lstm.hidden_size,
-            "num_layers": model.lstm.num_layers,
-        },
-        "data": {
-            "dataset": options.dataset,
-            "csv": str(Path(options.csv).resolve()) if options.csv else None,
-            "targets": series.targets,
-            "covariates": series.covariates,
-            "time_column": series.time_column,
-            "fill": options.fill,
-            "window": options.window,
-            "horizon": options.horizon,
-            "val_fraction": options.val_fraction,
-            "test_fraction": options.test_fraction,
-            "season": season,
-            "rows": len(series),
-            "split": asdict(split),
-            "scaler": asdict(scaler),
-        },
-    }
+) -> tuple[ForecasterShape, DataSettings]:
+    shape = ForecasterShape(
+        columns=model.columns,
+        targets=model.targets,
+        horizon=model.horizon,
+        hidden_size=model.lstm.hidden_size,
+        num_layers=model.lstm.num_layers,
+    )
+    data = DataSettings(
+        dataset=options.dataset,
+        csv=str(Path(options.csv).resolve()) if options.csv else None,
+        targets=tuple(series.targets),
+        covariates=tuple(series.covariates),
+        time_column=series.time_column,
+        fill=options.fill,
+        window=options.window,
+        horizon=options.horizon,
+        val_fraction=options.val_fraction,
+        test_fraction=options.test_fraction,
+        season=season,
+        rows=len(series),
+        split=SplitSettings.of(split),
+        scaler=ScalerSettings.of(scaler),
+    )
+    return shape, data
 
 
 def predict(model: Forecaster, scaled: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
@@ -247,32 +256,32 @@ def evaluate(
     ]
 
 
-def load_forecaster(path: str | Path) -> tuple[Forecaster, dict[str, Any], Path]:
+def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, Path]:
     """A trained forecaster, its settings and its directory, checked on the way in."""
-    directory = checkpoint.model_dir(path)
-    settings = checkpoint.load_settings(directory)
-    if settings.get("kind") != "forecaster":
+    settings, directory = read_settings(path)
+    if not isinstance(settings, ForecasterSettings):
         raise checkpoint.CheckpointError(
-            f"{directory} holds a {settings.get('kind', 'unknown')} model, not a forecaster"
+            f"{directory} holds a {settings.kind} model, not a forecaster"
         )
+    weights = checkpoint.load_weights(directory, settings.weight_shapes())
     model = Forecaster.from_settings(settings)
-    model.load_state_dict(checkpoint.load_weights(directory, model.state_dict()))
+    model.load_state_dict(weights)
     return model.eval(), settings, directory
 
 
-def series_for_model(settings: dict[str, Any], csv: str | None = None) -> Series:
+def series_for_model(settings: ForecasterSettings, csv: str | None = None) -> Series:
     """The series a model was trained on, or the same columns from another CSV file."""
-    data = settings["data"]
-    if csv is None and data["csv"] and not Path(data["csv"]).exists():
+    data = settings.data
+    if csv is None and data.csv and not Path(data.csv).exists():
         raise ValueError(
-            f"the model was trained on {data['csv']}, which is no longer there; pass --csv FILE"
+            f"the model was trained on {data.csv}, which is no longer there; pass --csv FILE"
         )
     options = SeriesOptions(
-        dataset=None if csv else data["dataset"],
-        csv=csv or data["csv"],
-        targets=data["targets"],
-        covariates=data["covariates"],
-        time_column=data["time_column"],
-        fill=data["fill"],
+        dataset=None if csv else data.dataset,
+        csv=csv or data.csv,
+        targets=list(data.targets),
+        covariates=list(data.covariates),
+        time_column=data.time_column,
+        fill=data.fill,
     )
     return load_data(options)

@@ -8,13 +8,16 @@ window (steps read), ``C`` input columns, ``K`` targets, ``H`` horizon, ``T`` st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from clearlstm.core.trace import Trace
-from clearlstm.nn.modules import LSTM
+from clearlstm.nn.lstm import LSTM
+
+if TYPE_CHECKING:
+    from clearlstm.tasks.settings import CharModelSettings, ForecasterSettings
 
 
 class Forecaster(nn.Module):
@@ -34,9 +37,9 @@ class Forecaster(nn.Module):
         self.head = nn.Linear(hidden_size, horizon * targets)
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Forecaster:
-        m = settings["model"]
-        return cls(m["columns"], m["targets"], m["horizon"], m["hidden_size"], m["num_layers"])
+    def from_settings(cls, settings: ForecasterSettings) -> Forecaster:
+        m = settings.model
+        return cls(m.columns, m.targets, m.horizon, m.hidden_size, m.num_layers)
 
     def features(self, x: Tensor) -> Tensor:
         """``(B, W, C) -> (B, W, C)``: targets minus their last value in the window."""
@@ -68,11 +71,9 @@ class CharModel(nn.Module):
         self.head = nn.Linear(hidden_size, vocab_size)
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> CharModel:
-        m = settings["model"]
-        return cls(
-            len(settings["vocabulary"]), m["embedding_size"], m["hidden_size"], m["num_layers"]
-        )
+    def from_settings(cls, settings: CharModelSettings) -> CharModel:
+        m = settings.model
+        return cls(len(settings.vocabulary), m.embedding_size, m.hidden_size, m.num_layers)
 
     def forward(
         self, tokens: Tensor, state: tuple[Tensor, Tensor] | None = None

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,14 @@ from torch import Tensor
 from clearlstm.core.trace import UnitMemory
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import CharModel
+from clearlstm.tasks.settings import (
+    CharModelResult,
+    CharModelSettings,
+    CharModelShape,
+    TextDataSettings,
+    check_option,
+    read_settings,
+)
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
 from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
@@ -42,7 +49,7 @@ class TextOptions:
 
 @dataclass
 class TextRun:
-    settings: dict[str, Any]
+    settings: CharModelSettings
     bits_per_char: float
     memory: list[UnitMemory]
     fit: FitResult
@@ -108,6 +115,9 @@ def train_text(
     """Train a character model, save it to ``out_dir``; None on processes other than rank 0."""
     context = context or Distributed()
     started = time.perf_counter()
+    check_option("--hidden-size", CharModelShape, "hidden_size", options.hidden_size)
+    check_option("--layers", CharModelShape, "num_layers", options.num_layers)
+    check_option("embedding_size", CharModelShape, "embedding_size", options.embedding_size)
     if options.dataset is not None:
         dataset = get_dataset(options.dataset)
         if dataset.kind != "text":
@@ -135,8 +145,8 @@ def train_text(
     model = CharModel(
         len(vocabulary), options.embedding_size, options.hidden_size, options.num_layers
     )
-    settings = _settings(options, path, vocabulary)
-    fingerprint = {"model": settings["model"], "data": settings["data"]}
+    shape, described = _settings(options, path)
+    fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     result = fit(model, train, val, _loss, config, out_dir, fingerprint, resume, reporter, context)
     if not context.is_main:
         return None
@@ -144,49 +154,45 @@ def train_text(
     model.eval()
     bpc = result.best_val / math.log(2)
     memory = model.trace(val[0][:64]).memory_summary()
-    settings["train"] = asdict(config)
-    settings["result"] = {
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "val_bits_per_char": bpc,
-    }
-    checkpoint.save_model(out_dir, model.state_dict(), settings)
+    summary = CharModelResult(
+        best_epoch=result.best_epoch, epochs_run=result.epochs_run, val_bits_per_char=bpc
+    )
+    settings = CharModelSettings(
+        model=shape, data=described, vocabulary=vocabulary, train=config, result=summary
+    )
+    document = settings.to_json()
+    CharModelSettings.from_json(document)  # what is written must load again
+    checkpoint.save_model(out_dir, model.state_dict(), document)
     sample = generate(model, vocabulary, text[:40], 200, 0.8, seed=config.seed)
     return TextRun(settings, bpc, memory, result, time.perf_counter() - started, sample)
 
 
-def _settings(options: TextOptions, path: Path, vocabulary: str) -> dict[str, Any]:
-    from clearlstm import __version__
-
-    return {
-        "kind": "char_lm",
-        "clearlstm_version": __version__,
-        "model": {
-            "embedding_size": options.embedding_size,
-            "hidden_size": options.hidden_size,
-            "num_layers": options.num_layers,
-        },
-        "data": {
-            "dataset": options.dataset,
-            "text": None if options.dataset else str(path.resolve()),
-            "seq_len": options.seq_len,
-            "val_fraction": options.val_fraction,
-        },
-        "vocabulary": vocabulary,
-    }
+def _settings(options: TextOptions, path: Path) -> tuple[CharModelShape, TextDataSettings]:
+    shape = CharModelShape(
+        embedding_size=options.embedding_size,
+        hidden_size=options.hidden_size,
+        num_layers=options.num_layers,
+    )
+    data = TextDataSettings(
+        dataset=options.dataset,
+        text=None if options.dataset else str(path.resolve()),
+        seq_len=options.seq_len,
+        val_fraction=options.val_fraction,
+    )
+    return shape, data
 
 
-def load_char_model(path: str | Path) -> tuple[CharModel, dict[str, Any]]:
+def load_char_model(path: str | Path) -> tuple[CharModel, CharModelSettings]:
     """A trained character model and its settings, checked on the way in."""
-    directory = checkpoint.model_dir(path)
-    settings = checkpoint.load_settings(directory)
-    if settings.get("kind") != "char_lm":
+    settings, directory = read_settings(path)
+    if not isinstance(settings, CharModelSettings):
         raise checkpoint.CheckpointError(
-            f"{directory} holds a {settings.get('kind', 'unknown')} model, not a text model "
+            f"{directory} holds a {settings.kind} model, not a text model "
             "(train one with `clearlstm train --text FILE`)"
         )
+    weights = checkpoint.load_weights(directory, settings.weight_shapes())
     model = CharModel.from_settings(settings)
-    model.load_state_dict(checkpoint.load_weights(directory, model.state_dict()))
+    model.load_state_dict(weights)
     return model.eval(), settings
 
 

@@ -1,6 +1,6 @@
 """Saved models (``clearlstm train --out DIR``) opened for looking inside, and a folder of them.
 
-Files are read through :mod:`clearlstm.checkpoint` (safetensors and JSON, no pickle), so
+Files are read through :mod:`clearlstm.train.checkpoint` (safetensors and JSON, no pickle), so
 opening a model from someone else cannot run code. A :class:`SavedModel` knows how its LSTM
 reads a sequence: a forecaster's rows are scaled with the training scaler and shown to the
 LSTM relative to the last row (as :meth:`Forecaster.features` does); a text model's characters
@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from clearlstm.errors import ModelNotFound
-from clearlstm.nn.modules import LSTM
+from clearlstm.nn.lstm import LSTM
+from clearlstm.tasks.settings import CharModelSettings, ModelSettings, read_settings
 from clearlstm.train import checkpoint
 from clearlstm.viz.subject import Subject, check_numbers
 
@@ -37,49 +37,50 @@ class SavedModel:
 
     name: str
     directory: Path
-    settings: dict[str, Any]
+    settings: ModelSettings
     module: nn.Module  # Forecaster or CharModel, in eval mode
     lstm: LSTM
 
     @property
     def reads_text(self) -> bool:
-        return self.settings.get("kind") == "char_lm"
+        return isinstance(self.settings, CharModelSettings)
 
     @property
     def columns(self) -> list[str]:
         """The columns a forecaster reads, targets first (empty for a text model)."""
-        data = self.settings.get("data", {})
-        return [*data.get("targets", []), *data.get("covariates", [])]
+        if isinstance(self.settings, CharModelSettings):
+            return []
+        return list(self.settings.data.columns)
 
     @cached_property
     def example(self) -> list[list[float]] | str | None:
         """A sequence to start from: the last window of the training series, or the first line
         of the training text; None when that data is no longer there."""
-        data = self.settings.get("data", {})
+        settings = self.settings
         try:
-            if self.reads_text:
+            if isinstance(settings, CharModelSettings):
                 from clearlstm.tasks.datasets import get_dataset
                 from clearlstm.tasks.text import read_text
 
-                path = get_dataset(data["dataset"]).path if data.get("dataset") else data["text"]
+                data = settings.data
+                path = get_dataset(data.dataset).path if data.dataset else data.text
                 return read_text(path)[:EXAMPLE_CHARS]
             from clearlstm.tasks.forecasting import series_for_model
 
-            rows = series_for_model(self.settings).values[-int(data.get("window", 24)) :]
-            return rows.tolist()
-        except (ValueError, KeyError, TypeError, OSError):
+            return series_for_model(settings).values[-settings.data.window :].tolist()
+        except (ValueError, LookupError, OSError):
             return None
 
     def describe(self) -> str:
         lstm = self.lstm
         shape = f"{lstm.num_layers} layer(s) × {lstm.hidden_size} units"
-        if self.reads_text:
-            return f"text model, {shape}, {len(self.settings['vocabulary'])} characters"
+        if isinstance(self.settings, CharModelSettings):
+            return f"text model, {shape}, {len(self.settings.vocabulary)} characters"
         return f"forecaster of {', '.join(self.columns)}, {shape}"
 
     def subject_from_numbers(self, values: list | np.ndarray, source: str = "sequence") -> Subject:
         """``values (T, C)`` in the data's units (or ``(T,)`` for one column)."""
-        if self.reads_text:
+        if isinstance(self.settings, CharModelSettings):
             raise ValueError(f"model {self.name!r} reads text; give it text, not numbers")
         rows = check_numbers(values, source)
         columns = self.columns
@@ -88,8 +89,7 @@ class SavedModel:
                 f"{source}: model {self.name!r} reads {len(columns)} column(s) "
                 f"({', '.join(columns)}) per step; got {rows.shape[1]}"
             )
-        scaler = self.settings["data"]["scaler"]
-        scaled = (rows - np.array(scaler["mean"])) / np.array(scaler["std"])
+        scaled = self.settings.data.scaler.to_scaler().transform(rows)
         x = torch.as_tensor(scaled, dtype=self.lstm.weight_ih_l0.dtype)[None]  # (1, T, C)
         features = getattr(self.module, "features", lambda v: v)
         with torch.no_grad():
@@ -104,19 +104,21 @@ class SavedModel:
         """The model's columns read from a CSV file."""
         from clearlstm.tasks.series import read_series
 
-        data = self.settings["data"]
-        series = read_series(path, data["targets"], data["covariates"], data.get("time_column"))
+        if isinstance(self.settings, CharModelSettings):
+            raise ValueError(f"model {self.name!r} reads text; give it text, not a CSV file")
+        data = self.settings.data
+        series = read_series(path, list(data.targets), list(data.covariates), data.time_column)
         subject = self.subject_from_numbers(series.values, str(path))
         return subject if series.time is None else _with_labels(subject, series.time)
 
     def subject_from_text(self, text: str, source: str = "text") -> Subject:
-        if not self.reads_text:
+        if not isinstance(self.settings, CharModelSettings):
             raise ValueError(f"model {self.name!r} reads numbers; give it a sequence, not text")
         from clearlstm.tasks.text import encode
 
         if not text:
             raise ValueError(f"{source}: the text is empty")
-        ids = encode(text, self.settings["vocabulary"])  # (T,)
+        ids = encode(text, self.settings.vocabulary)  # (T,)
         with torch.no_grad():
             inputs = self.module.embedding(ids)[:, None, :]  # (T, 1, E)
         shown = inputs[:, 0, :].double().numpy()
@@ -139,21 +141,21 @@ def _with_labels(subject: Subject, labels: list[str]) -> Subject:
     return replace(subject, step_labels=labels)
 
 
-def _load_forecaster(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+def _load_forecaster(directory: Path) -> tuple[nn.Module, ModelSettings]:
     from clearlstm.tasks.forecasting import load_forecaster
 
     model, settings, _ = load_forecaster(directory)
     return model, settings
 
 
-def _load_text_model(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+def _load_text_model(directory: Path) -> tuple[nn.Module, ModelSettings]:
     from clearlstm.tasks.text import load_char_model
 
     return load_char_model(directory)
 
 
 # The loading function of each kind of model `clearlstm train` writes; a new kind plugs in here.
-LOADERS: dict[str, Callable[[Path], tuple[nn.Module, dict[str, Any]]]] = {
+LOADERS: dict[str, Callable[[Path], tuple[nn.Module, ModelSettings]]] = {
     "forecaster": _load_forecaster,
     "char_lm": _load_text_model,
 }
@@ -161,8 +163,8 @@ LOADERS: dict[str, Callable[[Path], tuple[nn.Module, dict[str, Any]]]] = {
 
 def load_saved_model(path: str | Path, name: str | None = None) -> SavedModel:
     """Open the model directory ``path`` (or a file inside it) with its kind's loader."""
-    directory = checkpoint.model_dir(path)
-    kind = checkpoint.load_settings(directory).get("kind")
+    settings, directory = read_settings(path)
+    kind = settings.kind
     if kind not in LOADERS:
         raise checkpoint.CheckpointError(
             f"{directory} holds a model of kind {kind!r}; clearlstm can look inside "

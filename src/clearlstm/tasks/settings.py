@@ -1,0 +1,325 @@
+"""What ``settings.json`` beside a trained model holds, as frozen dataclasses.
+
+A model directory (``clearlstm train --out DIR``) keeps its weights in ``model.safetensors``
+and everything needed to rebuild and use them here: the model's shape, the data it was
+trained on (columns, scaler, window, split, or the text and vocabulary), how it was trained
+(:class:`~clearlstm.train.loop.TrainConfig`) and a summary of the result. Loading checks every
+field (:mod:`clearlstm.train.codec`: types, ranges, lengths, missing and unknown keys), then
+fields against each other, then the weights file's tensor shapes (from its header) against
+:meth:`ForecasterSettings.weight_shapes`, all before a model is allocated. The JSON layout is
+format version 1, the same since the first release.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from clearlstm import __version__
+from clearlstm.errors import CheckpointError
+from clearlstm.tasks.baselines import Scores
+from clearlstm.tasks.series import FillMethod, Scaler, Split
+from clearlstm.train import checkpoint, codec
+from clearlstm.train.codec import JsonSettings, expected, invalid, limits, limits_of, to_json
+from clearlstm.train.loop import TrainConfig
+
+MAX_UNITS = 65_536  # hidden and embedding sizes
+MAX_LAYERS = 1_024
+MAX_COLUMNS = 100_000
+MAX_HORIZON = 1_000_000
+MAX_STEPS = 1_000_000_000  # rows, window, characters per piece
+MAX_VOCABULARY = 1_000_000
+Shapes = dict[str, tuple[int, ...]]
+
+
+def _size(high: int) -> Any:
+    return field(metadata=limits(low=1, high=high))
+
+
+def _fraction() -> Any:
+    return field(metadata=limits(above=0, below=1))
+
+
+def _names(fewest: int) -> Any:
+    return field(metadata=limits(length=(fewest, MAX_COLUMNS)))
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _one_source(file: str, where: str, first: str, second: str, a: Any, b: Any) -> None:
+    if (a is None) == (b is None):
+        raise CheckpointError(
+            f"{file}: {_join(where, first)} and {_join(where, second)}: exactly one must be "
+            f"given (the other null); found {json.dumps(a)} and {json.dumps(b)}"
+        )
+
+
+@dataclass(frozen=True)
+class ForecasterShape(JsonSettings):
+    """The sizes of a :class:`~clearlstm.tasks.models.Forecaster` (``model`` in the file)."""
+
+    columns: int = _size(MAX_COLUMNS)
+    targets: int = _size(MAX_COLUMNS)
+    horizon: int = _size(MAX_HORIZON)
+    hidden_size: int = _size(MAX_UNITS)
+    num_layers: int = _size(MAX_LAYERS)
+
+
+@dataclass(frozen=True)
+class SplitSettings(JsonSettings):
+    """Rows ``[0, train)`` train, ``[train, train + val)`` validate, the rest test."""
+
+    train: int = _size(MAX_STEPS)
+    val: int = _size(MAX_STEPS)
+    test: int = _size(MAX_STEPS)
+
+    @property
+    def test_start(self) -> int:
+        return self.train + self.val
+
+    @classmethod
+    def of(cls, split: Split) -> SplitSettings:
+        return cls(split.train, split.val, split.test)
+
+
+@dataclass(frozen=True)
+class ScalerSettings(JsonSettings):
+    """The training part's per-column mean and standard deviation, targets first."""
+
+    mean: tuple[float, ...] = _names(1)
+    std: tuple[float, ...] = field(metadata=limits(above=0, length=(1, MAX_COLUMNS)))
+
+    @classmethod
+    def of(cls, scaler: Scaler) -> ScalerSettings:
+        return cls(tuple(scaler.mean), tuple(scaler.std))
+
+    def to_scaler(self) -> Scaler:
+        return Scaler(list(self.mean), list(self.std))
+
+    def check_json(self, file: str, where: str) -> None:
+        if len(self.std) != len(self.mean):
+            need = f"a list of {len(self.mean)} numbers (one per item of {_join(where, 'mean')})"
+            raise invalid(file, _join(where, "std"), need, list(self.std))
+
+
+@dataclass(frozen=True)
+class DataSettings(JsonSettings):
+    """The series a forecaster was trained on and how it was cut (``data`` in the file)."""
+
+    dataset: str | None  # a bundled dataset, or None for a CSV file
+    csv: str | None  # the CSV file's absolute path
+    targets: tuple[str, ...] = _names(1)
+    covariates: tuple[str, ...] = _names(0)
+    time_column: str | None
+    fill: FillMethod | None
+    window: int = _size(MAX_STEPS)
+    horizon: int = _size(MAX_HORIZON)
+    val_fraction: float = _fraction()
+    test_fraction: float = _fraction()
+    season: int | None = _size(MAX_STEPS)  # None: no season found
+    rows: int = _size(MAX_STEPS)
+    split: SplitSettings
+    scaler: ScalerSettings
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What the model reads per step: targets first, then covariates."""
+        return self.targets + self.covariates
+
+    def check_json(self, file: str, where: str) -> None:
+        _one_source(file, where, "dataset", "csv", self.dataset, self.csv)
+        total = self.split.train + self.split.val + self.split.test
+        if total != self.rows:
+            need = f"parts adding up to {_join(where, 'rows')} ({self.rows})"
+            raise invalid(file, _join(where, "split"), need, to_json(self.split))
+        if self.split.train < self.window + self.horizon:
+            need = f"at least window + horizon ({self.window + self.horizon}) rows"
+            raise invalid(file, _join(where, "split.train"), need, self.split.train)
+        names = self.columns
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                path = _join(where, "covariates" if i >= len(self.targets) else "targets")
+                raise CheckpointError(f"{file}: {path} names the column {name!r} twice")
+        if len(self.scaler.mean) != len(names):
+            need = f"{len(names)} numbers (one per target and covariate)"
+            raise invalid(file, _join(where, "scaler.mean"), need, list(self.scaler.mean))
+
+
+@dataclass(frozen=True)
+class MethodScores(JsonSettings):
+    """One method's test errors (NaN where MASE has no scale, as for a constant series)."""
+
+    mae: float = field(metadata=limits(finite=False))
+    rmse: float = field(metadata=limits(finite=False))
+    mase: float = field(metadata=limits(finite=False))
+
+    @classmethod
+    def of(cls, scores: Scores) -> MethodScores:
+        return cls(scores.mae, scores.rmse, scores.mase)
+
+
+@dataclass(frozen=True)
+class ForecasterResult(JsonSettings):
+    """What training reached (``result`` in the file)."""
+
+    best_epoch: int = field(metadata=limits(low=0))  # 0: no epoch improved on the start
+    best_val_loss: float = field(metadata=limits(finite=False))  # inf when none improved
+    epochs_run: int = field(metadata=limits(low=0))
+    test: dict[str, dict[str, MethodScores]]  # target -> method -> scores
+
+
+@dataclass(frozen=True)
+class CharModelShape(JsonSettings):
+    """The sizes of a :class:`~clearlstm.tasks.models.CharModel` (``model`` in the file)."""
+
+    embedding_size: int = _size(MAX_UNITS)
+    hidden_size: int = _size(MAX_UNITS)
+    num_layers: int = _size(MAX_LAYERS)
+
+
+@dataclass(frozen=True)
+class TextDataSettings(JsonSettings):
+    """The text a character model was trained on (``data`` in the file)."""
+
+    dataset: str | None  # a bundled text, or None for a file
+    text: str | None  # the file's absolute path
+    seq_len: int = _size(MAX_STEPS)
+    val_fraction: float = _fraction()
+
+    def check_json(self, file: str, where: str) -> None:
+        _one_source(file, where, "dataset", "text", self.dataset, self.text)
+
+
+@dataclass(frozen=True)
+class CharModelResult(JsonSettings):
+    best_epoch: int = field(metadata=limits(low=0))
+    epochs_run: int = field(metadata=limits(low=0))
+    val_bits_per_char: float = field(metadata=limits(finite=False))
+
+
+def lstm_shapes(inputs: int, hidden: int, layers: int, prefix: str = "lstm.") -> Shapes:
+    """The state-dict shapes of a :class:`clearlstm.LSTM` (one direction, biases)."""
+    shapes: Shapes = {}
+    for k in range(layers):
+        shapes[f"{prefix}weight_ih_l{k}"] = (4 * hidden, inputs if k == 0 else hidden)
+        shapes[f"{prefix}weight_hh_l{k}"] = (4 * hidden, hidden)
+        shapes[f"{prefix}bias_ih_l{k}"] = (4 * hidden,)
+        shapes[f"{prefix}bias_hh_l{k}"] = (4 * hidden,)
+    return shapes
+
+
+class _Document(JsonSettings):
+    """A whole ``settings.json``: its ``format`` and ``version`` keys are checked and written
+    here, around the fields."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": checkpoint.FORMAT, "version": checkpoint.FORMAT_VERSION} | to_json(self)
+
+    @classmethod
+    def from_json(cls, document: Any, file: str | Path = "settings.json") -> Any:
+        return codec.from_json(cls, checkpoint.settings_body(document, file), file)
+
+    def weight_shapes(self) -> Shapes:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForecasterSettings(_Document):
+    """Everything saved with a trained forecaster."""
+
+    kind: Literal["forecaster"] = "forecaster"
+    clearlstm_version: str = __version__
+    model: ForecasterShape
+    data: DataSettings
+    train: TrainConfig
+    result: ForecasterResult
+
+    def weight_shapes(self) -> Shapes:
+        m = self.model
+        out = m.horizon * m.targets
+        shapes = lstm_shapes(m.columns, m.hidden_size, m.num_layers)
+        return shapes | {"head.weight": (out, m.hidden_size), "head.bias": (out,)}
+
+    def check_json(self, file: str, where: str) -> None:
+        data, model = self.data, self.model
+        agree = [
+            ("model.columns", len(data.columns), "the number of data.targets and data.covariates"),
+            ("model.targets", len(data.targets), "the number of data.targets"),
+            ("model.horizon", data.horizon, "data.horizon"),
+        ]
+        for path, want, what in agree:
+            found = getattr(model, path.split(".")[1])
+            if found != want:
+                raise invalid(file, _join(where, path), f"{want} ({what})", found)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CharModelSettings(_Document):
+    """Everything saved with a trained character model."""
+
+    kind: Literal["char_lm"] = "char_lm"
+    clearlstm_version: str = __version__
+    model: CharModelShape
+    data: TextDataSettings
+    vocabulary: str = field(metadata=limits(length=(1, MAX_VOCABULARY)))  # sorted characters
+    train: TrainConfig
+    result: CharModelResult
+
+    def weight_shapes(self) -> Shapes:
+        m, v = self.model, len(self.vocabulary)
+        shapes = {"embedding.weight": (v, m.embedding_size)}
+        shapes |= lstm_shapes(m.embedding_size, m.hidden_size, m.num_layers)
+        return shapes | {"head.weight": (v, m.hidden_size), "head.bias": (v,)}
+
+    def check_json(self, file: str, where: str) -> None:
+        if len(set(self.vocabulary)) != len(self.vocabulary):
+            twice = next(ch for ch in self.vocabulary if self.vocabulary.count(ch) > 1)
+            raise CheckpointError(
+                f"{file}: {_join(where, 'vocabulary')} must hold each character once; "
+                f"{twice!r} appears {self.vocabulary.count(twice)} times"
+            )
+
+
+ModelSettings = ForecasterSettings | CharModelSettings
+KINDS: dict[str, type[ForecasterSettings] | type[CharModelSettings]] = {
+    "forecaster": ForecasterSettings,
+    "char_lm": CharModelSettings,
+}
+
+
+def from_json(document: Any, file: str | Path = "settings.json") -> ModelSettings:
+    """The settings of whichever kind ``document`` (a parsed ``settings.json``) holds."""
+    body = checkpoint.settings_body(document, file)
+    if "kind" not in body:
+        raise CheckpointError(f"{file}: kind is missing; expected {_kinds()}")
+    if body["kind"] not in KINDS:
+        raise invalid(str(file), "kind", _kinds(), body["kind"])
+    return KINDS[body["kind"]].from_json(document, file)
+
+
+def _kinds() -> str:
+    return " or ".join(map(json.dumps, KINDS))
+
+
+def read_settings(path: str | Path) -> tuple[ModelSettings, Path]:
+    """The checked settings of the model directory ``path`` (or of a file in it) and the
+    directory; the weights file's shapes are checked against them too."""
+    directory = checkpoint.model_dir(path)
+    settings = from_json(checkpoint.load_settings(directory), directory / checkpoint.SETTINGS_FILE)
+    weights = directory / checkpoint.MODEL_FILE
+    checkpoint.check_shapes(weights, checkpoint.read_shapes(weights), settings.weight_shapes())
+    return settings, directory
+
+
+def check_option(flag: str, cls: type, name: str, value: int) -> None:
+    """A ``ValueError`` naming ``flag`` when ``value`` lies outside what field ``name`` of
+    ``cls`` may hold, so every model that trains can be loaded again."""
+    lim = limits_of(cls, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{flag} must be {expected(int, lim)}; got {value!r}")
+    if (lim.low is not None and value < lim.low) or (lim.high is not None and value > lim.high):
+        raise ValueError(f"{flag} must be {expected(int, lim)}; got {value}")
