@@ -9,7 +9,11 @@ Prints the tables and writes ``BENCHMARKS.md`` with the machine's description. R
 
 Workloads: inference; training step (forward + backward of ``output.sum()``); inference
 with the trace recorded; streaming one step per call; peak memory of a training step (fresh
-subprocesses, RSS); a state decaying into denormal numbers; cold start (fresh process).
+subprocesses, RSS); a state decaying into denormal numbers; cold start (fresh process);
+start-up of the ``clearlstm`` command beside Python's own and ``import torch``.
+
+The peers are built in ``peers.py``, the timing in ``timing.py``, the fresh-process
+measurements in ``fresh_process.py`` (this folder is on ``sys.path`` when the script runs).
 """
 
 from __future__ import annotations
@@ -17,16 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
-import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from fresh_process import cold_start, peak_training_memory, startup_times
+from peers import cell_loop, onnx_lstm_session
+from timing import interleaved, lstm_flops, measured_gemm_rate, two_core_state
 from torch import nn
 
 import clearlstm
@@ -41,133 +42,7 @@ SHAPES = [  # (T, B, I, H)
     (100, 64, 512, 1024),
 ]
 STREAM_HIDDEN = (32, 64, 256)
-
-
-# --- peers -------------------------------------------------------------------------------
-
-
-def onnx_lstm_session(lstm: nn.LSTM, threads: int):
-    """An ONNX Runtime session running one ``LSTM`` operator with ``lstm``'s weights.
-
-    Inputs ``X (T, B, I)``, ``initial_h, initial_c (1, B, H)``; output ``Y (T, 1, B, H)``.
-    ONNX orders the gate blocks i, o, f, c where torch has i, f, g, o.
-    """
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    hidden = lstm.hidden_size
-    order = [0, 3, 1, 2]  # torch blocks (i, f, g, o) -> onnx (i, o, f, c)
-
-    def reorder(w: torch.Tensor) -> np.ndarray:
-        blocks = w.detach().reshape(4, hidden, *w.shape[1:])
-        return blocks[order].reshape(w.shape).numpy()
-
-    w = reorder(lstm.weight_ih_l0)[None]  # (1, 4H, I)
-    r = reorder(lstm.weight_hh_l0)[None]  # (1, 4H, H)
-    b = np.concatenate([reorder(lstm.bias_ih_l0), reorder(lstm.bias_hh_l0)])[None]  # (1, 8H)
-    node = helper.make_node(
-        "LSTM",
-        ["X", "W", "R", "B", "", "initial_h", "initial_c"],
-        ["Y", "Y_h", "Y_c"],
-        hidden_size=hidden,
-    )
-    f32 = TensorProto.FLOAT
-    graph = helper.make_graph(
-        [node],
-        "lstm",
-        [
-            helper.make_tensor_value_info("X", f32, ["T", "B", lstm.input_size]),
-            helper.make_tensor_value_info("initial_h", f32, [1, "B", hidden]),
-            helper.make_tensor_value_info("initial_c", f32, [1, "B", hidden]),
-        ],
-        [
-            helper.make_tensor_value_info("Y", f32, ["T", 1, "B", hidden]),
-            helper.make_tensor_value_info("Y_h", f32, [1, "B", hidden]),
-            helper.make_tensor_value_info("Y_c", f32, [1, "B", hidden]),
-        ],
-        [numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (b, "B"))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    onnx.checker.check_model(model)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-
-
-def cell_loop(cell: nn.LSTMCell, x: torch.Tensor) -> torch.Tensor:
-    """The plain torch loop: one ``nn.LSTMCell`` call per step. ``x (T, B, I)``."""
-    h = c = x.new_zeros(x.shape[1], cell.hidden_size)
-    outputs = []
-    for x_t in x:
-        h, c = cell(x_t, (h, c))
-        outputs.append(h)
-    return torch.stack(outputs)
-
-
-# --- timing ------------------------------------------------------------------------------
-
-
-SETTLE_SECONDS = 0.03
-
-
-def interleaved(
-    contenders: dict[str, Callable[[], object]], repeats: int, block: int = 4
-) -> dict[str, float]:
-    """Median seconds per call per contender, from ``repeats`` rounds.
-
-    Each round runs every contender, in a new shuffled order, for ``block`` calls in a row
-    and keeps all but the first. Interleaving rounds cancels the machine's drift. Before each
-    block the machine idles for :data:`SETTLE_SECONDS`: torch's idle OpenMP workers spin
-    ~10 ms after a parallel region, and would otherwise tax whichever contender runs next.
-    So each library is timed as a user calling it repeatedly sees it.
-    """
-    names = list(contenders)
-    for fn in contenders.values():  # warm-up: compile, allocate, fill caches
-        fn()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    order = random.Random(0)
-    for _ in range(repeats):
-        for name in order.sample(names, len(names)):
-            fn = contenders[name]
-            time.sleep(SETTLE_SECONDS)
-            fn()
-            for _ in range(block - 1):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {n: statistics.median(t) for n, t in times.items()}
-
-
-def lstm_flops(steps: int, batch: int, inputs: int, hidden: int) -> float:
-    """Multiply-adds of the two products, counted as 2 FLOPs; the gates are negligible."""
-    return 2.0 * steps * batch * 4 * hidden * (inputs + hidden)
-
-
-def measured_gemm_rate(n: int = 2048) -> float:
-    """Best single-precision GEMM rate torch reaches here, GFLOP/s (median of 7 per library).
-
-    Both torch's BLAS (``torch.mm``: MKL, which runs a slower code path on AMD CPUs) and
-    oneDNN (what torch.nn.LSTM uses on CPU) are measured; the faster one is the bar.
-    """
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    candidates = [lambda: a @ b]
-    if torch.backends.mkldnn.is_available():
-        a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
-        candidates.append(lambda: torch._C._nn.mkldnn_linear(a_dnn, b_dnn))
-    rates = []
-    for gemm in candidates:
-        gemm()
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            gemm()
-            times.append(time.perf_counter() - start)
-        rates.append(2.0 * n**3 / statistics.median(times) / 1e9)
-    return max(rates)
+STARTUP_RUNS = 7
 
 
 # --- workloads ---------------------------------------------------------------------------
@@ -287,60 +162,6 @@ def bench_denormal(repeats: int) -> dict[str, float]:
         )
 
 
-_MEMORY_SCRIPT = """
-import os, threading, time, torch, clearlstm
-T, B, I, H = {shape}
-torch.manual_seed(0)
-ref = torch.nn.LSTM(I, H)
-module = ref if {torch!r} else clearlstm.LSTM.from_torch(ref)
-x = torch.randn(T, B, I)
-module(x[:2])[0].sum().backward()  # warm up: compile, allocate parameter gradients
-page = os.sysconf("SC_PAGE_SIZE")
-
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * page
-
-peak, running = [rss()], [True]
-
-def sample():
-    while running[0]:
-        peak.append(rss())
-        time.sleep(0.0005)
-
-before = rss()
-sampler = threading.Thread(target=sample)
-sampler.start()
-module(x)[0].sum().backward()
-running[0] = False
-sampler.join()
-print((max(peak) - before) / 2**20)
-"""
-
-
-def peak_training_memory(shape: tuple[int, ...], use_torch: bool) -> float:
-    """MiB the resident memory grows by at its peak during one training step, sampled every
-    0.5 ms in a fresh process (glibc told to return big blocks to the OS at once)."""
-    script = _MEMORY_SCRIPT.format(shape=tuple(shape), torch=use_torch)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise RuntimeError(out.stderr)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def cold_start() -> dict[str, float]:
-    """Seconds in a fresh process: import torch; import clearlstm + first fused call."""
-    script = (
-        "import time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter(); "
-        "import clearlstm; m = clearlstm.LSTM(1, 32); "
-        "m(torch.randn(10, 1, 1)); t2 = time.perf_counter(); print(t1 - t0, t2 - t1)"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    import_torch, first_call = map(float, out.stdout.split())
-    return {"import torch": import_torch, "import clearlstm + first call": first_call}
-
-
 # --- report ------------------------------------------------------------------------------
 
 
@@ -373,27 +194,6 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def two_core_state(threads: int) -> float:
-    """torch.nn.LSTM at (1000, 1, 8, 64), ``threads`` threads over one thread (median of 9).
-
-    It synchronises its threads every step, so this says whether each thread has a core of
-    its own: about 1.4 when it has, 3-4 when the second core is shared or far away (this
-    kind of virtual machine switches between the two every few minutes).
-    """
-    torch.manual_seed(0)
-    lstm, x = nn.LSTM(8, 64), torch.randn(1000, 1, 8)
-    before = torch.get_num_threads()
-    times = {}
-    try:
-        for n in (1, threads):
-            torch.set_num_threads(n)
-            with torch.no_grad():
-                times[n] = interleaved({"torch": lambda: lstm(x)}, 3)["torch"]
-    finally:
-        torch.set_num_threads(before)
-    return times[threads] / times[1]
 
 
 def main() -> None:
@@ -510,9 +310,16 @@ def main() -> None:
         ),
     ]
     cold = cold_start()
+    startup = startup_times(STARTUP_RUNS)
+    floor = startup["python -c pass"]
     sections += [
         "\n## Cold start (fresh process)\n",
         table(["", "s"], [[k, f"{v:.2f}"] for k, v in cold.items()]),
+        f"\n## Start-up (fresh process each, median of {STARTUP_RUNS})\n",
+        table(
+            ["command", "s", "over python -c pass"],
+            [[k, f"{v:.3f}", f"{v - floor:+.3f}"] for k, v in startup.items()],
+        ),
         f"\nRounds: {repeats} (a third for the big shapes), interleaved, each a block of 4 "
         "calls per contender after 30 ms idle, the first dropped; medians. "
         "Ratios above 1 mean clearlstm is faster. clearlstm runs with its defaults, "
