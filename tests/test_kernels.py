@@ -9,7 +9,6 @@ exercised, plus streaming and a state decaying into denormals.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -19,7 +18,8 @@ from torch.testing import assert_close
 
 import clearlstm
 from clearlstm.core.records import LayerRecord, LayerWeights
-from clearlstm.fused import autograd, dispatch, kernels
+from clearlstm.fused import KERNELS, kernels
+from clearlstm.fused.layer import run_layer as fused_layer
 from clearlstm.nn.functional import lstm_layer
 
 # float32 outputs: two float32 computations (reference and kernel: other sum orders, another
@@ -97,7 +97,7 @@ def run_layer(inputs, reverse: bool, backend: str, kernel: str | None = None):
     if kernel is None:
         result = lstm_layer(x, h0, c0, weights, lengths, reverse, True, backend)
     else:
-        result = autograd.fused_layer(x, h0, c0, weights, lengths, reverse, True, kernel)
+        result = fused_layer(x, h0, c0, weights, lengths, reverse, True, kernel)
     values = (result.output, result.h_n, result.c_n)
     sum((g * v).sum() for g, v in zip(grads, values, strict=True)).backward()
     return values, result.record, [t.grad.clone() for t in leaves]
@@ -127,7 +127,7 @@ def assert_same(ref, ours, tol) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("kernel", autograd.KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS)
 @PROPERTY
 @given(case=layer_case())
 def test_fused_layer_matches_reference(threads, kernel, dtype, case) -> None:
@@ -138,7 +138,7 @@ def test_fused_layer_matches_reference(threads, kernel, dtype, case) -> None:
     assert_same(ref, ours, TOL[dtype])
 
 
-@pytest.mark.parametrize("kernel", [None, *autograd.KERNELS])  # None: the plan (small here)
+@pytest.mark.parametrize("kernel", ["auto", *KERNELS])  # "auto": the plan (small here)
 @pytest.mark.parametrize("used", [(0,), (1,), (2,), (1, 2)], ids=["out", "h_n", "c_n", "state"])
 def test_gradients_when_the_loss_uses_some_outputs(kernel, used) -> None:
     """Outputs the loss leaves out get no gradient from autograd (it is told not to fill
@@ -159,7 +159,7 @@ def test_gradients_when_the_loss_uses_some_outputs(kernel, used) -> None:
         return [t.grad.clone() for t in leaves]
 
     expected = gradients(lambda *a: lstm_layer(*a, False, False, "reference")[:3])
-    actual = gradients(lambda *a: autograd.fused_layer(*a, False, False, kernel)[:3])
+    actual = gradients(lambda *a: fused_layer(*a, False, False, kernel)[:3])
     for a, b in zip(expected, actual, strict=True):
         assert_close(b, a, **TOL[torch.float64])
 
@@ -210,88 +210,7 @@ def test_module_fused_equals_reference_and_trace(dtype, layers, bidirectional, b
         assert_close(p.grad, ref_params[name].grad, **tol, msg=name)
 
 
-def test_auto_matches_torch_lstm() -> None:
-    torch.manual_seed(0)
-    ref = torch.nn.LSTM(4, 6, num_layers=2, bidirectional=True, dtype=torch.float64)
-    ours = clearlstm.LSTM.from_torch(ref)  # backend="auto" takes the fused kernels here
-    x = torch.randn(9, 3, 4, dtype=torch.float64)
-    out_ref, (h_ref, c_ref) = ref(x)
-    out, (h, c) = ours(x)
-    for a, b in ((out_ref, out), (h_ref, h), (c_ref, c)):
-        assert_close(b, a, **TOL[torch.float64])
-
-
-@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@settings(max_examples=15, deadline=None)
-@given(
-    layers=st.integers(1, 3),
-    batch=st.integers(1, 3),
-    hidden=st.sampled_from([1, 4, 33]),
-    with_hx=st.booleans(),
-)
-def test_stream_equals_full_call(dtype, layers, batch, hidden, with_hx) -> None:
-    torch.manual_seed(layers + 10 * batch + hidden)
-    lstm = clearlstm.LSTM(3, hidden, layers, dtype=dtype)
-    x = torch.randn(8, batch, 3, dtype=dtype)
-    hx = None
-    if with_hx:
-        hx = (
-            torch.randn(layers, batch, hidden, dtype=dtype),
-            torch.randn(layers, batch, hidden, dtype=dtype),
-        )
-    with torch.no_grad():
-        out, (h_n, c_n) = lstm(x, hx)
-    stream = lstm.stream(hx)
-    ys = torch.stack([stream.step(x_t) for x_t in x])
-    assert_close(ys, out, **TOL[dtype])
-    assert_close(stream.state[0], h_n, **TOL[dtype])
-    assert_close(stream.state[1], c_n, **TOL[dtype])
-
-
-def test_stream_unbatched_reset_and_projection() -> None:
-    torch.manual_seed(1)
-    for proj in (0, 2):  # with projection the stream steps the reference cell
-        lstm = clearlstm.LSTM(3, 4, 2, proj_size=proj, dtype=torch.float64)
-        x = torch.randn(5, 3, dtype=torch.float64)
-        with torch.no_grad():
-            out, _ = lstm(x)
-        stream = lstm.stream()
-        first = torch.stack([stream.step(x_t) for x_t in x])
-        stream.reset()
-        second = torch.stack([stream.step(x_t) for x_t in x])
-        assert_close(first, out, **TOL[torch.float64])
-        assert torch.equal(first, second)
-
-
-def test_stream_errors() -> None:
-    with pytest.raises(
-        NotImplementedError, match=r"LSTM\.stream: a bidirectional LSTM cannot stream"
-    ):
-        clearlstm.LSTM(3, 4, bidirectional=True).stream()
-    stream = clearlstm.LSTM(3, 4).stream()
-    with pytest.raises(ValueError, match=r"LSTM.stream: expected a step of shape \(B, 3\)"):
-        stream.step(torch.randn(2, 5))
-    stream.step(torch.randn(2, 3))
-    with pytest.raises(ValueError, match=r"LSTM\.stream: expected a batch of 2"):
-        stream.step(torch.randn(4, 3))
-
-
-def test_fused_backend_rejects_projection() -> None:
-    lstm = clearlstm.LSTM(3, 4, proj_size=2, backend="fused")
-    with pytest.raises(NotImplementedError, match="lstm_layer: backend='fused' needs numba"):
-        lstm(torch.randn(5, 2, 3))
-
-
-def test_auto_falls_back_for_other_dtypes() -> None:
-    torch.manual_seed(2)
-    ref = clearlstm.LSTM(3, 4, dtype=torch.bfloat16, backend="reference")
-    auto = clearlstm.LSTM(3, 4, dtype=torch.bfloat16)
-    auto.load_state_dict(ref.state_dict())
-    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
-    assert torch.equal(auto(x)[0], ref(x)[0])
-
-
-@pytest.mark.parametrize("kernel", autograd.KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_decaying_state_is_flushed_not_denormal(kernel) -> None:
     """A memory that decays geometrically reaches zero without passing through denormals."""
     hidden, steps = 8, 400
@@ -304,7 +223,7 @@ def test_decaying_state_is_flushed_not_denormal(kernel) -> None:
     h0 = torch.full((1, hidden), 1e-3)
     c0 = torch.full((1, hidden), 1.0)
     ref = lstm_layer(x, h0, c0, weights, backend="reference")
-    ours = autograd.fused_layer(x, h0, c0, weights, None, False, True, kernel)
+    ours = fused_layer(x, h0, c0, weights, None, False, True, kernel)
     assert_close(ours.output, ref.output, **TOL[torch.float32])
     c = ours.record.c.abs()
     tiny = torch.finfo(torch.float32).tiny
@@ -337,74 +256,6 @@ def test_float32_activations_are_close_to_exact() -> None:
     assert (torch.from_numpy(gates[0, 0]).double() - exact).abs().max() < 1e-7
 
 
-def test_auto_dispatch_picks_each_path() -> None:
-    """``"auto"``: fused kernels for small layers and for the trace, torch's op for large ones
-    and for projection, the reference elsewhere (see :mod:`clearlstm.functional`)."""
-    from clearlstm.nn.functional import FUSED_MAX_HIDDEN, FUSED_MAX_UNITS, choose_backend
-
-    def weights(hidden, proj=0, dtype=torch.float32):
-        w_hr = torch.zeros(proj, hidden, dtype=dtype) if proj else None
-        w_hh = torch.zeros(4 * hidden, proj or hidden, dtype=dtype)
-        return LayerWeights(torch.zeros(4 * hidden, 3, dtype=dtype), w_hh, None, None, w_hr)
-
-    def pick(batch, hidden, record=False, proj=0, dtype=torch.float32, backend="auto"):
-        x = torch.zeros(2, batch, 3, dtype=dtype)
-        return choose_backend(x, weights(hidden, proj, dtype), record, backend)
-
-    small, wide = FUSED_MAX_UNITS // FUSED_MAX_HIDDEN, FUSED_MAX_UNITS // 8 + 1
-    assert pick(1, 32) == "fused"
-    assert pick(small, FUSED_MAX_HIDDEN, dtype=torch.float64) == "fused"
-    assert pick(1, FUSED_MAX_HIDDEN + 1) == "torch"
-    assert pick(wide, 8) == "torch"
-    assert pick(64, 256, record=True) == "fused"  # the trace needs the kernels
-    assert pick(1, 8, proj=4) == "torch"
-    assert pick(1, 8, proj=4, record=True) == "reference"
-    assert pick(1, 8, dtype=torch.bfloat16) == "reference"
-    assert pick(64, 256, backend="reference") == "reference"
-    with pytest.raises(NotImplementedError, match="backend='torch' cannot record the trace"):
-        x = torch.zeros(2, 1, 3)
-        lstm_layer(
-            x, torch.zeros(1, 8), torch.zeros(1, 8), weights(8), record=True, backend="torch"
-        )
-
-
-@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("lengths", [None, [3, 6, 1, 6], [6, 6, 6, 6]])
-def test_torch_path_matches_reference(dtype, reverse, lengths) -> None:
-    """``backend="torch"`` (what ``"auto"`` takes for large layers): outputs, final memories
-    and every gradient equal the reference; padded steps give zeros and no gradient."""
-    case = {"shape": (6, 4, 3, 5), "lengths": lengths, "reverse": reverse, "bias": True}
-    inputs = make_layer(case | {"scale": 1.0, "seed": 3}, dtype)
-    x, h0, c0, weights, lens, grads = inputs
-    results = []
-    for backend in ("reference", "torch"):
-        for t in (x, h0, c0, *weights[:4]):
-            t.grad = None
-        r = lstm_layer(x, h0, c0, weights, lens, reverse, False, backend)
-        sum((g * v).sum() for g, v in zip(grads, r[:3], strict=True)).backward()
-        results.append((r[:3], [t.grad.clone() for t in (x, h0, c0, *weights[:4])]))
-    (ref_values, ref_grads), (values, grads_) = results
-    for a, b in zip(ref_values + tuple(ref_grads), values + tuple(grads_), strict=True):
-        assert_close(b, a, **TOL[dtype])
-    if lengths is not None:
-        padded = ~torch.tensor([[t < n for n in lengths] for t in range(6)])
-        assert not values[0][padded].any() and not grads_[0][padded].any()
-
-
-def test_auto_takes_torch_for_large_layers_and_matches_torch() -> None:
-    torch.manual_seed(4)
-    ref = torch.nn.LSTM(3, 160, num_layers=2, bidirectional=True)
-    ours = clearlstm.LSTM.from_torch(ref)
-    x = torch.randn(5, 2, 3)
-    lengths = torch.tensor([5, 2])
-    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
-    out_ref, (h_ref, c_ref) = ref(packed)
-    out, (h, c) = ours(packed)
-    for a, b in ((out_ref.data, out.data), (h_ref, h), (c_ref, c)):
-        assert_close(b, a, **TOL[torch.float32])
-
-
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @settings(max_examples=20, deadline=None)
 @given(case=layer_case(), half=st.sampled_from([1, 3, 16, 40]))
@@ -415,7 +266,7 @@ def test_split_kernel_is_bit_identical_to_sequence_kernel(dtype, case, half) -> 
     x, h0, c0, weights, lengths, _ = make_layer(case, dtype)
     with torch.no_grad():
         one, two = (
-            autograd.fused_layer(x, h0, c0, weights, lengths, case["reverse"], True, kernel)
+            fused_layer(x, h0, c0, weights, lengths, case["reverse"], True, kernel)
             for kernel in ("sequence", "split")
         )
     for name in ("output", "h_n", "c_n"):
@@ -502,131 +353,6 @@ def test_each_sequence_is_computed_as_if_alone(threads, dtype, case, hidden) -> 
             assert np.array_equal(mine, value, equal_nan=True), (name, b)
 
 
-def test_split_kernel_gives_up_when_its_partner_never_arrives() -> None:
-    """A thread waiting at the step barrier for a partner that never runs abandons the call
-    (the caller then reruns on one thread) instead of hanging the process."""
-    from clearlstm.fused import kernels_split
-
-    steps, hidden = 3, 4
-    f32 = np.float32
-    xw = np.zeros((steps, 1, 4 * hidden), f32)
-    parts = np.zeros((2, hidden, 2 * hidden), f32)
-    state = np.zeros((1, hidden), f32)
-    out = np.zeros((steps, 1, hidden), f32)
-    none = np.empty((0, 0, 0), f32)
-    hbuf = np.zeros((2, hidden), f32)
-    counters = kernels_split._counters(2, kernels_split.PATIENCE)
-    lengths = np.full(1, steps, np.int64)
-    kernels_split._forward_slice(
-        xw, parts[0], state, lengths, False, out, state.copy(), state.copy(), none, none, none,
-        False, False, hbuf, counters, 0, 2, 0, hidden // 2,
-    )  # fmt: skip
-    assert counters[2 * kernels_split._PAD] == 1
-
-
-@pytest.fixture
-def two_threads(monkeypatch):
-    """torch at two threads, and a split chooser that has learnt nothing yet."""
-    monkeypatch.setattr(dispatch, "split_chooser", dispatch.SplitChooser())
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_abandoned_split_call_is_rerun_on_one_thread(monkeypatch, two_threads) -> None:
-    from clearlstm.fused import kernels_split
-
-    torch.manual_seed(5)
-    inputs = dispatch.SMALL_CALL_INPUTS + 1  # not one kernel call (kernels_small)
-    lstm = clearlstm.LSTM(inputs, 64, backend="fused")
-    x = torch.randn(20, 1, inputs)
-    assert dispatch.plan(1, 64) == dispatch.Plan("split", 2)  # nothing measured: split
-    with torch.no_grad():
-        expected = autograd.fused_layer(x, *torch.zeros(2, 1, 64), lstm.layer_weights(0), None,
-                                        False, False, "sequence").output  # fmt: skip
-        calls = []
-        monkeypatch.setattr(kernels_split, "forward_split", lambda *args: calls.append(1))
-        assert torch.equal(lstm(x)[0], expected)
-    assert calls, "the split kernel should have been tried"
-
-
-def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatch) -> None:
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    if not dispatch.numba_threads_usable() or numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs two numba threads")
-    hidden = (128, 256, 512)
-    kernel = {(b, h): dispatch.plan(b, h).kernel for b in (1, 2, 16, 32, 64, 256) for h in hidden}
-    assert all(kernel[b, 128] == "sequence" for b in (2, 16, 256)), "hidden 128: any batch"
-    assert kernel[32, 256] == "sequence" and kernel[64, 256] == "blas", "256: a few sequences"
-    assert all(kernel[b, 512] == "blas" for b in (2, 16, 256)), "512: a GEMM per step"
-    assert kernel[1, 512] in ("split", "sequence"), "one sequence: the split chooser decides"
-    assert dispatch.plan(1, 1024).kernel == "blas", "w_hh of 16 MiB: a GEMM per step"
-    assert dispatch.plan(4, 1024, training=True).kernel == "blas"
-
-
-@pytest.mark.parametrize("onednn", [True, False], ids=["oneDNN", "torch.mm"])
-def test_blas_kernel_gemms_with_and_without_onednn(monkeypatch, onednn) -> None:
-    """float32 GEMMs (input product, per-step products) go to oneDNN's linear when torch has
-    it, else to torch.mm; either way the reference's results and gradients."""
-    if onednn and not autograd._has_onednn_linear():
-        pytest.skip("this torch has no oneDNN linear")
-    monkeypatch.setattr(autograd, "_has_onednn_linear", lambda: onednn)
-    monkeypatch.setattr(autograd, "ONEDNN_MIN_FLOPS", 0)
-    calls = []
-    linear = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(
-        torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or linear(*a)
-    )
-    case = {"shape": (5, 3, 4, 8), "lengths": [5, 2, 4], "reverse": True, "bias": True}
-    inputs = make_layer({**case, "scale": 1.0, "seed": 11}, torch.float32)
-    ref = run_layer(inputs, True, "reference")
-    ours = run_layer(inputs, True, "fused", "blas")
-    assert_same(ref, ours, TOL[torch.float32])
-    steps = case["shape"][0]
-    assert len(calls) == (1 + 2 * steps if onednn else 0), "input product, each step both ways"
-
-
-def test_step_kernels_split_a_large_batch_across_threads(monkeypatch) -> None:
-    """Above ``PARALLEL_GATES_MIN`` gate values per step the blas kernel's gate loops run on
-    two threads, each over part of the batch: the reference's results and gradients."""
-    if numba.config.NUMBA_NUM_THREADS < 2 or not dispatch.numba_threads_usable():
-        pytest.skip("needs two numba threads")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(kernels, "PARALLEL_GATES_MIN", 0)
-    calls = []
-
-    def spy(name):
-        original = getattr(kernels, name)
-        return lambda *args: calls.append(name) or original(*args)
-
-    for name in ("_forward_gates_parallel", "_backward_gates_parallel"):
-        monkeypatch.setattr(kernels, name, spy(name))
-    case = {"shape": (4, 5, 3, 6), "lengths": [4, 1, 3, 4, 2], "reverse": False, "bias": True}
-    for dtype in DTYPES.values():
-        inputs = make_layer({**case, "scale": 1.0, "seed": 2}, dtype)
-        ref = run_layer(inputs, False, "reference")
-        assert_same(ref, run_layer(inputs, False, "fused", "blas"), TOL[dtype])
-    assert set(calls) == {"_forward_gates_parallel", "_backward_gates_parallel"}
-
-
-def test_split_chooser_runs_the_faster_kernel_and_probes_the_other() -> None:
-    chooser = dispatch.SplitChooser()
-    runs = []
-    for _ in range(4 + 3 * dispatch.SPLIT_PROBE_EVERY):
-        kernel = "split" if chooser.split(1, 64) else "sequence"
-        runs.append(kernel)
-        chooser.record(1, 64, False, kernel, 2.0 if kernel == "split" else 1.0, steps=1000)
-    assert runs[:4] == ["split", "split", "sequence", "sequence"]  # first of each not counted
-    later = runs[4:]
-    assert later.count("split") == 3, "the slower kernel runs once every SPLIT_PROBE_EVERY"
-    for _ in range(3):  # one thread got slower for good: switch
-        assert not chooser.split(1, 64)
-        chooser.record(1, 64, False, "sequence", 9.0, steps=1000)
-    assert chooser.split(1, 64)
-    assert chooser.split(1, 64, training=True), "training is learnt apart: nothing known yet"
-
-
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @PROPERTY
 @given(case=layer_case())
@@ -646,66 +372,3 @@ def test_calls_without_gradient_match_reference(dtype, case) -> None:
         for name, a, b in zip(LayerRecord._fields, ref.record, ours.record, strict=True):
             assert torch.equal(a.isnan(), b.isnan()), f"NaN pattern of record.{name}"
             assert_scaled_close(b.nan_to_num(), a.nan_to_num(), TOL[dtype], f"record.{name}")
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("reverse", [False, True])
-def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -> None:
-    """An abandoned split backward is redone on one thread with the same operations in the
-    same order: training results never depend on whether a thread lost its core."""
-    from clearlstm.fused import kernels_split
-
-    rng = np.random.default_rng(3)
-    steps, batch, hidden = 9, 2, 40
-    width = 4 * hidden
-    gates = rng.uniform(0.05, 0.95, (steps, batch, width)).astype(dtype)
-    cs, grad_out = (rng.standard_normal((steps, batch, hidden)).astype(dtype) for _ in range(2))
-    grad_hn, grad_cn, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(3))
-    w_hh = rng.standard_normal((width, hidden)).astype(dtype)
-    lengths = np.array([steps, 4], np.int64)
-    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, kernels_split.split_columns(w_hh, 2))
-    results = []
-    for serial in (False, True):
-        dz = np.full((steps, batch, width), np.nan, dtype)
-        dh0, dc0 = np.full((batch, hidden), np.nan, dtype), np.full((batch, hidden), np.nan, dtype)
-        if serial:
-            pbuf = np.empty((2 * 2 * batch, hidden), dtype)
-            kernels_split._backward_split_serial(*args, lengths, reverse, dz, dh0, dc0, pbuf)
-        else:  # two threads (redone on one if a thread was late: complete either way)
-            kernels_split.backward_split(*args, lengths, reverse, dz, dh0, dc0)
-        results.append((dz, dh0, dc0))
-    for a, b in zip(*results, strict=True):
-        assert not np.isnan(a).any()
-        assert np.array_equal(a, b)
-
-
-FORKED_CHILD = """
-import os, torch, clearlstm
-torch.set_num_threads(2)
-lstm, x = clearlstm.LSTM(8, 64), torch.randn(200, 1, 8)
-with torch.no_grad():
-    expected = lstm(x)[0]  # starts numba's OpenMP workers (split kernel) in the parent
-    lstm(x)
-pid = os.fork()
-if pid == 0:
-    with torch.no_grad():
-        same = torch.allclose(lstm(x)[0], expected, atol=1e-6)
-    torch.set_num_threads(1)  # as DataLoader workers do; torch's own threads cannot fork
-    lstm(x)[0].sum().backward()
-    os._exit(0 if same else 3)
-print(os.waitpid(pid, 0)[1])
-"""
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
-def test_a_process_forked_after_the_threads_started_computes_on_one_thread() -> None:
-    """GNU OpenMP cannot run in a forked child (numba would terminate it): the child takes
-    one thread and gets the same numbers."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", FORKED_CHILD], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0", f"child exit status {done.stdout!r}; {done.stderr}"

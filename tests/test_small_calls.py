@@ -14,15 +14,13 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch.testing import assert_close
 
 import clearlstm
 from clearlstm.core.records import LayerRecord
-from clearlstm.fused import autograd, dispatch, kernels_small, small_layers
-from clearlstm.nn import modules
-from clearlstm.nn.functional import fused_size
+from clearlstm.fused import dispatch, kernels_small, small_layers
+from clearlstm.fused.layer import run_layer
+from clearlstm.nn import checks
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
 FINITE_HINT = r"\(NaN or Inf\); clean the data, or pass check_finite=False"
@@ -47,8 +45,8 @@ def test_tiny_training_step_is_two_kernels(monkeypatch) -> None:
     x = torch.randn(5, 1, 1, requires_grad=True)
     lstm(x)[0].sum().backward()
     assert calls == ["forward_small", "backward_small"], "a (5, 1, 1, 1) step is two kernels"
-    usual = autograd.fused_layer(x, *torch.zeros(2, 1, 1), lstm.layer_weights(0), None, False,
-                                 False, "sequence").output  # fmt: skip
+    usual = run_layer(x, *torch.zeros(2, 1, 1), lstm.layer_weights(0), None, False, False,
+                      "sequence").output  # fmt: skip
     assert_close(lstm(x)[0], usual, **TOL[torch.float32])
 
 
@@ -58,129 +56,12 @@ def test_tiny_training_step_is_two_kernels(monkeypatch) -> None:
 def test_tiny_inference_is_one_kernel_call(monkeypatch, hx, lengths, backend) -> None:
     calls = []
     spy_on(monkeypatch, kernels_small, "infer_small_checked", calls)
-    spy_on(monkeypatch, modules, "lstm", calls)  # the general path
+    spy_on(monkeypatch, checks, "check_call_finite", calls)  # the torch-op check
     lstm = clearlstm.LSTM(2, 3, backend=backend)
     state = (torch.randn(1, 2, 3), torch.randn(1, 2, 3)) if hx else None
     with torch.no_grad():
         lstm(torch.randn(4, 2, 2), state, lengths=lengths)
     assert calls == ["infer_small_checked"]
-
-
-def test_one_layer_training_that_is_not_small_skips_the_general_path(monkeypatch) -> None:
-    calls = []
-    spy_on(monkeypatch, modules, "lstm", calls)  # the general path
-    spy_on(monkeypatch, autograd, "_forward", calls)  # the fused Function's forward
-    spy_on(monkeypatch, kernels_small, "forward_small", calls)
-    lstm = clearlstm.LSTM(2, 32)
-    x = torch.randn(300, 1, 2)  # with a gradient, not a small call
-    assert not dispatch.small_call(x, lstm.weight_hh_l0, training=True)
-    lstm(x)[0].sum().backward()
-    assert calls == ["_forward"]
-
-
-@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
-@pytest.mark.parametrize("how", ["two layers", "bidirectional", "projection", "reference", "large"])
-def test_other_calls_take_the_general_path(monkeypatch, how) -> None:
-    calls = []
-    spy_on(monkeypatch, kernels_small, "infer_small_checked", calls)
-    spy_on(monkeypatch, modules, "lstm", calls)
-    options = {
-        "two layers": {"num_layers": 2},
-        "bidirectional": {"bidirectional": True},
-        "projection": {"proj_size": 2},
-        "reference": {"backend": "reference"},
-    }.get(how, {})
-    hidden = 200 if how == "large" else 3  # 200: "auto" takes torch's op
-    lstm = clearlstm.LSTM(2, hidden, **options)
-    with torch.no_grad():
-        lstm(torch.randn(4, 1, 2))
-    assert calls == ["lstm"]
-
-
-@st.composite
-def one_layer_case(draw):
-    steps, batch = draw(st.integers(1, 12)), draw(st.integers(1, 5))
-    lengths = None
-    if draw(st.booleans()):
-        lengths = draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))
-    return {
-        "steps": steps,
-        "batch": batch,
-        "inputs": draw(st.integers(1, 10)),
-        # up to 6 mostly one kernel call; 33 larger ones too (input product in numba up to 8
-        # inputs); 70: the usual kernels, minus the general path's checks and plumbing
-        "hidden": draw(st.sampled_from([1, 2, 3, 5, 6, 33, 70])),
-        "bias": draw(st.booleans()),
-        "hx": draw(st.booleans()),
-        "lengths": lengths,
-        "batch_first": draw(st.booleans()),
-        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
-        "seed": draw(st.integers(0, 2**16)),
-    }
-
-
-@settings(max_examples=80, deadline=None)
-@given(case=one_layer_case())
-def test_one_layer_gives_the_general_paths_bits(case) -> None:
-    torch.manual_seed(case["seed"])
-    steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]
-    lstm = clearlstm.LSTM(
-        case["inputs"], hidden, bias=case["bias"], batch_first=case["batch_first"], dtype=dtype
-    )
-    shape = (batch, steps) if case["batch_first"] else (steps, batch)
-    x = torch.randn(*shape, case["inputs"], dtype=dtype)
-    hx = tuple(torch.randn(2, 1, batch, hidden, dtype=dtype)) if case["hx"] else None
-    lengths = None if case["lengths"] is None else torch.tensor(case["lengths"])
-    time_major = x.transpose(0, 1) if case["batch_first"] else x
-    general, reference = copy.deepcopy(lstm), copy.deepcopy(lstm)
-    general._one_layer_forward = lambda *args: None
-    reference.backend = "reference"
-    with torch.no_grad():
-        state = (None, None) if hx is None else hx
-        direct = lstm._one_layer_forward(time_major, *state, lengths, False)
-        assert (direct is not None) == fused_size(batch, hidden), "the direct way when fused"
-        out, (h_n, c_n) = lstm(x, hx, lengths=case["lengths"])
-        expected, (h_e, c_e) = general(x, hx, lengths=case["lengths"])
-        truth, (h_t, c_t) = reference(x, hx, lengths=case["lengths"])
-    for ours, theirs in ((out, expected), (h_n, h_e), (c_n, c_e)):
-        assert ours.shape == theirs.shape and torch.equal(ours, theirs)
-    for ours, theirs in ((out, truth), (h_n, h_t), (c_n, c_t)):
-        assert_close(ours, theirs, **TOL[dtype])
-    with torch.no_grad():  # the trace takes the direct way too, with the same bits
-        traced, (h_r, _), trace = lstm(x, hx, lengths=case["lengths"], trace=True)
-        general.backend = "fused"  # "auto" leaves torch's op only to record
-        expected_out, _, expected_trace = general(x, hx, lengths=case["lengths"], trace=True)
-    assert torch.equal(traced, expected_out)
-    if fused_size(batch, hidden):  # else the plain call ran torch's op
-        assert torch.equal(traced, out) and torch.equal(h_r, h_n)
-    for name, ours, theirs in zip(LayerRecord._fields, trace[0], expected_trace[0], strict=True):
-        assert torch.equal(ours.isnan(), theirs.isnan()), name
-        assert torch.equal(ours.nan_to_num(), theirs.nan_to_num()), name
-
-
-@settings(max_examples=40, deadline=None)
-@given(case=one_layer_case())
-def test_one_layer_training_gives_the_general_paths_gradients(case) -> None:
-    """With a gradient, one-layer calls go straight to the kernels too (small ones as one
-    kernel each way, larger ones, from 9 inputs, through the fused Function): the same
-    outputs and gradients, bit for bit, as through the general path."""
-    torch.manual_seed(case["seed"])
-    steps, batch, hidden, dtype = case["steps"], case["batch"], case["hidden"], case["dtype"]
-    lstm = clearlstm.LSTM(case["inputs"], hidden, bias=case["bias"], dtype=dtype)
-    general = copy.deepcopy(lstm)
-    general._one_layer_forward = lambda *args: None
-    x = torch.randn(steps, batch, case["inputs"], dtype=dtype)
-    hx = tuple(torch.randn(2, 1, batch, hidden, dtype=dtype)) if case["hx"] else None
-    results = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads may split a large call's units, in another sum order
-    try:
-        for module in (lstm, general):
-            results.append(train_step(module, x, hx, case["lengths"]))
-    finally:
-        torch.set_num_threads(threads)
-    for ours, theirs in zip(*results, strict=True):
-        assert torch.equal(ours, theirs)
 
 
 def train_step(module, x, hx, lengths) -> list[torch.Tensor]:
@@ -206,7 +87,7 @@ def test_which_calls_are_one_kernel_call() -> None:
     assert not small(128, 2, 1, 32, dtype=torch.float64)
     assert small(100_000, 1, 1, 32), "one sequence, one thread anyway: its buffer pooled"
     assert not small(1000, 1, dispatch.SMALL_LONG_CALL_INPUTS + 1, 32)
-    assert not small(1000, 1, 1, dispatch.SPLIT_MIN_HIDDEN), "its units may split"
+    assert not small(1000, 1, 1, dispatch.SMALL_LONG_CALL_MAX_HIDDEN), "four rows at a time"
     assert small(255, 1, 1, 32, training=True) and not small(256, 1, 1, 32, training=True)
 
 
@@ -244,14 +125,14 @@ def test_tiny_inference_errs_like_the_general_path(where, value) -> None:
 
 def test_tiny_inference_ignores_nan_in_padding(monkeypatch) -> None:
     calls = []
-    spy_on(monkeypatch, modules, "lstm", calls)  # the general path
+    spy_on(monkeypatch, checks, "check_call_finite", calls)  # the torch-op check
     lstm = clearlstm.LSTM(2, 3)
     x = torch.randn(5, 2, 2)
     x[3:, 1] = math.nan
     with torch.no_grad():
         output, _ = lstm(x, lengths=[5, 3])
         assert torch.isfinite(output).all()
-        assert calls == [], "padding is not checked, so the call took the short way"
+        assert calls == [], "padding is not checked: the kernel found nothing to name"
         x[2, 1, 0] = math.nan  # a step that is read
         error = rf"LSTM: input contains 1 non-finite value\(s\) {FINITE_HINT}"
         with pytest.raises(ValueError, match=error):

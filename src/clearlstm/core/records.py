@@ -62,3 +62,10 @@ def reverse_within_lengths(x: Tensor, lengths: Tensor | None) -> Tensor:
     index = torch.where(t <= last, last - t, t)  # (T, B)
     index = index.reshape(steps, -1, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(0, index)
+
+
+def combined_bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """``b_ih + b_hh (4H,)``, the one bias every step adds, or None when the layer has none."""
+    if b_ih is None:
+        return b_hh
+    return b_ih if b_hh is None else b_ih + b_hh

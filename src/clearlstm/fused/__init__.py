@@ -3,3 +3,5 @@ split across threads, the deterministic choice between them (`dispatch`), the GE
 them and their autograd Functions. May import `clearlstm.core` only; the kernel modules
 import no autograd module.
 """
+
+KERNELS = ("small", "sequence", "split", "blas")  # the names LSTM(kernel=...) accepts

@@ -1,98 +1,33 @@
-"""The ``"fused"`` backend: one layer-direction through :mod:`clearlstm.kernels`, with autograd.
+"""The fused backend's autograd Function: one layer-direction through the kernels.
 
-Split of the work, per layer and direction (shapes as in :mod:`clearlstm.functional`,
+Split of the work, per layer and direction (shapes as in :mod:`clearlstm.fused.kernels`,
 ``G = 4H``):
 
 1. one torch GEMM for all steps: ``xw = x @ w_ih.T + (b_ih + b_hh)``  ``(T, B, G)``;
 2. the kernels run the recurrence forward and store the activated gates and memories
-   (which are also the trace), on the kernel :func:`clearlstm.fused.dispatch.plan` picks;
+   (which are also the trace), on the kernel :func:`clearlstm.fused.dispatch.plan` picked;
 3. backward through time from the stored gates gives ``dz``, the gradient w.r.t. ``xw``;
    then ``dx = dz @ w_ih``, ``dw_ih = dz.T @ x``, ``dw_hh = dz.T @ h_prev`` are GEMMs.
 
-:class:`_FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
-chosen here (small GEMMs run on one thread); each kernel's time is reported back to the
-dispatch. Small layers run as :class:`clearlstm.fused.small_layers.SmallLayer`: one kernel
-forward, one backward (no torch operations). Large buffers come from
-:mod:`clearlstm.pool`. Projection (``proj_size > 0``), other devices and other dtypes are
-not handled; :func:`supports` says so and ``backend="auto"`` then takes the reference path.
+:class:`FusedLayer` wraps this as one autograd Function, so the threads of every GEMM are
+chosen here (small GEMMs run on one thread). Tiny layers run as
+:class:`clearlstm.fused.small_layers.SmallLayer` instead; :mod:`clearlstm.fused.layer`
+chooses. Large buffers come from :mod:`clearlstm.fused.pool`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from functools import cache
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from clearlstm.core.records import LayerRecord, LayerResult, LayerWeights, step_mask
-from clearlstm.fused import dispatch, kernels, kernels_split, pool
-from clearlstm.fused.dispatch import KERNELS, Plan, gemm_threads, plan, set_numba_threads
-from clearlstm.fused.dispatch import supports as supports  # what functional asks this backend
-from clearlstm.fused.small_layers import (
-    SmallLayer,
-    all_steps,
-    as_array,
-    infer_small,
-    output_grads,
-    small_arrays,
-    small_forward,
-    zero_state,
-)
-
-
-@cache
-def _has_onednn_linear() -> bool:
-    """Whether this torch has oneDNN's dense linear operators (``torch.ops.mkldnn``)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        return callable(torch.ops.mkldnn._linear_pointwise) and callable(
-            torch.ops.mkldnn._reorder_linear_weight
-        )
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _step_product(weight: Tensor, batch: int) -> Callable[[Tensor], Tensor]:
-    """``product(a (B, K))`` returns ``a @ weight.T (B, N)`` for ``weight (N, K)``.
-
-    float32 goes through oneDNN with the weight reordered once into its blocked layout for
-    this batch size (what torch's compiler does for a Linear): per-step GEMMs 1.4-1.7x
-    faster than oneDNN on a plain weight and 1.9-3.6x than torch.mm's MKL on this class of
-    CPU (AMD; measured at B * H = 8k-64k). float64, and a torch without those operators,
-    stay on torch.mm.
-    """
-    if weight.dtype == torch.float32 and _has_onednn_linear():
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
-        linear = torch.ops.mkldnn._linear_pointwise
-        return lambda a: linear(a, packed, None, "none", [], "")
-    weight_t = weight.t().contiguous()
-    return lambda a: torch.mm(a, weight_t)
-
-
-ONEDNN_MIN_FLOPS = 2**22  # see _input_product
-
-
-def _input_product(x2: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
-    """``x2 @ w_ih.T + bias`` ``(T * B, G)`` for every step at once, ``x2 (T * B, I)``.
-
-    float32 from :data:`ONEDNN_MIN_FLOPS` on through oneDNN, 1.6-2.4x faster than
-    ``torch.addmm``'s MKL on this class of CPU (measured from (1000, 8) x (8, 256) to
-    (6400, 512) x (512, 4096)); below, and for float64, ``addmm`` into pooled memory.
-    """
-    flops = 2.0 * x2.shape[0] * x2.shape[1] * w_ih.shape[0]
-    if x2.dtype == torch.float32 and flops >= ONEDNN_MIN_FLOPS and _has_onednn_linear():
-        linear = torch.ops.mkldnn._linear_pointwise
-        return linear(x2.contiguous(), w_ih.contiguous(), bias, "none", [], "")
-    xw = _recycled(x2, x2.shape[0], w_ih.shape[0])  # scratch: back to the pool after the call
-    if bias is None:
-        return torch.mm(x2, w_ih.t(), out=xw)
-    return torch.addmm(bias, x2, w_ih.t(), out=xw)
+from clearlstm.fused import kernels, kernels_split, pool, step_kernels
+from clearlstm.fused.dispatch import Plan, set_numba_threads
+from clearlstm.fused.gemm import gemm_threads, input_product, step_product
+from clearlstm.fused.small_layers import as_array, output_grads
 
 
 def _empty(like: Tensor, *shape: int) -> Tensor:
@@ -118,8 +53,10 @@ def _transposed(w: Tensor) -> np.ndarray:
     return out
 
 
-def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
-    """The forward computation of :class:`_FusedLayer`, also run directly when no gradient is
+def forward_layer(
+    x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how: Plan
+) -> tuple[Tensor, ...]:
+    """The forward computation of :class:`FusedLayer`, also run directly when no gradient is
     needed (``autograd.Function.apply`` costs ~10 µs per call). Returns ``out, h_n, c_n,
     gates, cs, pre, h0, c0`` and the split kernel's ``w_hh`` columns (else None), which the
     backward takes too."""
@@ -133,7 +70,7 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
         w_ih, bias = w_ih[order], None if bias is None else bias[order]
     # premul GEMM; like the gradient GEMMs it runs alone, so on torch's threads, not the plan's
     with gemm_threads(2.0 * x2.shape[0] * inputs * width, torch.get_num_threads()):
-        xw = _input_product(x2, w_ih, bias).view(steps, batch, width)
+        xw = input_product(x2, w_ih, bias).view(steps, batch, width)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
     w_hh = w_hh.detach()
     out = _empty(xw, steps, batch, hidden)
@@ -149,68 +86,37 @@ def _forward(x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
     parts = None
     if how.threads > 1:
         set_numba_threads(how.threads)
-    if how.kernel == "split":
-        h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
-        outputs = (
-            as_array(out),
-            as_array(h_n),
-            as_array(c_n),
-            as_array(gates),
-            as_array(cs),
-            as_array(pre),
-            store,
-            record,
-        )
-        parts = kernels_split.split_columns(as_array(w_hh.contiguous()), how.threads)
-        start = time.perf_counter()
-        if not kernels_split.forward_split(
-            as_array(xw), parts, as_array(h0), as_array(c0), lens, reverse, *outputs
-        ):  # a thread lost its core: the same result on one thread
-            back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
-            xw = xw[:, :, back].contiguous()
-            whh_t = _transposed(w_hh)
-            kernels.forward_sequence(
-                as_array(xw), whh_t, as_array(h0), as_array(c0), lens, reverse, *outputs
-            )
-        seconds = time.perf_counter() - start
-        dispatch.split_chooser.record(batch, hidden, store, "split", seconds, steps)
-    elif how.kernel == "sequence":
-        h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
-        whh_t = _transposed(w_hh)  # (H, G): rows vectorize over the gates
-        start = time.perf_counter()
-        outputs = (as_array(t) for t in (out, h_n, c_n, gates, cs, pre))
-        kernels.forward_sequence(
-            as_array(xw), whh_t, as_array(h0), as_array(c0), lens, reverse, *outputs, store,
-            record, how.threads,
-        )  # fmt: skip
-        if hidden >= dispatch.SPLIT_MIN_HIDDEN:  # the alternative to "split"
-            seconds = time.perf_counter() - start
-            dispatch.split_chooser.record(batch, hidden, store, "sequence", seconds, steps)
-    else:
-        h_n, c_n = h0.clone(), c0.clone()  # advanced in place
-        inputs = as_array(xw)
-        rest = (
-            as_array(h_n),
-            as_array(c_n),
-            lens,
-            reverse,
-            as_array(out),
-            as_array(gates),
-            as_array(cs),
-            as_array(pre),
-        )
-        product = _step_product(w_hh, batch)
+    if how.kernel == "blas":  # a GEMM per step, the states advanced in place
+        h_n, c_n = h0.clone(), c0.clone()
+        arrays = [as_array(t) for t in (xw, h_n, c_n, out, gates, cs, pre)]
+        product = step_product(w_hh, batch)
         with gemm_threads(2.0 * batch * hidden * width, how.threads):
             for s in range(steps):
                 hw = as_array(product(h_n))
-                kernels.forward_gates(s, inputs, hw, *rest, store, record, how.threads)
+                step_kernels.forward_gates(s, arrays[0], hw, *arrays[1:3], lens, reverse,
+                                           *arrays[3:], store, record, how.threads)  # fmt: skip
+        return out, h_n, c_n, gates, cs, pre, h0, c0, parts
+    h_n, c_n = _empty(xw, batch, hidden), _empty(xw, batch, hidden)
+    # the whole-sequence kernels' arguments after the weights (kernels.forward_sequence)
+    state = (as_array(h0), as_array(c0), lens, reverse)
+    outputs = (*(as_array(t) for t in (out, h_n, c_n, gates, cs, pre)), store, record)
+    if how.kernel == "split":
+        parts = kernels_split.split_columns(as_array(w_hh.contiguous()), how.threads)
+        if kernels_split.forward_split(as_array(xw), parts, *state, *outputs):
+            return out, h_n, c_n, gates, cs, pre, h0, c0, parts
+        # a thread lost its core: the same bits on one thread, gates back in the usual order
+        back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
+        xw = xw[:, :, back].contiguous()
+    whh_t = _transposed(w_hh)  # (H, G): rows vectorize over the gates
+    threads = 1 if how.kernel == "split" else how.threads
+    kernels.forward_sequence(as_array(xw), whh_t, *state, *outputs, threads)
     return out, h_n, c_n, gates, cs, pre, h0, c0, parts
 
 
-_FEW_INPUTS = 8  # see _FusedLayer.backward
+_FEW_INPUTS = 8  # see FusedLayer.backward
 
 
-class _FusedLayer(torch.autograd.Function):
+class FusedLayer(torch.autograd.Function):
     """``(x, w_ih, bias, h0, c0, w_hh) -> (out, h_n, c_n, gates, cs, pre)``.
 
     ``bias = b_ih + b_hh`` or None. ``gates, cs, pre`` are the records (not differentiable).
@@ -218,7 +124,7 @@ class _FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
-        out, h_n, c_n, gates, cs, pre, h0, c0, parts = _forward(
+        out, h_n, c_n, gates, cs, pre, h0, c0, parts = forward_layer(
             x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how
         )
         if store:
@@ -252,14 +158,10 @@ class _FusedLayer(torch.autograd.Function):
             )
             results = (lens, ctx.reverse, as_array(dz), as_array(dh0), as_array(dc0))
             parts = ctx.parts  # the forward's split of w_hh (None unless "split")
-            start = time.perf_counter()
             if parts is None:
                 kernels.backward_sequence(*args, as_array(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
                 kernels_split.backward_split(*args, parts, *results)
-            if hidden >= dispatch.SPLIT_MIN_HIDDEN:
-                seconds = time.perf_counter() - start
-                dispatch.split_chooser.record(batch, hidden, True, how.kernel, seconds, steps)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
@@ -274,10 +176,12 @@ class _FusedLayer(torch.autograd.Function):
                 ctx.reverse,
             )
             grads, dz_steps = as_array(grad_out), (as_array(dz), as_array(dz_step))
-            product = _step_product(w_hh.t(), batch)
+            product = step_product(w_hh.t(), batch)
             with gemm_threads(2.0 * batch * hidden * width, how.threads):
                 for s in range(steps - 1, -1, -1):
-                    kernels.backward_gates(s, grads, as_array(dh0), *rest, *dz_steps, how.threads)
+                    step_kernels.backward_gates(
+                        s, grads, as_array(dh0), *rest, *dz_steps, how.threads
+                    )
                     dh0 = product(dz_step)
             dc0 = dc  # every sequence has step 0, so dh0 is the last recurrent gradient
         need = ctx.needs_input_grad
@@ -297,138 +201,15 @@ class _FusedLayer(torch.autograd.Function):
             if need[2]:
                 db = dz2.sum(0)
             if need[5]:
-                h_prev = _previous_h(out, h0, lengths, ctx.reverse)  # (T, B, H)
+                h_prev = previous_h(out, h0, lengths, ctx.reverse)  # (T, B, H)
                 dw_hh = torch.mm(dz2.t(), h_prev.view(steps * batch, hidden))
         return dx, dw_ih, db, dh0, dc0, dw_hh, None, None, None, None, None
 
 
-def _previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
+def previous_h(out: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> Tensor:
     """``(T, B, H)``: the short-term memory each valid step started from."""
     if not reverse:
         return torch.cat([h0[None], out[:-1]])
     h_prev = torch.cat([out[1:], h0[None]])
     h_prev[lengths - 1, torch.arange(out.shape[1])] = h0  # each sequence's first step read
     return h_prev
-
-
-def _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad) -> LayerResult:
-    """:func:`fused_layer` for tiny calls: forward (and backward) one kernel call each."""
-    steps, batch, _ = x.shape
-    lens = all_steps(batch, steps) if lengths is None else as_array(lengths.long())
-    w_ih, w_hh, b_ih, b_hh, _ = weights
-    arrays = small_arrays(x, weights, (as_array(h0.contiguous()), as_array(c0.contiguous())))
-    if not (needs_grad or record):  # plain inference: the fewest conversions
-        results = infer_small(arrays, lens, reverse, check_finite=False)
-        return LayerResult(*results, None)
-    if needs_grad:
-        args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays)
-        out, h_n, c_n, gates, cs, pre = SmallLayer.apply(*args)
-    else:
-        out, h_n, c_n, gates, cs, pre = small_forward(arrays, lens, reverse, record, record)
-    if record:
-        lengths = None if lengths is None else lengths.to("cpu", torch.int64)
-        return LayerResult(out, h_n, c_n, _layer_record(out, gates, cs, pre, lengths))
-    return LayerResult(out, h_n, c_n, None)
-
-
-def layer_forward(x, h0, c0, weights, lengths, record, check_finite) -> tuple | None:
-    """:func:`clearlstm.nn.functional.one_layer_forward` once the backend is fused: one layer
-    straight to the kernels, its NaN/Inf check one pass in numba (inside the kernel for a
-    tiny call without gradient or record); ``(out, h_n, c_n, record or None)``, the states
-    ``(1, B, H)``. None when the call is not one :func:`supports`, or when the check finds
-    NaN/Inf."""
-    w_ih, w_hh, b_ih, b_hh, _ = weights
-    tensors = (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if not supports(x, weights):
-        return None
-    small = dispatch.small_call(x, w_hh, needs_grad)
-    steps, batch, _ = x.shape
-    zeros = zero_state(batch, w_hh.shape[1], x.dtype)
-    state = [zeros if h is None else as_array(h.contiguous()) for h in (h0, c0)]
-    lens = all_steps(batch, steps) if lengths is None else as_array(lengths)
-    arrays = small_arrays(x, weights, state)
-    if small and not (record or needs_grad):
-        result = infer_small(arrays, lens, False, check_finite, stacked=True)
-        return None if result is None else (*result, None)
-    if check_finite and kernels.count_nonfinite_layer(*arrays, lens):
-        return None
-    if needs_grad:  # zeros for a missing state: a gradient w.r.t. them is not wanted
-        h0, c0 = (torch.from_numpy(zeros) if h is None else h for h in (h0, c0))
-    else:
-        h0, c0 = (torch.from_numpy(h) for h in state)
-    if small and needs_grad:
-        results = SmallLayer.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, False, record, arrays)
-    elif small:
-        results = small_forward(arrays, lens, False, True, True)
-    else:
-        bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
-        how = plan(batch, w_hh.shape[1], needs_grad)
-        store = needs_grad or record
-        args = (x, w_ih, bias, h0, c0, w_hh, torch.from_numpy(lens), False, store, record, how)
-        results = _FusedLayer.apply(*args) if needs_grad else _forward(*args)[:6]
-    out, h_n, c_n, gates, cs, pre = results
-    rec = _layer_record(out, gates, cs, pre, lengths) if record else None
-    return out, h_n.unsqueeze(0), c_n.unsqueeze(0), rec
-
-
-def _layer_record(out, gates, cs, pre, lengths) -> LayerRecord:
-    """The record of one layer-direction from the kernels' buffers ``(T, B, G)``/``(T, B, H)``."""
-    steps, batch, hidden = out.shape
-    h = pool.empty(tuple(out.shape), out.dtype).copy_(out.detach())
-    if lengths is not None:
-        h.masked_fill_(~step_mask(lengths, steps)[..., None], float("nan"))
-    g = gates.view(steps, batch, 4, hidden)
-    return LayerRecord(pre.view(steps, batch, 4, hidden), *g.unbind(2), cs, h)
-
-
-def fused_layer(
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    weights: LayerWeights,
-    lengths: Tensor | None,
-    reverse: bool,
-    record: bool,
-    kernel: str | None = None,
-) -> LayerResult:
-    """:func:`clearlstm.nn.functional.lstm_layer` on the fused kernels; same arguments and result.
-
-    ``x (T, B, I)``, ``h0, c0 (B, H)``, ``lengths (B,)`` or None. Requires :func:`supports`.
-    ``kernel``: one of :data:`KERNELS` to override :func:`plan` (for tests, benchmarks).
-    """
-    steps, batch, _ = x.shape
-    w_ih, w_hh, b_ih, b_hh, _ = weights
-    hidden = w_hh.shape[1]
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, w_ih, b_ih, b_hh, h0, c0, w_hh)
-    )
-    if not kernel and dispatch.small_call(x, w_hh, needs_grad):
-        return _small_layer(x, h0, c0, weights, lengths, reverse, record, needs_grad)
-    bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
-    lens = (
-        torch.full((batch,), steps, dtype=torch.int64)
-        if lengths is None
-        else lengths.to("cpu", torch.int64).contiguous()
-    )
-    how = plan(batch, hidden, needs_grad)
-    if kernel is not None:
-        if kernel not in KERNELS:
-            raise ValueError(f"fused_layer: kernel must be one of {KERNELS}; got {kernel!r}")
-        if kernel == "split" and (
-            numba.config.NUMBA_NUM_THREADS < 2 or hidden % 2 or not dispatch.numba_threads_usable()
-        ):
-            raise ValueError(
-                "fused_layer: kernel 'split' needs 2 numba threads (not in a process forked "
-                "after they started) and an even hidden size; got "
-                f"{numba.config.NUMBA_NUM_THREADS} thread(s) and hidden size {hidden}"
-            )
-        threads = 2 if kernel == "split" else how.threads
-        how = Plan(kernel, threads)
-    args = (x, w_ih, bias, h0, c0, w_hh, lens, reverse, needs_grad or record, record, how)
-    if needs_grad:
-        out, h_n, c_n, gates, cs, pre = _FusedLayer.apply(*args)
-    else:
-        out, h_n, c_n, gates, cs, pre = _forward(*args)[:6]
-    rec = _layer_record(out, gates, cs, pre, None if lengths is None else lens) if record else None
-    return LayerResult(out, h_n, c_n, rec)

@@ -1,33 +1,32 @@
-"""Which fused kernel runs a call, on how many threads: :func:`plan` and what it learns.
+"""Which fused kernel runs a layer-direction, on how many threads: :func:`plan`, the one place
+that decides it, from the sizes and torch's thread count alone (same input, same bits).
 
-``"sequence"`` (whole sequence, recurrent product fused; several sequences split across
-threads), ``"split"`` (one sequence, its units split across threads; worth it only when each
-thread has a core, which :class:`SplitChooser` learns from the calls' timings) or ``"blas"``
-(a GEMM per step, once ``w_hh`` outgrows the caches). Tiny calls (:func:`small_call`) run
-as whole layers in :mod:`clearlstm.kernels_small`. Threads follow
-``torch.get_num_threads()``.
+``"small"`` (tiny calls: the whole layer forward and backward as one kernel call each,
+:mod:`clearlstm.fused.kernels_small`), ``"sequence"`` (whole sequence, recurrent product
+fused; several sequences split across threads), ``"blas"`` (a GEMM per step, once ``w_hh``
+outgrows the caches) and ``"split"`` (one sequence, its units split across two threads). The
+split kernel is never chosen by ``"auto"``: it pays only while each thread has a core to
+itself, and on a shared machine a busy second core made it several times slower than one
+thread (measured 2026-12, one sequence, H = 64-512); and its backward sums in another order
+than the sequence kernel's, so switching on timings changed the bits. Ask for it with
+``LSTM(..., kernel="split")``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import numba
 import torch
 from torch import Tensor
 
-from clearlstm.core.records import LayerWeights
-from clearlstm.fused import pool
+from clearlstm.fused import KERNELS, pool
 
-DTYPES = (torch.float32, torch.float64)
-KERNELS = ("sequence", "split", "blas")
 # Whole-sequence kernels (four sequences per pass over w_hh.T) up to hidden 128 at any
 # batch and to 256 for a batch * hidden up to 8192; beyond, a GEMM per step on oneDNN's
-# prepacked weights (gates split across threads) beats them, except that one sequence may
-# split its units up to hidden 512 (the split chooser times both). Measured on 2 cores,
+# prepacked weights (gates split across threads) beats them, except for one sequence up to
+# hidden 512. Measured on 2 cores,
 # T = 50-100, trace and training step, whole-sequence time against the GEMM per step,
 # (batch, hidden): (64, 128) 0.80-0.95x, (16, 256) 0.64-0.81x, (32, 256) 0.86-0.96x,
 # (64, 256) 1.09-1.16x, (8, 512) 1.09-1.38x, (4, 1024) 2.2-3.4x; one sequence at 512:
@@ -36,62 +35,8 @@ SEQUENCE_MAX_HIDDEN = 128
 SEQUENCE_WIDE_HIDDEN = 256
 SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
-# Fewer sequences than threads: split the units once w_hh.T (16 H^2 bytes) outgrows L1.
-SPLIT_MIN_HIDDEN = 64
-SPLIT_PROBE_EVERY = 32  # calls; see SplitChooser
 
 
-class SplitChooser:
-    """Learns, per batch and hidden size, whether splitting the units across threads pays.
-
-    Whether it does depends on the machine's state as much as on the size: when the second
-    core is shared (another process, or torch's idle OpenMP workers spinning ~10 ms after a
-    parallel region) or far away (virtual CPUs on different dies), every step waits for the
-    slower thread and one thread is faster. So both kernels are timed per step on real calls
-    (each kernel's first call, which may compile or start threads, is not counted); the
-    faster one runs, and every :data:`SPLIT_PROBE_EVERY` calls the other is timed again. An
-    abandoned split call counts with the time it took, rerun included.
-    """
-
-    def __init__(self) -> None:
-        self._seconds: dict[tuple, list[float]] = {}  # (batch, hidden, training, kernel) ->
-        self._warm: set[tuple] = set()  # the last few seconds per step, newest last
-        self._calls: dict[tuple, int] = {}
-
-    def split(self, batch: int, hidden: int, training: bool = False) -> bool:
-        """Whether the next call of this size should split the units. Training calls (timed
-        forward and backward) are learnt apart from inference."""
-        size = (batch, hidden, training)
-        calls = self._calls.get(size, 0)
-        self._calls[size] = calls + 1
-        split = self._seconds.get((*size, "split"))
-        one = self._seconds.get((*size, "sequence"))
-        if split is None or one is None:  # measure split, then one thread
-            return split is None
-        faster = min(split) <= min(one)
-        return faster != (calls % SPLIT_PROBE_EVERY == 0)  # now and then the other one
-
-    def record(
-        self, batch: int, hidden: int, training: bool, kernel: str, seconds: float, steps: int
-    ) -> None:
-        """One forward or backward pass of ``kernel`` took ``seconds`` for ``steps`` steps.
-
-        The fastest of the last three counts (noise only ever adds time): one fast probe of the
-        other kernel brings it back, and three slow calls in a row drop the kernel in use.
-        """
-        key = (batch, hidden, training, kernel)
-        if key not in self._warm:
-            self._warm.add(key)
-            return
-        recent = self._seconds.setdefault(key, [])
-        recent.append(seconds / max(steps, 1))
-        del recent[:-3]
-
-
-split_chooser = SplitChooser()  # the process's; tests may swap it
-
-
-SMALL_GEMM_FLOPS = 2**20  # below this a GEMM runs on one thread (2 win from ~1.6 MFLOP)
 # Below this many multiply-adds a call runs as one kernel forward and one backward
 # (kernels_small), input product and gradient GEMMs included: no tensor operations.
 SMALL_CALL_MACS = 2**14
@@ -99,13 +44,12 @@ SMALL_CALL_INPUTS = 8  # see small_call
 SMALL_CALL_MAX_HIDDEN = 128  # see small_call
 SMALL_TRAINING_BYTES = 1 << 17  # of input products, see small_call
 SMALL_LONG_CALL_INPUTS = 2  # see small_call
+SMALL_LONG_CALL_MAX_HIDDEN = 64  # see small_call
 
 
 class Plan(NamedTuple):
-    """How one call runs: ``kernel`` is ``"sequence"`` (fused recurrent product, batch split
-    across threads), ``"split"`` (the same with the units split across threads, for fewer
-    sequences than threads) or ``"blas"`` (a GEMM per step); ``threads`` for the numba
-    kernels and the big GEMMs."""
+    """How one layer-direction runs: ``kernel``, one of :data:`KERNELS` (see the module's
+    docstring); ``threads`` for the numba kernels and the per-step GEMMs."""
 
     kernel: str
     threads: int
@@ -138,42 +82,45 @@ def numba_threads_usable() -> bool:
     return not _NUMBA_STARTED or _NUMBA_STARTED[0] == os.getpid()
 
 
-def supports(x: Tensor, weights: LayerWeights) -> bool:
-    """True when the fused kernels handle this call: CPU, float32/64, no projection."""
-    return x.device.type == "cpu" and x.dtype in DTYPES and weights.w_hr is None
+def plan(x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto") -> Plan:
+    """The kernel and threads for one layer-direction: ``x (T, B, I)``, ``w_hh (G, H)``.
 
-
-def plan(batch: int, hidden: int, training: bool = False) -> Plan:
-    """Pick the kernel for the size, using at most torch's thread count."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if not numba_threads_usable():
-        threads = 1
-    if hidden > SPLIT_MAX_HIDDEN:
-        return Plan("blas", threads)
-    split = batch < threads and hidden >= SPLIT_MIN_HIDDEN and hidden % threads == 0
-    if split and split_chooser.split(batch, hidden, training):
-        return Plan("split", threads)
-    # split and not taken: the chooser times the sequence kernel against it
+    The choice depends on the sizes, whether a gradient is needed and torch's thread count
+    only (never on timings), so the same call gives the same bits every time. ``kernel``:
+    ``"auto"`` or one of :data:`KERNELS` to run that one (raises if it cannot run here).
+    """
+    if kernel != "auto":
+        return _forced(kernel, w_hh.shape[1])
+    if small_call(x, w_hh, training):
+        return Plan("small", 1)
+    batch, hidden = x.shape[1], w_hh.shape[1]
+    threads = _threads()
     wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
-    if split or hidden <= SEQUENCE_MAX_HIDDEN or wide:
+    if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
         return Plan("sequence", min(threads, batch))
     return Plan("blas", threads)
 
 
-@contextmanager
-def gemm_threads(flops: float, threads: int) -> Iterator[None]:
-    """Run small GEMMs on one thread: waking a thread pool costs more than they take (and on
-    a busy machine a parallel region can wait milliseconds for a descheduled thread)."""
-    before = torch.get_num_threads()
-    wanted = 1 if flops < SMALL_GEMM_FLOPS else max(1, min(threads, before))
-    if wanted == before:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _threads() -> int:
+    """Threads for the kernels: torch's setting, within numba's pool (1 in a forked child)."""
+    if not numba_threads_usable():
+        return 1
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _forced(kernel: str, hidden: int) -> Plan:
+    """The plan for an explicitly chosen kernel."""
+    if kernel not in KERNELS:
+        raise ValueError(f"LSTM: kernel must be 'auto' or one of {KERNELS}; got {kernel!r}")
+    if kernel == "split":
+        if numba.config.NUMBA_NUM_THREADS < 2 or hidden % 2 or not numba_threads_usable():
+            raise ValueError(
+                "LSTM: kernel 'split' needs 2 numba threads (not in a process forked after "
+                "they started) and an even hidden size; got "
+                f"{numba.config.NUMBA_NUM_THREADS} thread(s) and hidden size {hidden}"
+            )
+        return Plan("split", 2)
+    return Plan(kernel, 1 if kernel == "small" else _threads())
 
 
 def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
@@ -185,7 +132,7 @@ def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
     would not pay yet. Measured, inference: (24, 1, 1, 32) 2.4x faster, (24, 4, 2, 16) 2.2x,
     (100, 1, 8, 128) 1.08x; training steps: (24, 1, 1, 32) 1.5x, (100, 1, 8, 64) 1.1x, but
     0.9x at 200 KB of input products, hence a lower bound. Inference (and the trace) of one
-    sequence with one or two inputs below :data:`SPLIT_MIN_HIDDEN` (one thread either way)
+    sequence with one or two inputs below :data:`SMALL_LONG_CALL_MAX_HIDDEN` (one thread either way)
     does at any length, its large buffers pooled: (1000, 1, 1, 32) 0.82-0.97x the time (with
     4 or 8 inputs 0.94-1.07x, so not there).
     """
@@ -200,5 +147,5 @@ def small_call(x: Tensor, w_hh: Tensor, training: bool = False) -> bool:
         return nbytes < SMALL_TRAINING_BYTES
     if nbytes < pool.MIN_BYTES:
         return True
-    one_thread = batch == 1 and hidden < SPLIT_MIN_HIDDEN
+    one_thread = batch == 1 and hidden < SMALL_LONG_CALL_MAX_HIDDEN
     return one_thread and inputs <= SMALL_LONG_CALL_INPUTS

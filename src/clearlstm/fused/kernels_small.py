@@ -11,16 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from clearlstm.fused.kernels import (
-    _JIT,
-    _backward_rows,
-    _forward_rows,
-    _time,
-    count_nonfinite_layer,
-)
+from clearlstm.fused.kernel_math import JIT, step_time
+from clearlstm.fused.kernels import backward_rows, count_nonfinite_layer, forward_rows
 
 
-@njit(cache=True, **_JIT)
+@njit(cache=True, **JIT)
 def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, record, xw, gates,
                   cs, pre):  # fmt: skip
     """A whole layer-direction, input product included.
@@ -58,14 +53,14 @@ def forward_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, store, re
     out = np.empty((steps, batch, hidden), dtype)
     h_n = np.empty((batch, hidden), dtype)
     c_n = np.empty((batch, hidden), dtype)
-    _forward_rows(
+    forward_rows(
         xw, np.ascontiguousarray(w_hh.T), h0, c0, lengths, reverse, out, h_n, c_n, gates, cs,
         pre, store, record, 0, batch,
     )  # fmt: skip
     return out, h_n, c_n, gates, cs, pre
 
 
-@njit(cache=True, **_JIT)
+@njit(cache=True, **JIT)
 def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw):
     """:func:`forward_small` with no records: ``out (T, B, H), h_n, c_n (B, H)``."""
     none = np.empty((0, 0, 0), x.dtype)
@@ -75,7 +70,7 @@ def infer_small(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw):
     return out, h_n, c_n
 
 
-@njit(cache=True, **_JIT)
+@njit(cache=True, **JIT)
 def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw):
     """:func:`infer_small` after counting the NaN/Inf entries of its inputs (``x`` only at
     the steps each sequence reads): ``(count, out, h_n, c_n)``. With a count above zero
@@ -88,7 +83,7 @@ def infer_small_checked(x, w_ih, w_hh, h0, c0, b_ih, b_hh, lengths, reverse, xw)
     return bad, out, h_n, c_n
 
 
-@njit(cache=True, **_JIT)
+@njit(cache=True, **JIT)
 def backward_small(grad_out, grad_hn, grad_cn, x, w_ih, w_hh, h0, c0, out, gates, cs, lengths,
                    reverse):  # fmt: skip
     """Every gradient of :func:`forward_small` (run with ``store``).
@@ -103,7 +98,7 @@ def backward_small(grad_out, grad_hn, grad_cn, x, w_ih, w_hh, h0, c0, out, gates
     dz = np.empty((steps, batch, width), dtype)
     dh0 = np.empty((batch, hidden), dtype)
     dc0 = np.empty((batch, hidden), dtype)
-    _backward_rows(
+    backward_rows(
         grad_out, grad_hn, grad_cn, gates, cs, c0, np.ascontiguousarray(w_hh), lengths, reverse,
         dz, dh0, dc0, 0, batch,
     )  # fmt: skip
@@ -114,7 +109,7 @@ def backward_small(grad_out, grad_hn, grad_cn, x, w_ih, w_hh, h0, c0, out, gates
     for b in range(batch):
         n = lengths[b]
         for s in range(n):
-            t = _time(s, n, reverse)
+            t = step_time(s, n, reverse)
             for r in range(width):
                 g = dz[t, b, r]
                 db[r] += g
@@ -125,7 +120,7 @@ def backward_small(grad_out, grad_hn, grad_cn, x, w_ih, w_hh, h0, c0, out, gates
                     for j in range(hidden):
                         dw_hh[r, j] += g * h0[b, j]
                 else:
-                    tp = _time(s - 1, n, reverse)
+                    tp = step_time(s - 1, n, reverse)
                     for j in range(hidden):
                         dw_hh[r, j] += g * out[tp, b, j]
     return dx, dw_ih, dw_hh, db, dh0, dc0

@@ -5,7 +5,7 @@ At batch 1 the recurrent product is a matrix-vector product that streams all of 
 core is bound by its L2 bandwidth. Here thread ``p`` owns a slice of the units, keeps only
 its columns of ``w_hh.T`` (all four gates of its units, so the gates and memories stay
 private), and the threads meet once per step to exchange the new short-term memory ``h``.
-The meeting is a spin barrier on two counters with acquire/release atomics; ``h`` is double
+The meeting is a spin barrier (:mod:`clearlstm.fused.barrier`); ``h`` is double
 buffered so one barrier per step is enough. Arithmetic is that of :mod:`clearlstm.kernels`,
 term for term, so results are bit-identical to :func:`clearlstm.fused.kernels.forward_sequence`.
 """
@@ -13,116 +13,22 @@ term for term, so results are bit-identical to :func:`clearlstm.fused.kernels.fo
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from clearlstm.fused.kernels import (
-    _JIT,
-    _gates_backward,
-    _gates_forward,
-    _matvec_dot,
-    _matvec_t,
-    _previous_c,
-    _time,
-    _tiny,
+from clearlstm.fused.barrier import PAD, PATIENCE, barrier, new_counters
+from clearlstm.fused.kernel_math import (
+    JIT,
+    denormal_floor,
+    gates_backward,
+    gates_forward,
+    matvec_dot,
+    matvec_t,
+    previous_c,
+    step_time,
 )
 
-# A waiting thread polls with the pause hint (~20 ns each), then yields its core (~0.4 µs
-# each; the partner may be waiting for it). A partner late by more than the patience (about
-# 0.2 ms by default) has lost its core, typically to another thread pool's spinning worker
-# (torch's idle OpenMP workers spin ~10 ms after each parallel region): the call is then
-# abandoned and the caller reruns it on one thread, which also means a partner that never
-# arrives cannot hang the process.
-_SPINS_BEFORE_YIELD = 2_000
-PATIENCE = 2_500  # polls, pauses and yields together
-_PAD = 16  # int64 slots between counters: each on its own cache line
 
-
-def _element_pointer(context, builder, signature, args):
-    array_type = signature.args[0]
-    array = context.make_array(array_type)(context, builder, args[0])
-    return cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
-
-
-@intrinsic
-def _load_acquire(typingctx, array, index):
-    """``array[index]`` read with acquire ordering (int64 array)."""
-
-    def codegen(context, builder, signature, args):
-        pointer = _element_pointer(context, builder, signature, args)
-        return builder.load_atomic(pointer, ordering="acquire", align=8)
-
-    return types.int64(array, index), codegen
-
-
-@intrinsic
-def _store_release(typingctx, array, index, value):
-    """``array[index] = value`` with release ordering (int64 array)."""
-
-    def codegen(context, builder, signature, args):
-        pointer = _element_pointer(context, builder, signature, args)
-        builder.store_atomic(args[2], pointer, ordering="release", align=8)
-        return context.get_dummy_value()
-
-    return types.void(array, index, value), codegen
-
-
-@intrinsic
-def _pause(typingctx):
-    """The x86 spin-wait hint."""
-
-    def codegen(context, builder, signature, args):
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
-        )
-        builder.call(function, [])
-        return context.get_dummy_value()
-
-    return types.void(), codegen
-
-
-@intrinsic
-def _sched_yield(typingctx):
-    """libc's ``sched_yield()``: let another thread have this core."""
-
-    def codegen(context, builder, signature, args):
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield"
-        )
-        builder.call(function, [])
-        return context.get_dummy_value()
-
-    return types.void(), codegen
-
-
-@njit(**_JIT)
-def _barrier(counters, me, threads, target):
-    """Announce that thread ``me`` finished step ``target - 1``; wait for the others.
-
-    ``counters (threads * _PAD + 2,)``: slot ``p * _PAD`` is thread ``p``'s progress; slot
-    ``threads * _PAD`` is set to 1 when someone gave up, the last slot holds the patience.
-    Returns False when the call was abandoned.
-    """
-    _store_release(counters, me * _PAD, target)
-    abandon = threads * _PAD
-    patience = counters[abandon + 1]
-    for p in range(threads):
-        spins = 0
-        while _load_acquire(counters, p * _PAD) < target:
-            spins += 1
-            if spins < _SPINS_BEFORE_YIELD:
-                _pause()
-            else:
-                _sched_yield()
-            if spins > patience or _load_acquire(counters, abandon) != 0:
-                _store_release(counters, abandon, 1)
-                return False
-    return True
-
-
-@njit(**_JIT)
+@njit(**JIT)
 def _forward_slice(
     xw, whh_p, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record,
     hbuf, counters, me, threads, u0, u1,
@@ -151,15 +57,15 @@ def _forward_slice(
                 for j in range(u0, u1):
                     hbuf[write + b, j] = hbuf[read + b, j]
                 continue
-            t = _time(s, n, reverse)
+            t = step_time(s, n, reverse)
             for j in range(width):
                 z[b, j] = xw[t, b, first + j]
-            _matvec_t(hbuf, read + b, whh_p, z, b)
+            matvec_t(hbuf, read + b, whh_p, z, b)
             if record:
                 for q in range(4):
                     for j in range(units):
                         pre[t, b, q * hidden + u0 + j] = z[b, q * units + j]
-            _gates_forward(z, b, c, h, b, out, t, b, u0)
+            gates_forward(z, b, c, h, b, out, t, b, u0)
             for j in range(units):
                 hbuf[write + b, u0 + j] = h[b, j]
             if store:
@@ -168,7 +74,7 @@ def _forward_slice(
                         gates[t, b, q * hidden + u0 + j] = z[b, q * units + j]
                 for j in range(units):
                     cs[t, b, u0 + j] = c[b, j]
-        if not _barrier(counters, me, threads, s + 1):
+        if not barrier(counters, me, threads, s + 1):
             return
     final = (longest % 2) * batch
     for b in range(batch):
@@ -230,15 +136,15 @@ def forward_split(
     batch, hidden = h0.shape
     hbuf = np.empty((2 * batch, hidden), h0.dtype)
     hbuf[:batch] = h0
-    counters = _counters(threads, patience)
+    counters = new_counters(threads, patience)
     _forward_split(
         xw, whh_parts, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store, record,
         hbuf, counters,
     )  # fmt: skip
-    return bool(counters[threads * _PAD] == 0)
+    return bool(counters[threads * PAD] == 0)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _backward_begin(grad_hn, grad_cn, lengths, dz, dh, dc, u0):
     """Carries ``dh, dc (B, units)`` from the final-state gradients; zero ``dz`` at padding."""
     steps, batch, units = dz.shape[0], dh.shape[0], dh.shape[1]
@@ -253,7 +159,7 @@ def _backward_begin(grad_hn, grad_cn, lengths, dz, dh, dc, u0):
                     dz[t, b, q * hidden + u0 + j] = 0.0
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _backward_share(
     s, grad_out, gates, cs, c0, w_p, lengths, reverse, dz, dh, dc, cp, dz_p, pbuf, row, u0
 ):  # fmt: skip
@@ -267,22 +173,22 @@ def _backward_share(
         n = lengths[b]
         if s >= n:
             continue
-        t = _time(s, n, reverse)
+        t = step_time(s, n, reverse)
         for j in range(units):
             dh[b, j] += grad_out[t, b, u0 + j]
-        _previous_c(cp, b, cs, c0, s, n, reverse, b, u0)
-        _gates_backward(dh, dc, cp, b, gates, cs, t, b, dz, u0)
+        previous_c(cp, b, cs, c0, s, n, reverse, b, u0)
+        gates_backward(dh, dc, cp, b, gates, cs, t, b, dz, u0)
         for q in range(4):
             for j in range(units):
                 dz_p[0, q * units + j] = dz[t, b, q * hidden + u0 + j]
-        _matvec_dot(dz_p, 0, w_p, pbuf, row + b)  # narrow: H dot products, not 4 H' axpys
+        matvec_dot(dz_p, 0, w_p, pbuf, row + b)  # narrow: H dot products, not 4 H' axpys
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _backward_gather(s, lengths, pbuf, base, threads, dh, u0):
     """``dh`` of this slice's units = the slices' shares summed in slice order."""
     batch, units = dh.shape
-    tiny = _tiny(pbuf[0, 0])
+    tiny = denormal_floor(pbuf[0, 0])
     zero = pbuf.dtype.type(0.0)
     for b in range(batch):
         if s >= lengths[b]:
@@ -296,7 +202,7 @@ def _backward_gather(s, lengths, pbuf, base, threads, dh, u0):
             dh[b, j] = total
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _backward_slice(
     grad_out, grad_hn, grad_cn, gates, cs, c0, w_p, lengths, reverse, dz, dh0, dc0,
     pbuf, counters, me, threads, u0, u1,
@@ -313,7 +219,7 @@ def _backward_slice(
         base = (s % 2) * threads * batch
         args = (grad_out, gates, cs, c0, w_p, lengths, reverse, dz, dh, dc, cp, dz_p, pbuf)
         _backward_share(s, *args, base + me * batch, u0)
-        if not _barrier(counters, me, threads, longest - s):
+        if not barrier(counters, me, threads, longest - s):
             return
         _backward_gather(s, lengths, pbuf, base, threads, dh, u0)
     dh0[:, u0:u1] = dh
@@ -333,7 +239,7 @@ def _backward_split(
         )  # fmt: skip
 
 
-@njit(cache=True, **_JIT)
+@njit(cache=True, **JIT)
 def _backward_split_serial(
     grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0, pbuf
 ):  # fmt: skip
@@ -389,19 +295,13 @@ def backward_split(
     threads = w_parts.shape[0]
     batch, hidden = c0.shape
     pbuf = np.empty((2 * threads * batch, hidden), c0.dtype)
-    counters = _counters(threads, patience)
+    counters = new_counters(threads, patience)
     args = (grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0)
     _backward_split(*args, pbuf, counters)
-    if counters[threads * _PAD] == 0:
+    if counters[threads * PAD] == 0:
         return True
     _backward_split_serial(*args, pbuf)
     return False
-
-
-def _counters(threads: int, patience: int) -> np.ndarray:
-    counters = np.zeros(threads * _PAD + 2, np.int64)
-    counters[-1] = patience
-    return counters
 
 
 def unit_order(hidden: int, threads: int) -> np.ndarray:

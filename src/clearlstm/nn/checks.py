@@ -9,11 +9,18 @@ from numbers import Integral
 import torch
 from torch import Tensor
 
+from clearlstm.core.records import LayerWeights, step_mask
+
 
 def check_size(owner: str, name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}: {name} must be an integer >= {minimum}; got {value!r}")
     return value
+
+
+def check_dtype(owner: str, dtype: torch.dtype | None) -> None:
+    if dtype is not None and not dtype.is_floating_point:
+        raise TypeError(f"{owner}: dtype must be a floating-point dtype; got {dtype}")
 
 
 def check_tensor(owner: str, name: str, value: object) -> Tensor:
@@ -52,18 +59,16 @@ _NUMBA_DTYPES = (torch.float32, torch.float64)
 
 @cache
 def _kernels():
-    """:mod:`clearlstm.kernels`, or None without numba; imported on first use (slow)."""
-    try:
-        from clearlstm.fused import kernels
-    except ImportError:
-        return None
+    """:mod:`clearlstm.fused.kernels`, imported on first use (numba loads slowly)."""
+    from clearlstm.fused import kernels
+
     return kernels
 
 
 def _count_nonfinite(tensor: Tensor) -> int:
     small = tensor.is_cpu and tensor.dtype in _NUMBA_DTYPES and tensor.numel() <= _NUMBA_MAX_NUMEL
-    if small and (kernels := _kernels()) is not None:
-        return kernels.count_nonfinite(tensor.numpy())
+    if small:
+        return _kernels().count_nonfinite(tensor.numpy())
     # A finite sum proves every entry finite (NaN and Inf propagate) in one fast reduction;
     # only a non-finite sum (which may also be an overflow) needs the elementwise test.
     if bool(torch.isfinite(tensor.sum())):
@@ -80,6 +85,33 @@ def check_finite(owner: str, named: Iterable[tuple[str, Tensor]]) -> None:
                 f"{owner}: {name} contains {bad} non-finite value(s) (NaN or Inf); "
                 "clean the data, or pass check_finite=False to the module to allow them"
             )
+
+
+def check_call_finite(
+    owner: str,
+    x: Tensor,
+    lengths: Tensor | None,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    weights: Sequence[LayerWeights],
+    directions: int = 1,
+) -> None:
+    """The NaN/Inf policy of one forward call: raise naming the first of the input (only the
+    steps the LSTM reads, ``x (T, B, I)``), the initial state and the weights (named as the
+    module's parameters, ``weight_ih_l0`` ...) that holds NaN or Inf."""
+    valid = x if lengths is None else x[step_mask(lengths.to(x.device), x.shape[0])]
+    named = [("input", valid.detach())]
+    if h0 is not None:  # the default zeros need no check
+        named += [("h_0", h0.detach()), ("c_0", c0.detach())]
+    for k, layer_weights in enumerate(weights):
+        suffix = f"_l{k // directions}" + ("_reverse" if k % directions else "")
+        for name, w in zip(_WEIGHT_NAMES, layer_weights, strict=True):
+            if w is not None:
+                named.append((f"parameter {name}{suffix}", w.detach()))
+    check_finite(owner, named)
+
+
+_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
 def check_lengths(owner: str, lengths: object, batch: int, steps: int) -> Tensor:

@@ -1,9 +1,10 @@
 """Step-at-a-time inference: ``stream = lstm.stream(); y = stream.step(x_t)``.
 
-A :class:`Stream` snapshots an :class:`~clearlstm.LSTM`'s weights and carries ``(h, c)``
+A :class:`Stream` snapshots an :class:`~clearlstm.LSTM`'s weights (``weights``, one
+:class:`~clearlstm.core.records.LayerWeights` per layer) and carries ``(h, c)``
 from one call to the next, so feeding a sequence one step per call gives the outputs of the
 whole-sequence call (within float rounding). On CPU with float32/float64 and no projection
-each step is one small numba call per layer (:func:`clearlstm.fused.kernels.stream_step`);
+each step is one small numba call per layer (:func:`clearlstm.fused.step_kernels.stream_step`);
 otherwise it steps the reference cell (:func:`clearlstm.core.cell.cell_step`) with torch.
 
 Streaming is inference: no autograd, no dropout (as in ``eval()``), no NaN checks, and only
@@ -20,16 +21,14 @@ one direction (a reverse direction needs the whole sequence). Weights changed af
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from clearlstm.core.cell import cell_step, input_projection
-
-if TYPE_CHECKING:
-    from clearlstm.nn.modules import LSTM
+from clearlstm.core.records import LayerWeights, combined_bias
 
 
 class Stream:
@@ -40,21 +39,26 @@ class Stream:
     size otherwise. :attr:`state` is the current ``(h, c)``, :meth:`reset` starts over.
     """
 
-    def __init__(self, lstm: LSTM, hx: tuple[Tensor, Tensor] | None = None) -> None:
-        if lstm.bidirectional:
+    def __init__(
+        self,
+        weights: Sequence[LayerWeights],
+        input_size: int,
+        bidirectional: bool = False,
+        hx: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        if bidirectional:
             raise NotImplementedError(
                 "LSTM.stream: a bidirectional LSTM cannot stream, its reverse direction needs "
                 "the whole sequence; call the module on the full sequence instead"
             )
-        self.input_size, self.num_layers = lstm.input_size, lstm.num_layers
-        self._weights = [lstm.layer_weights(layer) for layer in range(lstm.num_layers)]
+        self.input_size, self.num_layers = input_size, len(weights)
+        self._weights = list(weights)
         first = self._weights[0].w_ih
         self.dtype, self.device = first.dtype, first.device
         self._fast = (
             self.device.type == "cpu"
             and self.dtype in (torch.float32, torch.float64)
-            and lstm.proj_size == 0
-            and _kernels() is not None
+            and self._weights[0].w_hr is None
         )
         if self._fast:  # numpy snapshots laid out for the kernel's axpys
             self._packed = [_pack(w) for w in self._weights]
@@ -109,7 +113,8 @@ class Stream:
         return y if batched else y[0]
 
     def _step_fast(self, x: Tensor) -> Tensor:
-        step = _kernels().stream_step
+        from clearlstm.fused.step_kernels import stream_step as step  # numba: on first use
+
         layer_in = np.ascontiguousarray(x.detach().numpy())
         if layer_in.shape[0] != self._h[0].shape[0]:
             raise ValueError(
@@ -136,23 +141,12 @@ class Stream:
         return layer_in
 
 
-def _kernels():
-    """:mod:`clearlstm.kernels`, or None without numba."""
-    try:
-        from clearlstm.fused import kernels
-    except ImportError:
-        return None
-    return kernels
-
-
 def _pack(w) -> list:
     """``[w_ih.T (I, G), w_hh.T (H, G), b_ih + b_hh (G,), scratch (1, G)]`` as numpy."""
     w_ih, w_hh = w.w_ih.detach(), w.w_hh.detach()
     gates = w_ih.shape[0]
-    bias = w_ih.new_zeros(gates)
-    for b in (w.b_ih, w.b_hh):
-        if b is not None:
-            bias = bias + b.detach()
+    bias = combined_bias(w.b_ih, w.b_hh)
+    bias = w_ih.new_zeros(gates) if bias is None else bias.detach().clone()  # a snapshot
     return [
         w_ih.t().contiguous().numpy(),
         w_hh.t().contiguous().numpy(),

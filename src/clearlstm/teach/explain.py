@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from clearlstm.nn.modules import LSTM
+from clearlstm.nn.lstm import LSTM
 from clearlstm.teach.seed import (
     COMPANIES,
     ONE_STEP_INPUT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from clearlstm.nn.modules import LSTM
+from clearlstm.nn.lstm import LSTM
 
 # torch.nn.LSTM(1, 1) layout, gate rows i, f, g, o; bias_hh is zero.
 STATQUEST_WEIGHTS: dict[str, list] = {

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from clearlstm.nn.modules import LSTM
+from clearlstm.nn.lstm import LSTM
 
 # Row of each stage in torch.nn.LSTM's gate blocks (i, f, g, o).
 STAGE_ROWS: dict[str, int] = {"input": 0, "forget": 1, "potential": 2, "output": 3}

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from clearlstm.core.trace import Trace
-from clearlstm.nn.modules import LSTM
+from clearlstm.nn.lstm import LSTM
 from clearlstm.teach.seed import COMPANIES, statquest_lstm
 from clearlstm.teach.unit import UnitWeights
 

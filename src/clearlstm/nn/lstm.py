@@ -1,12 +1,11 @@
-"""``LSTM`` and ``LSTMCell``: drop-in replacements for torch.nn.LSTM / nn.LSTMCell.
+"""``LSTM``: a drop-in replacement for torch.nn.LSTM.
 
 Same constructor, parameter names, shapes, initialisation and return values, so a torch
-state_dict loads as it is. What they add: ``lengths=`` for padded batches, ``trace=True``
-for every gate at every step (:class:`~clearlstm.core.trace.Trace`), and errors that say what is
-wrong. The math lives in :mod:`clearlstm.cell`; these classes hold parameters, check
-arguments and call :func:`clearlstm.nn.functional.lstm` once per forward (a one-layer,
-one-direction ``LSTM`` first offers the call to
-:func:`clearlstm.nn.functional.one_layer_forward`, the fused kernels with nothing around them).
+state_dict loads as it is. What it adds: ``lengths=`` for padded batches, ``trace=True`` for
+every gate at every step (:class:`~clearlstm.core.trace.Trace`), a public choice of path
+(``backend=``, ``kernel=``) and errors that say what is wrong. The math lives in
+:mod:`clearlstm.core.cell`; this class holds parameters, checks arguments and calls
+:func:`clearlstm.nn.functional.lstm`, the one forward entry, once per forward.
 """
 
 from __future__ import annotations
@@ -18,28 +17,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from clearlstm.core.cell import CellStep, lstm_cell
-from clearlstm.core.records import LayerRecord, LayerWeights, step_mask
+from clearlstm.core.records import LayerWeights
 from clearlstm.core.trace import Trace
 from clearlstm.nn import checks
-from clearlstm.nn.functional import BACKENDS, Backend, lstm, one_layer_forward
+from clearlstm.nn.functional import Backend, Kernel, check_choice, lstm
 from clearlstm.nn.streaming import Stream
 
 State = tuple[Tensor, Tensor]
-
-
-def _check_dtype(owner: str, dtype: torch.dtype | None) -> None:
-    if dtype is not None and not dtype.is_floating_point:
-        raise TypeError(f"{owner}: dtype must be a floating-point dtype; got {dtype}")
-
-
-def _check_finite_weights(owner: str, module: nn.Module) -> None:
-    """NaN/Inf in any parameter raise. Checked on every call: a cache keyed on the tensors'
-    version counters misses writes through ``param.data``, which bump no counter."""
-    # Without submodules (parametrizations add some) the module's own dict lists them all.
-    params = module.named_parameters() if module._modules else module._parameters.items()
-    named = (("parameter " + n, p.detach()) for n, p in params if p is not None)
-    checks.check_finite(owner, named)
+_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")  # LayerWeights' order
 
 
 class LSTM(nn.Module):
@@ -96,6 +81,7 @@ class LSTM(nn.Module):
         *,
         check_finite: bool = True,
         backend: Backend = "auto",
+        kernel: Kernel = "auto",
     ) -> None:
         super().__init__()
         owner = "LSTM"
@@ -116,9 +102,8 @@ class LSTM(nn.Module):
                 "LSTM: dropout applies between layers, so it has no effect with num_layers=1",
                 stacklevel=2,
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"LSTM: backend must be one of {BACKENDS}; got {backend!r}")
-        _check_dtype(owner, dtype)
+        check_choice(owner, backend, kernel)
+        checks.check_dtype(owner, dtype)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -129,6 +114,7 @@ class LSTM(nn.Module):
         self.proj_size = proj_size
         self.check_finite = check_finite
         self.backend = backend
+        self.kernel = kernel
 
         factory = {"device": device, "dtype": dtype}
         gates, out_size = 4 * hidden_size, proj_size or hidden_size
@@ -144,6 +130,11 @@ class LSTM(nn.Module):
                     self._add(f"bias_hh{sfx}", (gates,), factory)
                 if proj_size:
                     self._add(f"weight_hr{sfx}", (proj_size, hidden_size), factory)
+        self._weight_names = [  # per layer-direction, in LayerWeights' order
+            tuple(f"{name}_l{layer}" + ("_reverse" if direction else "") for name in _NAMES)
+            for layer in range(num_layers)
+            for direction in range(self.num_directions)
+        ]
         self.reset_parameters()
 
     def _add(self, name: str, shape: tuple[int, ...], factory: dict) -> None:
@@ -175,13 +166,22 @@ class LSTM(nn.Module):
             get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
         )
 
+    def all_weights(self) -> list[LayerWeights]:
+        """Every layer-direction's parameters, layer by layer, forward direction first."""
+        params = self._parameters
+        if self._modules or self._weight_names[0][0] not in params:  # parametrized weights
+            return [self.layer_weights(k // self.num_directions, k % self.num_directions)
+                    for k in range(len(self._weight_names))]  # fmt: skip
+        get = params.get
+        return [LayerWeights(*(get(name) for name in names)) for names in self._weight_names]
+
     def stream(self, hx: State | None = None) -> Stream:
         """A stateful stepper for step-at-a-time inference: ``y = stream.step(x_t)``.
 
         ``hx``: optional ``(h_0 (L, B, P), c_0 (L, B, H))``. Snapshots the current weights;
         see :class:`clearlstm.nn.streaming.Stream`.
         """
-        return Stream(self, hx)
+        return Stream(self.all_weights(), self.input_size, self.bidirectional, hx)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
@@ -275,13 +275,21 @@ class LSTM(nn.Module):
         if lengths is not None:
             lengths = checks.check_lengths(owner, lengths, batch, steps)
         h0, c0 = (None, None) if hx is None else self._initial_state(hx, x, batch, batched)
-        direct = self._one_layer_forward(x, h0, c0, lengths, trace)
-        if direct is not None:
-            output, h_n, c_n, record = direct
-            records = [[record]]
-        else:
-            output, h_n, c_n, records = self._general(x, hx, h0, c0, lengths, batched, trace)
-
+        output, h_n, c_n, records = lstm(
+            x,
+            h0,
+            c0,
+            self.all_weights(),
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            training=self.training,
+            lengths=lengths,
+            record=trace,
+            backend=self.backend,
+            kernel=self.kernel,
+            check_finite=self.check_finite,
+            owner=owner,
+        )
         if packed:
             order = input.sorted_indices
             sorted_out = output if order is None else output.index_select(1, order)
@@ -299,66 +307,10 @@ class LSTM(nn.Module):
         all_steps = torch.full((batch,), steps, dtype=torch.int64) if lengths is None else lengths
         return output, (h_n, c_n), Trace(tuple(tuple(r) for r in records), all_steps)
 
-    def _one_layer_forward(
-        self,
-        x: Tensor,
-        h0: Tensor | None,
-        c0: Tensor | None,
-        lengths: Tensor | None,
-        trace: bool,
-    ) -> tuple[Tensor, Tensor, Tensor, LayerRecord | None] | None:
-        """A one-layer, one-direction call straight to the fused kernels
-        (:func:`~clearlstm.nn.functional.one_layer_forward`): ``(output (T, B, H), h_n, c_n
-        (1, B, H), record or None)``; None for any other call. ``x (T, B, I)``."""
-        # _modules: parametrized weights (torch.nn.utils.parametrize) are computed properties
-        if self.num_layers > 1 or self.bidirectional or self.proj_size or self._modules:
-            return None
-        state = (None, None) if h0 is None else (h0[0], c0[0])
-        p = self._parameters  # no parametrizations: every weight is here
-        weights = LayerWeights(
-            p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"), None
-        )
-        args = (lengths, trace, self.backend, self.check_finite)
-        return one_layer_forward(x, *state, weights, *args)
-
-    def _general(self, x, hx, h0, c0, lengths, batched, trace):
-        """Any call: checks, then :func:`~clearlstm.nn.functional.lstm` over every layer."""
-        steps, batch, _ = x.shape
-        if h0 is None:
-            h0, c0 = self._initial_state(None, x, batch, batched)
-        if self.check_finite:
-            # Only the steps the LSTM reads: padding may hold anything.
-            valid = x if lengths is None else x[step_mask(lengths, steps)]
-            named = [("input", valid.detach())]
-            if hx is not None:  # the default zeros need no check
-                named += [("h_0", h0.detach()), ("c_0", c0.detach())]
-            checks.check_finite("LSTM", named)
-            _check_finite_weights("LSTM", self)
-        weights = [
-            self.layer_weights(layer, direction)
-            for layer in range(self.num_layers)
-            for direction in range(self.num_directions)
-        ]
-        return lstm(
-            x,
-            h0,
-            c0,
-            weights,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            training=self.training,
-            lengths=lengths,
-            record=trace,
-            backend=self.backend,
-        )
-
-    def _initial_state(self, hx: State | None, x: Tensor, batch: int, batched: bool) -> State:
-        """``(h_0 (L*D, B, P), c_0 (L*D, B, H))``, zeros when ``hx`` is None."""
+    def _initial_state(self, hx: State, x: Tensor, batch: int, batched: bool) -> State:
+        """``hx`` checked and batched: ``(h_0 (L*D, B, P), c_0 (L*D, B, H))``."""
         stacked = self.num_layers * self.num_directions
         out_size = self.proj_size or self.hidden_size
-        if hx is None:
-            h0 = x.new_zeros(stacked, batch, out_size)
-            return h0, x.new_zeros(stacked, batch, self.hidden_size)
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise TypeError(
                 f"LSTM: hx must be a tuple (h_0, c_0) of two tensors; got {type(hx).__name__}"
@@ -377,92 +329,3 @@ class LSTM(nn.Module):
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
         return h0, c0
-
-
-class LSTMCell(nn.Module):
-    r"""One LSTM step, compatible with :class:`torch.nn.LSTMCell`.
-
-    ``cell(input, hx=None, *, trace=False)``: ``input (B, I)`` or ``(I,)``; ``hx = (h, c)``
-    each ``(B, H)`` or ``(H,)``. Returns ``(h_1, c_1)``; with ``trace=True`` also the step's
-    :class:`~clearlstm.core.cell.CellStep` (every gate and pre-activation, detached).
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        *,
-        check_finite: bool = True,
-    ) -> None:
-        super().__init__()
-        checks.check_size("LSTMCell", "input_size", input_size)
-        checks.check_size("LSTMCell", "hidden_size", hidden_size)
-        _check_dtype("LSTMCell", dtype)
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        self.check_finite = check_finite
-        factory = {"device": device, "dtype": dtype}
-        gates = 4 * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
-        self.bias_ih = nn.Parameter(torch.empty(gates, **factory)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(gates, **factory)) if bias else None
-        self.reset_parameters()
-
-    reset_parameters = LSTM.reset_parameters
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
-
-    @classmethod
-    def from_torch(cls, module: nn.LSTMCell, **kwargs) -> LSTMCell:
-        w = module.weight_ih
-        new = cls(module.input_size, module.hidden_size, module.bias, w.device, w.dtype, **kwargs)
-        new.load_state_dict(module.state_dict())
-        return new
-
-    def to_torch(self) -> nn.LSTMCell:
-        w = self.weight_ih
-        module = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, w.device, w.dtype)
-        module.load_state_dict(self.state_dict())
-        return module
-
-    def forward(
-        self, input: Tensor, hx: State | None = None, *, trace: bool = False
-    ) -> State | tuple[State, CellStep]:
-        owner = "LSTMCell"
-        x = checks.check_tensor(owner, "input", input)
-        if x.dim() not in (1, 2) or x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"LSTMCell: expected input of shape (B, {self.input_size}) or "
-                f"({self.input_size},); got shape {tuple(x.shape)}"
-            )
-        if x.dim() == 2 and x.shape[0] == 0:
-            raise ValueError("LSTMCell: input is empty: got a batch of 0 sequences")
-        checks.check_like(owner, "input", x, self.weight_ih, "the weights")
-        batched = x.dim() == 2
-        x = x if batched else x.unsqueeze(0)
-        if hx is None:
-            h = c = x.new_zeros(x.shape[0], self.hidden_size)
-        else:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                raise TypeError(f"LSTMCell: hx must be a tuple (h, c); got {type(hx).__name__}")
-            expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
-            what = "(batch, hidden_size)" if batched else "(hidden_size,) for unbatched input"
-            for name, state in zip(("h", "c"), hx, strict=True):
-                checks.check_tensor(owner, name, state)
-                checks.check_shape(owner, name, state, expected, what)
-                checks.check_like(owner, name, state, x, "input")
-            h, c = (s if batched else s.unsqueeze(0) for s in hx)
-        if self.check_finite:
-            checks.check_finite(
-                owner, [("input", x.detach()), ("h", h.detach()), ("c", c.detach())]
-            )
-            _check_finite_weights(owner, self)
-        step = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        h1, c1 = (step.h, step.c) if batched else (step.h[0], step.c[0])
-        if not trace:
-            return h1, c1
-        return (h1, c1), CellStep(*(v.detach() for v in step))

@@ -1,0 +1,95 @@
+"""The fused backend's one entry, :func:`run_layer`: a layer-direction on the kernel that
+:func:`clearlstm.fused.dispatch.plan` picks, with or without a gradient and a record.
+
+Tiny calls run as one kernel call each way (:mod:`clearlstm.fused.small_layers`), others
+through :class:`clearlstm.fused.autograd.FusedLayer`. The NaN/Inf check the caller asks for
+is one numba pass over the layer's inputs (inside the kernel for tiny inference); finding
+any, nothing is computed and the caller raises (:func:`clearlstm.nn.checks`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from clearlstm.core.records import LayerRecord, LayerResult, LayerWeights, combined_bias, step_mask
+from clearlstm.fused import kernels, pool
+from clearlstm.fused.autograd import FusedLayer, forward_layer
+from clearlstm.fused.dispatch import plan
+from clearlstm.fused.small_layers import (
+    SmallLayer,
+    all_steps,
+    as_array,
+    infer_small,
+    small_arrays,
+    small_forward,
+    zero_state,
+)
+
+
+def run_layer(
+    x: Tensor,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    weights: LayerWeights,
+    lengths: Tensor | None,
+    reverse: bool = False,
+    record: bool = False,
+    kernel: str = "auto",
+    check_finite: bool = False,
+    stacked: bool = False,
+) -> LayerResult | None:
+    """One layer-direction on the fused kernels.
+
+    ``x (T, B, I)`` CPU float32/float64 (padded steps already zeroed by the caller),
+    ``h0, c0 (B, H)`` or None for zeros, ``lengths (B,)`` int64 CPU or None (all ``T``),
+    ``weights`` without projection. Returns outputs ``(T, B, H)`` in the original time order
+    and the final states ``(B, H)`` (``(1, B, H)`` with ``stacked``), the record with
+    ``record``; None when ``check_finite`` found NaN/Inf among the inputs.
+    """
+    w_ih, w_hh, b_ih, b_hh, _ = weights
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    )
+    how = plan(x, w_hh, needs_grad, kernel)
+    steps, batch, _ = x.shape
+    zeros = zero_state(batch, w_hh.shape[1], x.dtype)  # shared, never written
+    state = [zeros if h is None else as_array(h.contiguous()) for h in (h0, c0)]
+    lens = all_steps(batch, steps) if lengths is None else as_array(lengths)
+    arrays = small_arrays(x, weights, state)
+    small = how.kernel == "small"
+    if small and not (record or needs_grad):  # plain inference: the check inside the kernel
+        result = infer_small(arrays, lens, reverse, check_finite, stacked)
+        return None if result is None else LayerResult(*result, None)
+    if check_finite and kernels.count_nonfinite_layer(*arrays, lens):
+        return None
+    if needs_grad:  # zeros for a missing state: a gradient w.r.t. them is not wanted
+        h0, c0 = (torch.from_numpy(zeros) if h is None else h for h in (h0, c0))
+    else:
+        h0, c0 = (torch.from_numpy(h) for h in state)
+    if small and needs_grad:
+        args = (x, w_ih, w_hh, b_ih, b_hh, h0, c0, lens, reverse, record, arrays)
+        results = SmallLayer.apply(*args)
+    elif small:
+        results = small_forward(arrays, lens, reverse, record, record)
+    else:
+        bias = combined_bias(b_ih, b_hh)
+        store = needs_grad or record
+        args = (x, w_ih, bias, h0, c0, w_hh, torch.from_numpy(lens), reverse, store, record, how)
+        results = FusedLayer.apply(*args) if needs_grad else forward_layer(*args)[:6]
+    out, h_n, c_n, gates, cs, pre = results
+    rec = layer_record(out, gates, cs, pre, lengths) if record else None
+    if stacked:
+        h_n, c_n = h_n.unsqueeze(0), c_n.unsqueeze(0)
+    return LayerResult(out, h_n, c_n, rec)
+
+
+def layer_record(out, gates, cs, pre, lengths: Tensor | None) -> LayerRecord:
+    """The record of one layer-direction from the kernels' buffers ``(T, B, G)``/``(T, B, H)``;
+    NaN at padded steps."""
+    steps, batch, hidden = out.shape
+    h = pool.empty(tuple(out.shape), out.dtype).copy_(out.detach())
+    if lengths is not None:
+        h.masked_fill_(~step_mask(lengths, steps)[..., None], float("nan"))
+    g = gates.view(steps, batch, 4, hidden)
+    return LayerRecord(pre.view(steps, batch, 4, hidden), *g.unbind(2), cs, h)
