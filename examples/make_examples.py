@@ -1,0 +1,51 @@
+"""Write the README's synthetic example series: ``sales.csv`` and ``recent.csv``.
+
+Daily unit sales of one made-up product with its price as a covariate: a slow trend, a
+weekly pattern (busier at weekends), a yearly swell, promotions that cut the price and lift
+sales, and noise from Python's seeded ``random`` (the same numbers on every machine). The
+numbers are invented, not measured. ``recent.csv`` holds the 56 days after ``sales.csv``.
+Run ``python examples/make_examples.py`` to rewrite both files; a test checks they match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+START = dt.date(2023, 1, 1)
+DAYS, RECENT_DAYS = 400, 56
+WEEKLY = (0.92, 0.95, 0.97, 1.0, 1.08, 1.22, 1.16)  # Monday .. Sunday
+HEADER = "date,units,price"
+
+
+def rows(days: int) -> list[str]:
+    """``days`` CSV rows from START, one per day: date, units sold, price."""
+    rng = random.Random(0)
+    out = []
+    for t in range(days):
+        day = START + dt.timedelta(days=t)
+        promo = (t // 7) % 6 == 5  # every sixth week
+        price = 7.49 if promo else 9.99 + 0.5 * (t >= 250)
+        base = (100 + 0.04 * t) * (1 + 0.12 * math.sin(2 * math.pi * t / 365.25))
+        lift = 1 + 0.09 * (9.99 - price)
+        noise = sum(rng.random() for _ in range(4)) - 2.0  # -2 .. 2, bell-shaped
+        units = max(0, round(base * WEEKLY[day.weekday()] * lift + 6 * noise))
+        out.append(f"{day.isoformat()},{units},{price:.2f}")
+    return out
+
+
+def files() -> dict[str, str]:
+    """File name -> text of each example series."""
+    every = rows(DAYS + RECENT_DAYS)
+    return {
+        "sales.csv": "\n".join([HEADER, *every[:DAYS]]) + "\n",
+        "recent.csv": "\n".join([HEADER, *every[DAYS:]]) + "\n",
+    }
+
+
+if __name__ == "__main__":
+    for name, text in files().items():
+        (HERE / name).write_text(text)
