@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2", help="torch thread counts, e.g. 1,2")
     parser.add_argument("--busy", action="store_true", help="a CPU hog on another core")
     parser.add_argument("--json", type=Path, help="write the raw medians here")
+    parser.add_argument("--shapes", help="only these shapes, e.g. 5x1x1x1,50x4x8x32")
     parser.add_argument(
         "--row-cap", type=float, default=40.0, help="seconds of timing per row, at most"
     )
@@ -333,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load {_load()}"
     )
     shapes = [s for s in SHAPES if not (args.quick and s in QUICK_DROPS)]
+    if args.shapes:
+        wanted = {tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")}
+        shapes = [s for s in shapes if s in wanted]
     target = 0.01 if args.quick else 0.02  # seconds of timed calls per block
     hog = start_hog() if args.busy else None
     results = []

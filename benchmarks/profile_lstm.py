@@ -31,14 +31,14 @@ from numba import njit
 from torch import nn
 
 import clearlstm
-from clearlstm.fused import kernels, kernels_small, kernels_split
+from clearlstm.fused import kernel_math, kernels, kernels_small, kernels_split, step_kernels
 
 # part of a call -> the (owner, attribute) pairs whose time counts there
 PARTS = {
     "NaN/Inf check": [(kernels, "count_nonfinite"), (kernels, "count_nonfinite_layer")],
     "forward kernels": [
         (kernels, "forward_sequence"),
-        (kernels, "forward_gates"),
+        (step_kernels, "forward_gates"),
         (kernels_split, "forward_split"),
         (kernels_small, "forward_small"),
         (kernels_small, "infer_small"),
@@ -46,7 +46,7 @@ PARTS = {
     ],
     "backward kernels": [
         (kernels, "backward_sequence"),
-        (kernels, "backward_gates"),
+        (step_kernels, "backward_gates"),
         (kernels_split, "backward_split"),
         (kernels_small, "backward_small"),
     ],
@@ -91,7 +91,7 @@ def timed_parts(seconds: dict[str, float]) -> Iterator[None]:
 def taken_apart(call: Callable[[], object], calls: int) -> dict[str, float]:
     """Median seconds per call of each part of ``call`` and of the whole ("call, timed")."""
     per_call: dict[str, list[float]] = defaultdict(list)
-    call()  # warm-up: compile, allocate, let the dispatch learn
+    call()  # warm-up: compile, allocate
     for _ in range(calls):
         seconds: dict[str, float] = defaultdict(float)
         with timed_parts(seconds):
@@ -157,9 +157,9 @@ def us(seconds: float) -> str:
 # --- one step of the recurrence ----------------------------------------------------------
 
 
-@njit(cache=True, **kernels._JIT)  # the kernels' compile flags
+@njit(cache=True, **kernel_math.JIT)  # the kernels' compile flags
 def _forward_steps(xw, whh_t, out, product, gates):
-    """The loop of ``kernels._forward_rows`` for one sequence, with the recurrent product
+    """The loop of ``kernels.forward_rows`` for one sequence, with the recurrent product
     and the gates each switched on or off."""
     steps, width = xw.shape
     hidden = width // 4
@@ -170,39 +170,39 @@ def _forward_steps(xw, whh_t, out, product, gates):
         for j in range(width):
             z[0, j] = xw[t, j]
         if product:
-            kernels._matvec_t(h, 0, whh_t, z, 0)
+            kernel_math.matvec_t(h, 0, whh_t, z, 0)
         if gates:
-            kernels._gates_forward(z, 0, c, h, 0, out, t, 0)
+            kernel_math.gates_forward(z, 0, c, h, 0, out, t, 0)
         else:
             for j in range(hidden):
                 out[t, 0, j] = z[0, j]
 
 
-@njit(cache=True, **kernels._JIT)
+@njit(cache=True, **kernel_math.JIT)
 def _backward_steps(grad_out, gates_rec, cs, w_hh, whh_t, dz, product, gates):
-    """The loop of ``kernels._backward_rows`` for one sequence (its ``dz @ w_hh`` as there:
+    """The loop of ``kernels.backward_rows`` for one sequence (its ``dz @ w_hh`` as there:
     dot products below ``BLOCK_MIN_HIDDEN``, axpys from it), parts switched as above."""
     steps, hidden = grad_out.shape[0], grad_out.shape[2]
     dh = np.zeros((1, hidden), grad_out.dtype)
     dc = np.zeros((1, hidden), grad_out.dtype)
     cp = np.zeros((1, hidden), grad_out.dtype)
     dz_row = np.zeros((1, 4 * hidden), grad_out.dtype)
-    narrow = hidden < kernels.BLOCK_MIN_HIDDEN
+    narrow = hidden < kernel_math.BLOCK_MIN_HIDDEN
     for t in range(steps - 1, -1, -1):
         for j in range(hidden):
             dh[0, j] += grad_out[t, 0, j]
         if gates:
-            kernels._previous_c(cp, 0, cs, cs[0], t, steps, False, 0)
-            kernels._gates_backward(dh, dc, cp, 0, gates_rec, cs, t, 0, dz)
+            kernel_math.previous_c(cp, 0, cs, cs[0], t, steps, False, 0)
+            kernel_math.gates_backward(dh, dc, cp, 0, gates_rec, cs, t, 0, dz)
         for j in range(4 * hidden):
             dz_row[0, j] = dz[t, 0, j]
         if product:
             if narrow:
-                kernels._matvec_dot(dz_row, 0, whh_t, dh, 0)
+                kernel_math.matvec_dot(dz_row, 0, whh_t, dh, 0)
             else:
                 for j in range(hidden):
                     dh[0, j] = 0.0
-                kernels._matvec_t(dz_row, 0, w_hh, dh, 0, True)
+                kernel_math.matvec_t(dz_row, 0, w_hh, dh, 0, True)
         for j in range(hidden):
             dh[0, j] *= 0.5  # keeps the carry bounded with the gates off
 
@@ -219,7 +219,7 @@ def step_rows(hidden: int, steps: int, repeats: int) -> list[list[str]]:
     gates_rec = rng.uniform(0.05, 0.95, (steps, 1, width)).astype(np.float32)
     cs = rng.standard_normal((steps, 1, hidden)).astype(np.float32)
     dz = rng.standard_normal((steps, 1, width)).astype(np.float32)
-    narrow_t = whh_t if hidden < kernels.BLOCK_MIN_HIDDEN else np.empty((0, width), np.float32)
+    narrow_t = whh_t if hidden < kernel_math.BLOCK_MIN_HIDDEN else np.empty((0, width), np.float32)
     variants = {
         "forward: product": lambda: _forward_steps(xw, whh_t, out, True, False),
         "forward: gates": lambda: _forward_steps(xw, whh_t, out, False, True),

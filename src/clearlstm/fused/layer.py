@@ -48,13 +48,19 @@ def run_layer(
     ``record``; None when ``check_finite`` found NaN/Inf among the inputs.
     """
     w_ih, w_hh, b_ih, b_hh, _ = weights
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+    needs_grad = torch.is_grad_enabled() and (  # spelt out: this runs on every call
+        w_ih.requires_grad
+        or w_hh.requires_grad
+        or x.requires_grad
+        or (b_ih is not None and b_ih.requires_grad)
+        or (b_hh is not None and b_hh.requires_grad)
+        or (h0 is not None and (h0.requires_grad or c0.requires_grad))
     )
     how = plan(x, w_hh, needs_grad, kernel)
     steps, batch, _ = x.shape
     zeros = zero_state(batch, w_hh.shape[1], x.dtype)  # shared, never written
-    state = [zeros if h is None else as_array(h.contiguous()) for h in (h0, c0)]
+    given = h0 is not None
+    state = (as_array(h0.contiguous()), as_array(c0.contiguous())) if given else (zeros, zeros)
     lens = all_steps(batch, steps) if lengths is None else as_array(lengths)
     arrays = small_arrays(x, weights, state)
     small = how.kernel == "small"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from typing import Literal
+from typing import Literal, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,6 @@ from clearlstm.core.records import (
     LayerResult,
     LayerWeights,
     reverse_within_lengths,
-    step_mask,
 )
 from clearlstm.core.reference import reference_layer
 from clearlstm.fused import KERNELS
@@ -102,29 +101,29 @@ def choose_backend(
     ``NotImplementedError`` where they cannot run); ``"auto"`` follows the rule in this
     module's docstring. ``x (T, B, I)``; ``weights``: the first layer's.
     """
+    if backend == "auto" and kernel == "auto":  # every default call: kept cheap
+        if not x.is_cpu or x.dtype not in _FAST_DTYPES:
+            return "reference"
+        projection = weights.w_hr is not None
+        if record:
+            return "reference" if projection else "fused"
+        fused = not projection and fused_size(x.shape[1], weights.w_hh.shape[1])
+        return "fused" if fused else "torch"
     check_choice(owner, backend, kernel)
     if kernel != "auto":
         backend = "fused"
     if backend == "fused" and not fused_supports(x, weights):
         raise NotImplementedError(
-            f"{owner}: backend='fused' needs a CPU tensor of float32/float64 and no projection; "
-            f"got {x.dtype} on {x.device}, projection={weights.w_hr is not None}. Use "
-            "backend='auto' (falls back to the reference) or 'reference'"
+            f"{owner}: backend='fused' needs a CPU tensor of float32/float64 and no "
+            f"projection; got {x.dtype} on {x.device}, projection={weights.w_hr is not None}. "
+            "Use backend='auto' (falls back to the reference) or 'reference'"
         )
     if backend == "torch" and record:
         raise NotImplementedError(
-            f"{owner}: backend='torch' cannot record the trace (torch's op keeps no gates); use "
-            "backend='auto', 'fused' or 'reference' with trace=True"
+            f"{owner}: backend='torch' cannot record the trace (torch's op keeps no gates); "
+            "use backend='auto', 'fused' or 'reference' with trace=True"
         )
-    if backend != "auto":
-        return backend
-    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES:
-        return "reference"
-    projection = weights.w_hr is not None
-    if record:
-        return "reference" if projection else "fused"
-    fused = not projection and fused_size(x.shape[1], weights.w_hh.shape[0] // 4)
-    return "fused" if fused else "torch"
+    return backend
 
 
 @cache
@@ -163,9 +162,11 @@ def lstm(
     """
     path = choose_backend(x, weights[0], record, backend, kernel, owner)
     directions = 2 if bidirectional else 1
-    if lengths is not None:
-        valid = step_mask(lengths.to(x.device), x.shape[0])[..., None]  # (T, B, 1)
-        x = x.masked_fill(~valid, 0.0)
+    if lengths is not None and torch.is_grad_enabled():
+        # Without a gradient no route reads a padded step; with one, its input would reach
+        # the input-weight gradient through the all-steps input product (0 * NaN = NaN).
+        padded = torch.arange(x.shape[0], device=x.device)[:, None] >= lengths.to(x.device)
+        x = x.masked_fill(padded[..., None], 0.0)  # (T, B, I)
     if check_finite and path != "fused":  # the fused kernels check in their own pass
         checks.check_call_finite(owner, x, lengths, h0, c0, weights, directions)
     if h0 is None and path != "fused":  # the fused kernels share one zero state
@@ -173,6 +174,13 @@ def lstm(
         h0 = x.new_zeros(len(weights), x.shape[1], out_size)
         c0 = x.new_zeros(len(weights), x.shape[1], hidden)
     stacked = len(weights) == 1  # the states come back (1, B, .): no stack needed
+    if stacked and path == "fused":  # the thinnest route: one layer-direction, no plumbing
+        state = (None, None) if h0 is None else (h0[0], c0[0])
+        result = _run_fused()(x, *state, weights[0], lengths, False, record, kernel,
+                              check_finite, True)  # fmt: skip
+        if result is None:
+            _raise_nonfinite(owner, x, lengths, h0, c0, weights, directions)
+        return result.output, result.h_n, result.c_n, [[result.record]] if record else None
     layer_input = x
     h_n, c_n, records = [], [], [] if record else None
     for layer in range(len(weights) // directions):
@@ -183,9 +191,8 @@ def lstm(
             state = (None, None) if h0 is None else (h0[k], c0[k])
             if path == "fused":
                 result = _run_fused()(layer_input, *state, *args, kernel, check_finite, stacked)
-                if result is None:  # NaN/Inf found: name it
-                    checks.check_call_finite(owner, x, lengths, h0, c0, weights, directions)
-                    raise ValueError(f"{owner}: the fused kernels found NaN or Inf")
+                if result is None:
+                    _raise_nonfinite(owner, x, lengths, h0, c0, weights, directions)
             elif path == "torch":
                 result = torch_layer(layer_input, *state, *args[:3])
             else:
@@ -205,6 +212,12 @@ def lstm(
             hn, cn = hn.unsqueeze(0), cn.unsqueeze(0)
         return layer_input, hn, cn, records
     return layer_input, torch.stack(h_n), torch.stack(c_n), records
+
+
+def _raise_nonfinite(owner, x, lengths, h0, c0, weights, directions) -> NoReturn:
+    """The fused kernels found NaN/Inf: name it (the NaN/Inf policy's own message)."""
+    checks.check_call_finite(owner, x, lengths, h0, c0, weights, directions)
+    raise ValueError(f"{owner}: the fused kernels found NaN or Inf among the inputs")
 
 
 def lstm_layer(
