@@ -35,7 +35,7 @@ def _empty(like: Tensor, *shape: int) -> Tensor:
 
 
 def _recycled(like: Tensor, *shape: int) -> Tensor:
-    """For records, saved gates and scratch: memory from :mod:`clearlstm.pool`."""
+    """For records, saved gates and scratch: memory from :mod:`clearlstm.fused.pool`."""
     return pool.empty(shape, like.dtype)
 
 

@@ -3,7 +3,7 @@
 The kernels run only the recurrence. The input-to-hidden product of every step,
 ``xw = x @ w_ih.T + b_ih + b_hh (T, B, 4H)``, is one BLAS GEMM done by torch beforehand
 (the "premul" of fastrnns and haste). Gate order and equations are those of
-:mod:`clearlstm.cell`; the tests hold every kernel to that file.
+:mod:`clearlstm.core.cell`; the tests hold every kernel to that file.
 
 ============  ==========================================================================
 ``T``         steps                       ``B``   batch

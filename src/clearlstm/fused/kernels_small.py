@@ -2,8 +2,8 @@
 
 Below a few thousand multiply-adds the fixed costs dominate: a BLAS call, each tensor
 operation (~2-5 µs) and the autograd plumbing around them. Here the input product, the
-recurrence (the loops of :mod:`clearlstm.kernels`) and, backwards, every gradient GEMM run
-inside one compiled function each. Shapes as in :mod:`clearlstm.kernels`; ``I`` inputs.
+recurrence (the loops of :mod:`clearlstm.fused.kernels`) and, backwards, every gradient GEMM run
+inside one compiled function each. Shapes as in :mod:`clearlstm.fused.kernels`; ``I`` inputs.
 """
 
 from __future__ import annotations

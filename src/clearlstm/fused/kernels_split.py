@@ -6,7 +6,7 @@ core is bound by its L2 bandwidth. Here thread ``p`` owns a slice of the units, 
 its columns of ``w_hh.T`` (all four gates of its units, so the gates and memories stay
 private), and the threads meet once per step to exchange the new short-term memory ``h``.
 The meeting is a spin barrier (:mod:`clearlstm.fused.barrier`); ``h`` is double
-buffered so one barrier per step is enough. Arithmetic is that of :mod:`clearlstm.kernels`,
+buffered so one barrier per step is enough. Arithmetic is that of :mod:`clearlstm.fused.kernels`,
 term for term, so results are bit-identical to :func:`clearlstm.fused.kernels.forward_sequence`.
 """
 

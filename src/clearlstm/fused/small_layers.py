@@ -1,4 +1,4 @@
-"""Small calls as one kernel call each way (:mod:`clearlstm.kernels_small`), with autograd.
+"""Small calls as one kernel call each way (:mod:`clearlstm.fused.kernels_small`), with autograd.
 
 Below the sizes :func:`clearlstm.fused.dispatch.small_call` names, the fixed costs are the call: a
 whole layer runs forward as one kernel call, input product included, and backward as one
@@ -46,7 +46,7 @@ def output_grads(grad_out, grad_hn, grad_cn, out: Tensor) -> tuple[Tensor, Tenso
 
 
 def infer_small(arrays, lens, reverse, check_finite, stacked=False) -> tuple[Tensor, ...] | None:
-    """``(out, h_n, c_n)`` from :mod:`clearlstm.kernels_small` on :func:`small_arrays`, with
+    """``(out, h_n, c_n)`` from :mod:`clearlstm.fused.kernels_small` on :func:`small_arrays`, with
     ``stacked`` the states ``(1, B, H)``; None when ``check_finite`` found NaN/Inf."""
     scratch = _pooled(arrays[0], arrays[2].shape[0])  # held until the kernel returns
     args = (
@@ -99,7 +99,7 @@ def _bias_arrays(b_ih: Tensor | None, b_hh: Tensor | None, w_hh: np.ndarray):
 
 
 def small_arrays(x, weights, state) -> tuple[np.ndarray, ...]:
-    """The arrays :mod:`clearlstm.kernels_small` takes, ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``,
+    """The arrays :mod:`clearlstm.fused.kernels_small` takes, ``x, w_ih, w_hh, h0, c0, b_ih, b_hh``,
     for ``state = (h0, c0)`` arrays."""
     w_ih, w_hh, b_ih, b_hh = _weight_arrays(weights)
     x = x.numpy() if not x.requires_grad and x.is_contiguous() else as_array(x.contiguous())

@@ -30,7 +30,7 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")  # LayerW
 class LSTM(nn.Module):
     r"""A multi-layer LSTM over sequences, compatible with :class:`torch.nn.LSTM`.
 
-    Each step of each layer runs the seed's unit (:mod:`clearlstm.cell`): the forget gate
+    Each step of each layer runs the seed's unit (:mod:`clearlstm.core.cell`): the forget gate
     sets how much long-term memory is retained, the input gate how much potential memory is
     added, the output gate how much of ``tanh(c)`` becomes the short-term memory.
 
@@ -55,9 +55,11 @@ class LSTM(nn.Module):
     ``(T, B, D*P)`` (or packed, or batch-first, like the input).
 
     Extra keyword-only arguments: ``check_finite`` (default True: NaN/Inf in the input, the
-    state or the weights raise an error; False lets them through) and ``backend``
+    state or the weights raise an error; False lets them through), ``backend``
     (``"auto"``, ``"reference"``, ``"fused"`` or ``"torch"``; see
-    :mod:`clearlstm.functional` for which path ``"auto"`` takes).
+    :mod:`clearlstm.nn.functional` for which path ``"auto"`` takes) and ``kernel`` (``"auto"``,
+    or one of ``"small"``, ``"sequence"``, ``"split"``, ``"blas"`` to run that fused kernel;
+    see :mod:`clearlstm.fused.dispatch`). Both are attributes that may be changed later.
 
     >>> import torch, clearlstm
     >>> lstm = clearlstm.LSTM(input_size=3, hidden_size=5, num_layers=2)
