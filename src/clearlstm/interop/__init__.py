@@ -2,3 +2,7 @@
 (`keras`: i, f, c, o, one bias), each conversion in its own module, never in the core. May
 import `clearlstm.nn` and below.
 """
+
+from clearlstm.interop._common import LSTMChain
+
+__all__ = ["LSTMChain"]

@@ -1,0 +1,195 @@
+"""What the ONNX and Keras converters share: one description of an imported stack, the one
+place that refuses LSTM variants clearlstm.LSTM cannot run yet, and building the module.
+
+Every importer turns its file into :class:`LayerSpec` records in torch's layout (gates i, f,
+g, o) and calls :func:`build`; so supporting a variant later (peepholes, a coupled
+input-forget gate, cell clip, layer norm) means adding it to clearlstm.LSTM and passing it
+on in :func:`build` — one place, for every format.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from clearlstm.nn.lstm import LSTM
+
+MAX_FILE_BYTES = 2 * 1024**3  # files are untrusted: nothing larger is read
+
+# Variant -> (what clearlstm.LSTM lacks, what to do instead). A variant supported later moves
+# from here into `build`.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "peepholes": (
+        "peephole connections",
+        "export the model without peepholes (ONNX input P absent or all zeros)",
+    ),
+    "input_forget": (
+        "a coupled input-forget gate",
+        "export the model with separate input and forget gates (ONNX input_forget=0)",
+    ),
+    "clip": ("cell clipping", "export the model without a cell clip (ONNX clip absent)"),
+    "layer_norm": ("layer-normalised gates", "use a model without layer normalisation"),
+    "activations": (
+        "other activation functions than sigmoid, tanh, tanh",
+        "use the default activations (Keras activation='tanh', recurrent_activation="
+        "'sigmoid'; ONNX activations Sigmoid, Tanh, Tanh without alpha or beta)",
+    ),
+    "reverse": (
+        "a reverse-only layer (it runs a reverse direction only inside a bidirectional layer)",
+        "flip each sequence in time yourself and use a forward layer",
+    ),
+    "merge_mode": (
+        "other merges of a bidirectional layer's two directions than concatenation",
+        "save the model with merge_mode='concat' and combine the two halves yourself",
+    ),
+    "proj_size": (
+        "",  # not a missing feature of ours: the target format has no projection
+        "export a model without proj_size, or export the torch model through torch.onnx",
+    ),
+}
+
+
+def refuse(source: str, variant: str, found: str) -> None:
+    """Raise the NotImplementedError that names what was ``found`` (the attribute and its
+    value), the ``variant`` it asks for, and the way around it."""
+    missing, workaround = VARIANTS[variant]
+    what = f"clearlstm.LSTM has no {missing} yet" if missing else "the format cannot hold it"
+    raise NotImplementedError(
+        f"{source}: {found} is not supported ({variant}): {what}; {workaround}"
+    )
+
+
+def require(module: str, extra: str = "interop") -> ModuleType:
+    """Import an optional dependency, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"clearlstm.interop needs the {module!r} package: pip install 'clearlstm[{extra}]'"
+        ) from error
+
+
+def check_size(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> Path:
+    """The path of a regular file no larger than ``limit`` bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"{path}: file is {size} bytes; the limit is {limit} bytes")
+    return path
+
+
+@dataclass
+class LayerSpec:
+    """One imported layer in torch's layout: per direction a dict of numpy arrays
+    ``weight_ih`` (4H, I), ``weight_hh`` (4H, H) and optionally ``bias_ih``, ``bias_hh`` (4H,).
+    ``variants``: the features beyond a plain LSTM the file asks for (refused by `build`)."""
+
+    input_size: int
+    hidden_size: int
+    directions: list[dict[str, np.ndarray]]
+    variants: dict[str, str] = field(default_factory=dict)  # variant -> "attribute=value"
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.directions) == 2
+
+    @property
+    def bias(self) -> bool:
+        return any("bias_ih" in d or "bias_hh" in d for d in self.directions)
+
+
+class LSTMChain(nn.ModuleList):
+    """Stacks of LSTM layers that one clearlstm.LSTM cannot hold (other hidden sizes, one
+    layer bidirectional and the next not): each stack runs on the previous one's output.
+
+    Returns ``output, states``: ``states`` is one ``(h_n, c_n)`` per stack.
+    """
+
+    def forward(
+        self, input: Tensor, *, lengths: Tensor | list[int] | None = None
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        states = []
+        for stack in self:
+            input, state = stack(input, lengths=lengths)
+            states.append(state)
+        return input, states
+
+
+def build(
+    source: str, layers: list[LayerSpec], *, batch_first: bool, dtype: torch.dtype
+) -> LSTM | LSTMChain:
+    """One clearlstm.LSTM when the layers fit one (same hidden size and directions), else an
+    :class:`LSTMChain` of them; refuses every variant first."""
+    for spec in layers:
+        for variant, value in spec.variants.items():
+            refuse(source, variant, value)
+    groups: list[list[LayerSpec]] = []
+    for spec in layers:
+        last = groups[-1][-1] if groups else None
+        fits = last is not None and (spec.hidden_size, spec.bidirectional) == (
+            last.hidden_size,
+            last.bidirectional,
+        )
+        if fits:
+            groups[-1].append(spec)
+        else:
+            groups.append([spec])
+    stacks = [_stack(group, batch_first, dtype) for group in groups]
+    return stacks[0] if len(stacks) == 1 else LSTMChain(stacks)
+
+
+def _stack(group: list[LayerSpec], batch_first: bool, dtype: torch.dtype) -> LSTM:
+    first, bias = group[0], any(spec.bias for spec in group)
+    module = LSTM(
+        first.input_size,
+        first.hidden_size,
+        len(group),
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=first.bidirectional,
+        dtype=dtype,
+    )
+    state = {}
+    for layer, spec in enumerate(group):
+        for direction, weights in enumerate(spec.directions):
+            sfx = f"_l{layer}" + ("_reverse" if direction else "")
+            for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ()):
+                value = weights.get(name)
+                if value is None:  # a layer without bias in a stack with bias
+                    value = np.zeros(4 * spec.hidden_size)
+                state[name + sfx] = torch.as_tensor(np.ascontiguousarray(value), dtype=dtype)
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def torch_layers(model: nn.Module, source: str) -> tuple[list[LayerSpec], torch.dtype]:
+    """A clearlstm.LSTM's or torch.nn.LSTM's layers as LayerSpecs (numpy, torch layout)."""
+    if not isinstance(model, (LSTM, nn.LSTM)):
+        raise TypeError(
+            f"{source}: model must be a clearlstm.LSTM or torch.nn.LSTM; got {type(model).__name__}"
+        )
+    if model.proj_size:
+        refuse(source, "proj_size", f"proj_size={model.proj_size}")
+    params = {name: p.detach().cpu().numpy() for name, p in model.named_parameters()}
+    dtype = model.weight_ih_l0.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{source}: model dtype must be float32 or float64; got {dtype}")
+    layers = []
+    for layer in range(model.num_layers):
+        directions = []
+        for direction in range(2 if model.bidirectional else 1):
+            sfx = f"_l{layer}" + ("_reverse" if direction else "")
+            names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if model.bias else ())
+            directions.append({name: params[name + sfx] for name in names})
+        input_size = directions[0]["weight_ih"].shape[1]
+        layers.append(LayerSpec(input_size, model.hidden_size, directions))
+    return layers, dtype
