@@ -61,6 +61,9 @@ class Stream:
             and self._weights[0].w_hr is None
         )
         if self._fast:  # numpy snapshots laid out for the kernel's axpys
+            from clearlstm.fused.step_kernels import stream_step  # numba loads on first use
+
+            self._kernel = stream_step
             self._packed = [_pack(w) for w in self._weights]
         self.reset(hx)
 
@@ -113,8 +116,7 @@ class Stream:
         return y if batched else y[0]
 
     def _step_fast(self, x: Tensor) -> Tensor:
-        from clearlstm.fused.step_kernels import stream_step as step  # numba: on first use
-
+        step = self._kernel
         layer_in = np.ascontiguousarray(x.detach().numpy())
         if layer_in.shape[0] != self._h[0].shape[0]:
             raise ValueError(
