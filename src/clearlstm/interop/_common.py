@@ -31,7 +31,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "export the model without peepholes (ONNX input P absent or all zeros)",
     ),
     "input_forget": (
-        "a coupled input-forget gate",
+        "coupled input-forget gate",
         "export the model with separate input and forget gates (ONNX input_forget=0)",
     ),
     "clip": ("cell clipping", "export the model without a cell clip (ONNX clip absent)"),
@@ -42,7 +42,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "'sigmoid'; ONNX activations Sigmoid, Tanh, Tanh without alpha or beta)",
     ),
     "reverse": (
-        "a reverse-only layer (it runs a reverse direction only inside a bidirectional layer)",
+        "reverse-only layer (a reverse direction runs only inside a bidirectional layer)",
         "flip each sequence in time yourself and use a forward layer",
     ),
     "merge_mode": (
@@ -51,7 +51,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
     ),
     "proj_size": (
         "",  # not a missing feature of ours: the target format has no projection
-        "export a model without proj_size, or export the torch model through torch.onnx",
+        "export a model without proj_size (ONNX's and Keras' LSTM have no projection); keep "
+        "a projected model as a torch state_dict",
     ),
 }
 

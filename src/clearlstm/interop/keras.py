@@ -79,8 +79,8 @@ def import_keras(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) ->
         layers_group = _child(h5py, handle, "layers", "group", source)
         entries = _from_config(config, source) if config else _from_names(layers_group, source)
         layers = [_layer(h5py, layers_group, name, settings, source) for name, settings in entries]
-    dtype = torch.float64 if layers[0].directions[0]["weight_ih"].dtype == np.float64 else None
-    return build(source, layers, batch_first=True, dtype=dtype or torch.float32)
+    double = layers[0].directions[0]["weight_ih"].dtype == np.float64
+    return build(source, layers, batch_first=True, dtype=torch.float64 if double else torch.float32)
 
 
 def export_keras_weights(model: LSTM | nn.LSTM, path: str | os.PathLike) -> Path:

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from clearlstm.files import write_atomically
@@ -77,7 +78,7 @@ def export(
             f"{source}: opset must be in [{MIN_OPSET}, {newest}] (this onnx package); got {opset}"
         )
     layers, dtype = torch_layers(model, source)
-    graph = _Graph(onnx, np.float32 if str(dtype) == "torch.float32" else np.float64)
+    graph = _Graph(onnx, np.float32 if dtype == torch.float32 else np.float64)
     batch_first = bool(model.batch_first)
     layout = int(batch_first and batchwise)
     model_proto = graph.build(
