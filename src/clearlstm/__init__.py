@@ -52,7 +52,8 @@ _EXPORTS: dict[str, str] = {
 
 # Subpackages reachable as attributes (``clearlstm.nn``) without importing them first.
 _SUBPACKAGES = frozenset(
-    {"cli", "core", "errors", "files", "fused", "nn", "tasks", "teach", "train", "viz", "web"}
+    {"analysis", "cli", "core", "errors", "files", "fused", "interop", "nn", "tasks", "teach"}
+    | {"train", "viz", "web"}
 )
 
 
