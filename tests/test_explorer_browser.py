@@ -6,6 +6,7 @@ Playwright's own browser download is never used: it launches /usr/bin/chromium (
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,14 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(models_folder: Path):
-    running = start_in_thread("127.0.0.1", 0, models_folder)
+def server(models_folder: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The two trained models and one that cannot be opened (its settings are not JSON)."""
+    folder = tmp_path_factory.mktemp("browser") / "models"
+    shutil.copytree(models_folder, folder)
+    (folder / "broken").mkdir()
+    (folder / "broken" / "settings.json").write_text("{ not json")
+    (folder / "broken" / "model.safetensors").write_bytes(b"\x00" * 10)
+    running = start_in_thread("127.0.0.1", 0, folder)
     yield running
     running.shutdown()
     running.server_close()
@@ -162,3 +169,18 @@ def test_text_model_and_a_refused_sequence(page):
     page.fill("#model-sequence", "zzz%")
     page.click("#show-model")
     page.wait_for_selector("#status:has-text('never saw')")
+
+
+def test_a_model_that_cannot_be_opened_shows_its_error(page):
+    page.click("#tab-model")
+    page.wait_for_selector("#model-select option[value=broken]", state="attached")
+    assert page.inner_text("#model-select option[value=broken]") == "broken (cannot be opened)"
+    assert page.locator("#model-select option").count() == 3  # wave and words listed as ever
+    page.select_option("#model-select", "broken")
+    description = page.inner_text("#model-description")
+    assert description.startswith("cannot be opened: ") and "not valid JSON" in description
+    assert page.locator("#show-model").is_disabled()
+    shot(page, "explorer-model-error-entry")
+    page.select_option("#model-select", "wave")
+    assert "forecaster of y" in page.inner_text("#model-description")
+    assert page.locator("#show-model").is_enabled()

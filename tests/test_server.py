@@ -71,9 +71,11 @@ def request(server, method: str, path: str, body=None, headers=None, raw: bytes 
 
 
 def raw_exchange(server, data: bytes, half_close: bool = False) -> tuple[int, dict]:
-    """Send bytes as they are; the status line and JSON body of the answer."""
-    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
-        sock.sendall(data)
+    """Send bytes as they are (HOST: the server's own Host line); the status line and JSON body
+    of the answer."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(data.replace(b"HOST", f"Host: {host}:{port}".encode()))
         if half_close:
             sock.shutdown(socket.SHUT_WR)
         answer = b""
@@ -227,14 +229,14 @@ def test_malformed_or_oversized_body(server, raw, headers, status, message):
 @pytest.mark.parametrize(
     ("data", "status", "message"),
     [
-        (b"POST /api/unit/step HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length"),
-        (b"POST /api/unit/step HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        (b"POST /api/unit/step HTTP/1.1\r\nHOST\r\n\r\n", 411, "Content-Length"),
+        (b"POST /api/unit/step HTTP/1.1\r\nHOST\r\nTransfer-Encoding: chunked\r\n\r\n"
          b"1\r\n{\r\n0\r\n\r\n", 411, "not chunked"),
-        (b"POST /api/unit/step HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400,
-         "must be a number"),
-        (b"POST /api/unit/step HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413,
+        (b"POST /api/unit/step HTTP/1.1\r\nHOST\r\nContent-Length: abc\r\n\r\n", 400,
+         "bad Content-Length"),
+        (b"POST /api/unit/step HTTP/1.1\r\nHOST\r\nContent-Length: 99999999999\r\n\r\n", 413,
          "at most"),
-        (b"POST /api/unit/step HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"x\": 1", 400,
+        (b"POST /api/unit/step HTTP/1.1\r\nHOST\r\nContent-Length: 50\r\n\r\n{\"x\": 1", 400,
          "the body ended after 7 of 50 bytes"),
         (b"GARBAGE\r\n\r\n", 400, "Bad request"),
         (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, ""),

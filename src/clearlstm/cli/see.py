@@ -8,6 +8,7 @@ hand it to :mod:`clearlstm.figures`, :mod:`clearlstm.report` or :mod:`clearlstm.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from pathlib import Path
 
@@ -139,27 +140,28 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_serve(args: argparse.Namespace, console: Console) -> int:
     from clearlstm.web.server import ExplorerServer
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535; got {args.port}")
+    if args.verbose:  # uvicorn's log lines and every request, on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        for name in ("uvicorn", "clearlstm.web"):
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
     server = ExplorerServer(args.host, args.port, args.models, verbose=args.verbose)
     # Ctrl-C (and a plain `kill`) stop the server cleanly, even when the shell that started
-    # it in the background told it to ignore SIGINT.
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    # it in the background told it to ignore SIGINT; a second Ctrl-C stops it at once.
+    signal.signal(signal.SIGINT, lambda signum, frame: server.stop())
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())
     console.print(f"clearlstm explorer: {server.url}  (Ctrl-C stops it)", highlight=False)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]note:[/] listening on {args.host}: other machines may reach it")
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        console.print("stopped")
     finally:
         server.server_close()
+    console.print("stopped")
     return 0

@@ -3,11 +3,12 @@
 Every number the web page shows comes from here (the library computes it; the page only
 draws). Each handler takes the decoded JSON body (or None for GET) and returns a JSON-ready
 dict, or raises :class:`ApiError` with a 4xx status and a message for the person or program
-that sent the request. :mod:`clearlstm.server` routes HTTP requests to :data:`ROUTES`.
+that sent the request. :mod:`clearlstm.web.app` routes HTTP requests to :data:`ROUTES`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,9 +21,9 @@ from clearlstm.errors import ApiError
 from clearlstm.teach.explain import explain_sequence
 from clearlstm.teach.seed import COMPANIES, ONE_STEP_INPUT
 from clearlstm.teach.unit import GateWeights, UnitWeights, statquest_weights
-from clearlstm.train.checkpoint import CheckpointError
+from clearlstm.train.checkpoint import SETTINGS_FILE, CheckpointError
 from clearlstm.viz.figures import QUANTITIES
-from clearlstm.viz.saved_models import ModelFolder, ModelNotFound
+from clearlstm.viz.saved_models import NAME, ModelFolder, ModelNotFound
 from clearlstm.viz.subject import Subject, statquest_subject
 
 # Accepted ranges. The page's sliders span less; the API accepts more, but not values whose
@@ -44,6 +45,7 @@ MAX_UNIT_STEPS = 1_000
 MAX_MODEL_STEPS = 2_000
 MAX_TEXT_CHARS = 2_000
 MAX_HEATMAP_UNITS = 64
+LOG = logging.getLogger("clearlstm.web")
 
 
 @dataclass
@@ -181,11 +183,12 @@ def unit_sequence(body: Any, _context: Context) -> dict[str, Any]:
 
 
 def list_models(_body: Any, context: Context) -> dict[str, Any]:
-    """GET /api/models: the saved models the server was given (``--models DIR``)."""
+    """GET /api/models: the saved models the server was given (``--models DIR``). A model that
+    cannot be opened is listed as ``{"name", "error"}``; the others are listed as ever."""
     if context.models is None:
         return {"models": [], "folder": None}
     models = []
-    for name in context.models.names():
+    for name in _model_names(context.models):
         try:
             model = context.models.open(name)
             models.append(
@@ -197,9 +200,31 @@ def list_models(_body: Any, context: Context) -> dict[str, Any]:
                     "example": model.example,
                 }
             )
-        except (CheckpointError, OSError, ValueError) as error:  # listed, but marked broken
+        except ModelNotFound:  # gone since it was listed, or leads outside the folder
+            continue
+        except (CheckpointError, OSError, ValueError, RuntimeError) as error:
             models.append({"name": name, "error": str(error)})
+        except Exception as error:  # a loader's bug: one entry, not a 500 for the whole list
+            LOG.exception("model %r cannot be listed", name)
+            models.append({"name": name, "error": f"cannot be opened: {type(error).__name__}"})
     return {"models": models, "folder": str(context.models.root)}
+
+
+def _model_names(folder: ModelFolder) -> list[str]:
+    """``folder.names()``; when one entry breaks that listing (a symlink loop), the entries
+    that hold a settings file, checked one by one (``open`` still checks each)."""
+    try:
+        return folder.names()
+    except (OSError, RuntimeError):
+        pass
+    names = []
+    for entry in sorted(folder.root.iterdir()):
+        try:
+            if NAME.fullmatch(entry.name) and (entry / SETTINGS_FILE).is_file():
+                names.append(entry.name)
+        except (OSError, RuntimeError):
+            continue
+    return names
 
 
 def _round(values: np.ndarray) -> list:
@@ -219,7 +244,7 @@ def model_trace(body: Any, context: Context) -> dict[str, Any]:
         model = context.models.open(name)
     except ModelNotFound as error:
         raise ApiError(404, str(error)) from None
-    except (CheckpointError, OSError) as error:
+    except (CheckpointError, OSError, ValueError, RuntimeError) as error:
         raise ApiError(422, f"model {name!r} cannot be opened: {error}") from None
     try:
         if model.reads_text:

@@ -282,7 +282,11 @@ function describeModel() {
   const model = (state.models || []).find((m) => m.name === $("model-select").value);
   const text = $("model-sequence");
   if (!model) { $("model-description").textContent = ""; return; }
-  $("model-description").textContent = model.error || model.description;
+  // A model that cannot be opened is listed with its error and nothing else.
+  $("model-description").textContent = model.error ? `cannot be opened: ${model.error}` : model.description;
+  $("model-description").classList.toggle("error", Boolean(model.error));
+  $("show-model").disabled = Boolean(model.error);
+  if (model.error) return;
   // Start from the model's own example (the end of its training data), when it has one.
   if (model.example && (!text.value || text.dataset.example === "true")) {
     text.value = typeof model.example === "string" ? model.example
@@ -297,7 +301,7 @@ function readModelSequence(model) {
   const text = $("model-sequence").value;
   $("model-sequence").dataset.example = "false";
   if (model && model.reads === "text") return { text };
-  if (model && model.columns.length > 1) {
+  if (model && (model.columns || []).length > 1) {
     return { sequence: text.split(/\n|;/).map((l) => l.trim()).filter((l) => l).map(parseList) };
   }
   return { sequence: parseList(text) };
