@@ -18,6 +18,16 @@ Shapes: ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` projection size
 
 The input-to-hidden product does not depend on the recurrence, so a sequence computes it
 for all steps at once (:func:`input_projection`) and only :func:`cell_step` runs per step.
+
+Variants (keyword arguments, all off by default = torch.nn.LSTM), as in ONNX's LSTM::
+
+    peepholes       z_i += p_i * c,  z_f += p_f * c,  z_o += p_o * c'   # Gers & Schmidhuber 2000
+    coupled gates   i = 1 - f          # ONNX input_forget=1; z_i (and its weights) unused
+    cell clip       z = clip(z, -clip, clip) before the activations     # ONNX clip
+
+The gates then see the memory itself: the forget and input gates the old long-term memory,
+the output gate the new one. The recorded pre-activation is what each activation received
+(peephole terms added, clipped). The clip's gradient is zero on and beyond the bound.
 """
 
 from __future__ import annotations
@@ -57,6 +67,15 @@ def short_term_memory(output_gate: Tensor, c_new: Tensor, w_hr: Tensor | None) -
     return h if w_hr is None else h @ w_hr.T
 
 
+def clip(z: Tensor, bound: float | None) -> Tensor:
+    """``z`` clipped to ``[-bound, bound]`` (ONNX's cell clip); gradient zero on and beyond the
+    bound (where torch.clamp's would be one on it), so the fused kernels can tell from the
+    clipped value alone. NaN stays NaN."""
+    if bound is None:
+        return z
+    return torch.where(z.abs() < bound, z, torch.sign(z) * bound)
+
+
 def cell_step(
     xw: Tensor,
     h: Tensor,
@@ -64,14 +83,22 @@ def cell_step(
     w_hh: Tensor,
     b_hh: Tensor | None,
     w_hr: Tensor | None = None,
+    *,
+    peephole: Tensor | None = None,
+    coupled_input_forget: bool = False,
+    cell_clip: float | None = None,
 ) -> CellStep:
     """One LSTM step from the precomputed input projection ``xw (B, 4H)``.
 
     ``h (B, P)`` is the previous short-term memory, ``c (B, H)`` the previous long-term memory.
+    The variants (module docstring): ``peephole (3, H)`` rows ``p_i, p_f, p_o``;
+    ``coupled_input_forget``; ``cell_clip``.
     """
     pre = xw + h @ w_hh.T  # (B, 4H)
     if b_hh is not None:
         pre = pre + b_hh
+    if peephole is not None or coupled_input_forget or cell_clip is not None:
+        return _variant_step(pre, c, w_hr, peephole, coupled_input_forget, cell_clip)
     z_i, z_f, z_g, z_o = pre.chunk(4, dim=-1)  # (B, H) each
     i = torch.sigmoid(z_i)  # fraction of the potential memory to add
     f = torch.sigmoid(z_f)  # fraction of the long-term memory to retain
@@ -80,6 +107,25 @@ def cell_step(
     c_new = long_term_memory(f, c, i, g)
     h_new = short_term_memory(o, c_new, w_hr)
     return CellStep(pre, i, f, g, o, c_new, h_new)
+
+
+def _variant_step(pre, c, w_hr, peephole, coupled, bound) -> CellStep:
+    """:func:`cell_step` from ``pre (B, 4H)`` with peepholes, coupled gates or a cell clip."""
+    z_i, z_f, z_g, z_o = pre.chunk(4, dim=-1)
+    if peephole is not None:  # the forget and input gates look at the old memory
+        z_i = z_i + peephole[0] * c
+        z_f = z_f + peephole[1] * c
+    z_i, z_f, z_g = clip(z_i, bound), clip(z_f, bound), clip(z_g, bound)
+    f = torch.sigmoid(z_f)
+    i = 1 - f if coupled else torch.sigmoid(z_i)  # coupled: admit what is forgotten
+    g = torch.tanh(z_g)
+    c_new = long_term_memory(f, c, i, g)
+    if peephole is not None:  # the output gate looks at the new memory
+        z_o = z_o + peephole[2] * c_new
+    z_o = clip(z_o, bound)
+    o = torch.sigmoid(z_o)
+    h_new = short_term_memory(o, c_new, w_hr)
+    return CellStep(torch.cat([z_i, z_f, z_g, z_o], dim=-1), i, f, g, o, c_new, h_new)
 
 
 def lstm_cell(
@@ -91,8 +137,12 @@ def lstm_cell(
     b_ih: Tensor | None = None,
     b_hh: Tensor | None = None,
     w_hr: Tensor | None = None,
+    *,
+    peephole: Tensor | None = None,
+    coupled_input_forget: bool = False,
+    cell_clip: float | None = None,
 ) -> CellStep:
-    """One LSTM step from the raw input ``x (B, I)``.
+    """One LSTM step from the raw input ``x (B, I)``; the variants as in :func:`cell_step`.
 
     >>> import torch
     >>> w_ih = torch.tensor([[1.65], [1.63], [0.94], [-0.19]], dtype=torch.float64)
@@ -103,4 +153,7 @@ def lstm_cell(
     >>> round(step.forget_gate.item(), 6), round(step.c.item(), 6), round(step.h.item(), 6)
     (0.997401, 2.947567, 0.986229)
     """
-    return cell_step(input_projection(x, w_ih, b_ih), h, c, w_hh, b_hh, w_hr)
+    return cell_step(
+        input_projection(x, w_ih, b_ih), h, c, w_hh, b_hh, w_hr,
+        peephole=peephole, coupled_input_forget=coupled_input_forget, cell_clip=cell_clip,
+    )  # fmt: skip

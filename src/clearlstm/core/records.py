@@ -6,20 +6,43 @@ Shapes: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` pro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Which LSTM variant a layer runs; ``None`` in :class:`LayerWeights` means the plain
+    torch.nn.LSTM cell (every default call checks only that).
+
+    ``peephole`` (Gers & Schmidhuber 2000): the weights carry ``peephole (3, H)``;
+    ``coupled_input_forget`` (ONNX ``input_forget=1``): ``i = 1 - f``;
+    ``cell_clip`` (ONNX ``clip``): gate pre-activations clipped to ``[-clip, clip]``.
+    The math: :func:`clearlstm.core.cell.cell_step`.
+    """
+
+    peephole: bool = False
+    coupled_input_forget: bool = False
+    cell_clip: float | None = None
+
+
 class LayerWeights(NamedTuple):
-    """One layer-direction's parameters in torch.nn.LSTM's layout (gate order i, f, g, o)."""
+    """One layer-direction's parameters in torch.nn.LSTM's layout (gate order i, f, g, o).
+
+    ``peephole (3, H)``: rows ``p_i, p_f, p_o`` (note: ONNX's ``P`` is ordered i, o, f), only
+    with ``variant.peephole``; ``variant`` None for the plain cell.
+    """
 
     w_ih: Tensor  # (4H, I)
     w_hh: Tensor  # (4H, P)
     b_ih: Tensor | None  # (4H,)
     b_hh: Tensor | None  # (4H,)
     w_hr: Tensor | None  # (P, H), only with projection
+    peephole: Tensor | None = None  # (3, H) p_i, p_f, p_o, only with variant.peephole
+    variant: Variant | None = None
 
 
 class LayerRecord(NamedTuple):

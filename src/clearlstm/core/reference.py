@@ -1,6 +1,6 @@
 """The reference path: :func:`clearlstm.core.cell.cell_step` stepped in a Python loop over one
 layer-direction, differentiated by torch's autograd. Every other path is tested against it;
-it runs on any device and dtype, projection included.
+it runs on any device and dtype, projection and every variant (``weights.variant``) included.
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ def _loop(
     xw = input_projection(x, weights.w_ih, weights.b_ih)  # (T, B, 4H) for all steps at once
     h, c = h0, c0
     outputs, steps = [], [] if record else None
+    v = weights.variant
+    variant = {} if v is None else {
+        "peephole": weights.peephole,
+        "coupled_input_forget": v.coupled_input_forget,
+        "cell_clip": v.cell_clip,
+    }  # fmt: skip
     for t in range(x.shape[0]):
-        step = cell_step(xw[t], h, c, weights.w_hh, weights.b_hh, weights.w_hr)
+        step = cell_step(xw[t], h, c, weights.w_hh, weights.b_hh, weights.w_hr, **variant)
         if mask is None:
             h, c = step.h, step.c
             outputs.append(h)

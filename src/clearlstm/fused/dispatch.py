@@ -10,6 +10,9 @@ itself, and on a shared machine a busy second core made it several times slower 
 thread (measured 2026-12, one sequence, H = 64-512); and its backward sums in another order
 than the sequence kernel's, so switching on timings changed the bits. Ask for it with
 ``LSTM(..., kernel="split")``.
+
+The LSTM variants (peepholes, coupled input-forget gate, cell clip) run on the whole-sequence
+kernels only (:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
 """
 
 from __future__ import annotations
@@ -99,6 +102,23 @@ def plan(x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto") -> Plan:
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
         return Plan("sequence", min(threads, batch))
     return Plan("blas", threads)
+
+
+VARIANT_KERNELS = ("sequence",)  # the kernels that run the LSTM variants
+
+
+def variant_plan(x: Tensor, kernel: str = "auto") -> Plan:
+    """:func:`plan` for a layer-direction with a variant (``LayerWeights.variant``): the
+    whole-sequence kernel, the batch split across torch's threads; an explicit ``kernel``
+    that has no variant math raises."""
+    if kernel != "auto" and kernel not in VARIANT_KERNELS:
+        if kernel not in KERNELS:
+            raise ValueError(f"LSTM: kernel must be 'auto' or one of {KERNELS}; got {kernel!r}")
+        raise ValueError(
+            f"LSTM: kernel {kernel!r} does not run the LSTM variants (peephole, "
+            f"coupled_input_forget, cell_clip); use kernel='auto' or one of {VARIANT_KERNELS}"
+        )
+    return Plan("sequence", min(_threads(), x.shape[1]))
 
 
 def _threads() -> int:

@@ -25,6 +25,7 @@ from clearlstm.fused.small_layers import (
     small_forward,
     zero_state,
 )
+from clearlstm.fused.variant_layer import run_variant_layer
 
 
 def run_layer(
@@ -43,11 +44,12 @@ def run_layer(
 
     ``x (T, B, I)`` CPU float32/float64 (padded steps already zeroed by the caller),
     ``h0, c0 (B, H)`` or None for zeros, ``lengths (B,)`` int64 CPU or None (all ``T``),
-    ``weights`` without projection. Returns outputs ``(T, B, H)`` in the original time order
+    ``weights`` without projection (with a variant: :mod:`clearlstm.fused.variant_layer`).
+    Returns outputs ``(T, B, H)`` in the original time order
     and the final states ``(B, H)`` (``(1, B, H)`` with ``stacked``), the record with
     ``record``; None when ``check_finite`` found NaN/Inf among the inputs.
     """
-    w_ih, w_hh, b_ih, b_hh, _ = weights
+    w_ih, w_hh, b_ih, b_hh, _, peep, variant = weights
     needs_grad = torch.is_grad_enabled() and (  # spelt out: this runs on every call
         w_ih.requires_grad
         or w_hh.requires_grad
@@ -55,7 +57,18 @@ def run_layer(
         or (b_ih is not None and b_ih.requires_grad)
         or (b_hh is not None and b_hh.requires_grad)
         or (h0 is not None and (h0.requires_grad or c0.requires_grad))
+        or (peep is not None and peep.requires_grad)
     )
+    if variant is not None:  # peepholes, coupled gates, cell clip: their own kernels
+        results = run_variant_layer(x, h0, c0, weights, lengths, reverse, record, kernel,
+                                    check_finite, needs_grad)  # fmt: skip
+        if results is None:
+            return None
+        out, h_n, c_n, gates, cs, pre = results
+        rec = layer_record(out, gates, cs, pre, lengths) if record else None
+        if stacked:
+            h_n, c_n = h_n.unsqueeze(0), c_n.unsqueeze(0)
+        return LayerResult(out, h_n, c_n, rec)
     how = plan(x, w_hh, needs_grad, kernel)
     steps, batch, _ = x.shape
     zeros = zero_state(batch, w_hh.shape[1], x.dtype)  # shared, never written

@@ -105,13 +105,13 @@ def check_call_finite(
         named += [("h_0", h0.detach()), ("c_0", c0.detach())]
     for k, layer_weights in enumerate(weights):
         suffix = f"_l{k // directions}" + ("_reverse" if k % directions else "")
-        for name, w in zip(_WEIGHT_NAMES, layer_weights, strict=True):
+        for name, w in zip(_WEIGHT_NAMES, layer_weights[:6], strict=True):
             if w is not None:
                 named.append((f"parameter {name}{suffix}", w.detach()))
     check_finite(owner, named)
 
 
-_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole")
 
 
 def check_lengths(owner: str, lengths: object, batch: int, steps: int) -> Tensor:

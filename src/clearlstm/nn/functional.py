@@ -24,7 +24,9 @@ Backends:
   FUSED_MAX_UNITS`` and ``H <= FUSED_MAX_HIDDEN`` (where the kernels beat torch.nn.LSTM,
   measured by ``benchmarks/bench_lstm.py``), else ``"torch"`` (also with projection).
   Other devices and dtypes: ``"reference"`` (correct, not tuned). A ``kernel`` other than
-  ``"auto"`` means ``"fused"``.
+  ``"auto"`` means ``"fused"``. A layer with a variant (``LayerWeights.variant``: peepholes,
+  coupled input-forget gate, cell clip) never goes to ``"torch"``: ``"fused"`` on CPU
+  float32/float64 without projection, else ``"reference"``; ``backend="torch"`` refuses it.
 
 Shapes: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` projected size
 (``P = H`` without projection), ``L`` layers, ``D`` directions (1 or 2). Sequences are
@@ -105,7 +107,7 @@ def choose_backend(
         if not x.is_cpu or x.dtype not in _FAST_DTYPES:
             return "reference"
         projection = weights.w_hr is not None
-        if record:
+        if record or weights.variant is not None:  # torch's op has no trace, no variants
             return "reference" if projection else "fused"
         fused = not projection and fused_size(x.shape[1], weights.w_hh.shape[1])
         return "fused" if fused else "torch"
@@ -117,6 +119,12 @@ def choose_backend(
             f"{owner}: backend='fused' needs a CPU tensor of float32/float64 and no "
             f"projection; got {x.dtype} on {x.device}, projection={weights.w_hr is not None}. "
             "Use backend='auto' (falls back to the reference) or 'reference'"
+        )
+    if backend == "torch" and weights.variant is not None:
+        raise NotImplementedError(
+            f"{owner}: backend='torch' runs only the plain LSTM (torch's op has no peephole, "
+            f"coupled_input_forget or cell_clip); got {weights.variant}. Use backend='auto', "
+            "'fused' or 'reference'"
         )
     if backend == "torch" and record:
         raise NotImplementedError(

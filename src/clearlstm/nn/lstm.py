@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from clearlstm.core.records import LayerWeights
 from clearlstm.core.trace import Trace
-from clearlstm.nn import checks
+from clearlstm.nn import checks, variants
 from clearlstm.nn.functional import Backend, Kernel, check_choice, lstm
 from clearlstm.nn.streaming import Stream
 
@@ -61,6 +61,15 @@ class LSTM(nn.Module):
     or one of ``"small"``, ``"sequence"``, ``"split"``, ``"blas"`` to run that fused kernel;
     see :mod:`clearlstm.fused.dispatch`). Both are attributes that may be changed later.
 
+    Variants (defaults: torch's LSTM; math in :mod:`clearlstm.core.cell`, sources in
+    :mod:`clearlstm.nn.variants`): ``forget_bias`` and ``init="chrono"`` with
+    ``chrono_max_steps`` change only the initial gate biases; ``peephole=True`` adds
+    ``weight_peephole_l{k}[_reverse] (3, H)``, rows ``p_i, p_f, p_o`` (ONNX's ``P`` is ordered
+    i, o, f); ``coupled_input_forget=True`` sets ``i = 1 - f`` (the input gate's rows of the
+    weights and biases stay, are unused, and get zero gradients); ``cell_clip`` clips every
+    gate pre-activation to ``[-cell_clip, cell_clip]``. A variant model runs on the reference
+    or the fused ``"sequence"`` kernel, never torch's op.
+
     >>> import torch, clearlstm
     >>> lstm = clearlstm.LSTM(input_size=3, hidden_size=5, num_layers=2)
     >>> output, (h_n, c_n), trace = lstm(torch.randn(7, 2, 3), trace=True)
@@ -84,9 +93,18 @@ class LSTM(nn.Module):
         check_finite: bool = True,
         backend: Backend = "auto",
         kernel: Kernel = "auto",
+        forget_bias: float | None = None,
+        init: str = "torch",
+        chrono_max_steps: int | None = None,
+        peephole: bool = False,
+        coupled_input_forget: bool = False,
+        cell_clip: float | None = None,
     ) -> None:
         super().__init__()
         owner = "LSTM"
+        self._variant = variants.check_variant(owner, peephole, coupled_input_forget, cell_clip)
+        variants.check_init(owner, forget_bias, init, chrono_max_steps, bias)
+        self.forget_bias, self.init, self.chrono_max_steps = forget_bias, init, chrono_max_steps
         checks.check_size(owner, "input_size", input_size)
         checks.check_size(owner, "hidden_size", hidden_size)
         checks.check_size(owner, "num_layers", num_layers)
@@ -132,6 +150,12 @@ class LSTM(nn.Module):
                     self._add(f"bias_hh{sfx}", (gates,), factory)
                 if proj_size:
                     self._add(f"weight_hr{sfx}", (proj_size, hidden_size), factory)
+        if peephole:  # after torch's parameters: the same seed still gives torch's weights
+            for k in range(num_layers * self.num_directions):
+                sfx = f"_l{k // self.num_directions}" + (
+                    "_reverse" if k % self.num_directions else ""
+                )
+                self._add(f"weight_peephole{sfx}", (3, hidden_size), factory)
         self._weight_names = [  # per layer-direction, in LayerWeights' order
             tuple(f"{name}_l{layer}" + ("_reverse" if direction else "") for name in _NAMES)
             for layer in range(num_layers)
@@ -147,10 +171,18 @@ class LSTM(nn.Module):
         return 2 if self.bidirectional else 1
 
     def reset_parameters(self) -> None:
-        """torch's initialisation: every parameter uniform in ``±1/sqrt(H)``."""
+        """torch's initialisation: every parameter uniform in ``±1/sqrt(H)`` (peepholes too);
+        then the gate biases of ``forget_bias`` or ``init="chrono"``
+        (:func:`clearlstm.nn.variants.init_gate_biases`)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
+        if self.bias and (self.forget_bias is not None or self.init == "chrono"):
+            for names in self._weight_names:
+                variants.init_gate_biases(
+                    getattr(self, names[2]), getattr(self, names[3]), self.forget_bias,
+                    self.init, self.chrono_max_steps,
+                )  # fmt: skip
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn.LSTM (which needs it for cuDNN)."""
@@ -165,13 +197,14 @@ class LSTM(nn.Module):
             return params[name] if name in params else getattr(self, name, None)
 
         return LayerWeights(
-            get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
-        )
+            get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"),
+            get("weight_peephole"), self._variant,
+        )  # fmt: skip
 
     def all_weights(self) -> list[LayerWeights]:
         """Every layer-direction's parameters, layer by layer, forward direction first."""
         params, names = self._parameters, self._weight_names
-        if self._modules or names[0][0] not in params:  # parametrized weights
+        if self._modules or names[0][0] not in params or self._variant is not None:
             return [self.layer_weights(k // self.num_directions, k % self.num_directions)
                     for k in range(len(names))]  # fmt: skip
         get = params.get  # a plain loop: this runs on every call (~0.5 µs a layer saved)
@@ -189,10 +222,28 @@ class LSTM(nn.Module):
         text = f"{self.input_size}, {self.hidden_size}"
         defaults = {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0}
         defaults |= {"bidirectional": False, "proj_size": 0}
+        defaults |= variants.DEFAULTS
         for name, default in defaults.items():
             if getattr(self, name) != default:
-                text += f", {name}={getattr(self, name)}"
+                text += f", {name}={getattr(self, name)!r}"
         return text
+
+    def variant_config(self) -> dict:
+        """The variant and initialisation arguments of the constructor, for a checkpoint:
+        ``LSTM(..., **lstm.variant_config())`` builds the same model (JSON-ready values)."""
+        return {name: getattr(self, name) for name in variants.DEFAULTS}
+
+    @property
+    def peephole(self) -> bool:
+        return self._variant is not None and self._variant.peephole
+
+    @property
+    def coupled_input_forget(self) -> bool:
+        return self._variant is not None and self._variant.coupled_input_forget
+
+    @property
+    def cell_clip(self) -> float | None:
+        return None if self._variant is None else self._variant.cell_clip
 
     @classmethod
     def from_torch(cls, module: nn.LSTM, **kwargs) -> LSTM:
@@ -216,6 +267,10 @@ class LSTM(nn.Module):
 
     def to_torch(self) -> nn.LSTM:
         """A torch.nn.LSTM with this module's configuration and weights."""
+        if self._variant is not None:
+            raise NotImplementedError(
+                f"LSTM.to_torch: torch.nn.LSTM has no {self._variant}; only a plain LSTM converts"
+            )
         weight = self.weight_ih_l0
         module = nn.LSTM(
             self.input_size,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from clearlstm.core.cell import CellStep, lstm_cell
-from clearlstm.nn import checks
+from clearlstm.nn import checks, variants
 
 State = tuple[Tensor, Tensor]
 
@@ -21,6 +21,9 @@ class LSTMCell(nn.Module):
     ``cell(input, hx=None, *, trace=False)``: ``input (B, I)`` or ``(I,)``; ``hx = (h, c)``
     each ``(B, H)`` or ``(H,)``. Returns ``(h_1, c_1)``; with ``trace=True`` also the step's
     :class:`~clearlstm.core.cell.CellStep` (every gate and pre-activation, detached).
+
+    The variant keywords are ``LSTM``'s (:mod:`clearlstm.nn.variants`); with ``peephole`` the
+    cell holds ``weight_peephole (3, H)``, rows ``p_i, p_f, p_o``.
     """
 
     def __init__(
@@ -32,11 +35,23 @@ class LSTMCell(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         check_finite: bool = True,
+        forget_bias: float | None = None,
+        init: str = "torch",
+        chrono_max_steps: int | None = None,
+        peephole: bool = False,
+        coupled_input_forget: bool = False,
+        cell_clip: float | None = None,
     ) -> None:
         super().__init__()
-        checks.check_size("LSTMCell", "input_size", input_size)
-        checks.check_size("LSTMCell", "hidden_size", hidden_size)
-        checks.check_dtype("LSTMCell", dtype)
+        owner = "LSTMCell"
+        checks.check_size(owner, "input_size", input_size)
+        checks.check_size(owner, "hidden_size", hidden_size)
+        checks.check_dtype(owner, dtype)
+        self._variant = variants.check_variant(owner, peephole, coupled_input_forget, cell_clip)
+        variants.check_init(owner, forget_bias, init, chrono_max_steps, bias)
+        self.forget_bias, self.init, self.chrono_max_steps = forget_bias, init, chrono_max_steps
+        self.peephole, self.coupled_input_forget = peephole, coupled_input_forget
+        self.cell_clip = self._variant and self._variant.cell_clip
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.check_finite = check_finite
         factory = {"device": device, "dtype": dtype}
@@ -45,16 +60,31 @@ class LSTMCell(nn.Module):
         self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
         self.bias_ih = nn.Parameter(torch.empty(gates, **factory)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(gates, **factory)) if bias else None
+        if peephole:  # rows p_i, p_f, p_o (see clearlstm.core.cell)
+            self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size, **factory))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch's initialisation: every parameter uniform in ``±1/sqrt(H)``."""
+        """torch's initialisation: every parameter uniform in ``±1/sqrt(H)`` (the peepholes
+        too), then ``forget_bias`` or ``init="chrono"`` (:mod:`clearlstm.nn.variants`)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
+        if self.bias and (self.forget_bias is not None or self.init == "chrono"):
+            variants.init_gate_biases(
+                self.bias_ih, self.bias_hh, self.forget_bias, self.init, self.chrono_max_steps
+            )
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        text = f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        for name, default in variants.DEFAULTS.items():
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)!r}"
+        return text
+
+    def variant_config(self) -> dict:
+        """The variant and initialisation arguments of the constructor (JSON-ready)."""
+        return {name: getattr(self, name) for name in variants.DEFAULTS}
 
     @classmethod
     def from_torch(cls, module: nn.LSTMCell, **kwargs) -> LSTMCell:
@@ -64,6 +94,11 @@ class LSTMCell(nn.Module):
         return new
 
     def to_torch(self) -> nn.LSTMCell:
+        if self._variant is not None:
+            raise NotImplementedError(
+                f"LSTMCell.to_torch: torch.nn.LSTMCell has no {self._variant}; only a plain "
+                "cell converts"
+            )
         w = self.weight_ih
         module = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, w.device, w.dtype)
         module.load_state_dict(self.state_dict())
@@ -100,7 +135,17 @@ class LSTMCell(nn.Module):
             named = [("input", x), ("h", h), ("c", c)]
             named += [("parameter " + n, p) for n, p in self.named_parameters()]
             checks.check_finite(owner, [(name, t.detach()) for name, t in named])
-        step = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        args = (x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if self._variant is None:
+            step = lstm_cell(*args)
+        else:
+            v = self._variant
+            step = lstm_cell(
+                *args,
+                peephole=self.weight_peephole if v.peephole else None,
+                coupled_input_forget=v.coupled_input_forget,
+                cell_clip=v.cell_clip,
+            )
         h1, c1 = (step.h, step.c) if batched else (step.h[0], step.c[0])
         if not trace:
             return h1, c1

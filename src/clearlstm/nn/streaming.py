@@ -59,6 +59,7 @@ class Stream:
             self.device.type == "cpu"
             and self.dtype in (torch.float32, torch.float64)
             and self._weights[0].w_hr is None
+            and self._weights[0].variant is None  # variants step on the reference cell
         )
         if self._fast:  # numpy snapshots laid out for the kernel's axpys
             from clearlstm.fused.step_kernels import stream_step  # numba loads on first use
@@ -137,7 +138,12 @@ class Stream:
             layer_in = x
             for layer, w in enumerate(self._weights):
                 xw = input_projection(layer_in, w.w_ih, w.b_ih)
-                s = cell_step(xw, self._h[layer], self._c[layer], w.w_hh, w.b_hh, w.w_hr)
+                v = {} if w.variant is None else {
+                    "peephole": w.peephole,
+                    "coupled_input_forget": w.variant.coupled_input_forget,
+                    "cell_clip": w.variant.cell_clip,
+                }  # fmt: skip
+                s = cell_step(xw, self._h[layer], self._c[layer], w.w_hh, w.b_hh, w.w_hr, **v)
                 self._h[layer], self._c[layer] = s.h, s.c
                 layer_in = s.h
         return layer_in

@@ -1,0 +1,262 @@
+"""Whole-sequence kernels for the LSTM variants: peepholes, coupled input-forget gate, cell clip.
+
+The same loops as :func:`clearlstm.fused.kernels.forward_rows` and ``backward_rows`` (one
+sequence at a time, recurrent product fused), with the gate math of
+:func:`clearlstm.core.cell.cell_step`'s variant terms. Separate jitted functions, so the
+plain LSTM's kernels compile to the code they always did.
+
+Arguments beyond those of :mod:`clearlstm.fused.kernels`: ``peep (3, H)`` rows ``p_i, p_f,
+p_o`` or ``(0, H)`` for none; ``coupled`` (``i = 1 - f``); ``clip > 0`` the cell clip or 0
+for none. The pre-activations ``pre (T, B, G)`` are what each activation received (peephole
+terms added, clipped); with a clip the backward reads them, to know which were clipped
+(gradient zero on and beyond the bound, as in the reference).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from clearlstm.fused.kernel_math import (
+    BLOCK_MIN_HIDDEN,
+    JIT,
+    _sigmoid,
+    _tanh,
+    denormal_floor,
+    matvec_dot,
+    matvec_t,
+    previous_c,
+    step_time,
+)
+from clearlstm.fused.kernels import _finish_forward
+
+
+@njit(**JIT)
+def _clipped(a, bound, use):
+    """``a`` within ``[-bound, bound]`` when ``use``; NaN passes through."""
+    if use:
+        if a >= bound:
+            return bound
+        if a <= -bound:
+            return -bound
+    return a
+
+
+@njit(**JIT)
+def gates_forward_variant(z, c, h, out, t, b, pre, record, peep, coupled, clip):
+    """:func:`clearlstm.fused.kernel_math.gates_forward` of row 0 with the variant terms;
+    writes the pre-activations to ``pre[t, b]`` with ``record``."""
+    hidden = c.shape[1]
+    tiny = denormal_floor(z[0, 0])
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    bound = z.dtype.type(clip)
+    use = clip > 0
+    peeps = peep.shape[0] > 0
+    for j in range(hidden):
+        cp = c[0, j]
+        a_i = z[0, j]
+        a_f = z[0, hidden + j]
+        if peeps:  # the input and forget gates look at the old memory
+            a_i = a_i + peep[0, j] * cp
+            a_f = a_f + peep[1, j] * cp
+        a_i = _clipped(a_i, bound, use)
+        a_f = _clipped(a_f, bound, use)
+        a_g = _clipped(z[0, 2 * hidden + j], bound, use)
+        f = _sigmoid(a_f)
+        i = one - f if coupled else _sigmoid(a_i)
+        g = _tanh(a_g)
+        c_new = f * cp + i * g
+        if abs(c_new) < tiny:
+            c_new = zero
+        a_o = z[0, 3 * hidden + j]
+        if peeps:  # the output gate looks at the new memory
+            a_o = a_o + peep[2, j] * c_new
+        a_o = _clipped(a_o, bound, use)
+        o = _sigmoid(a_o)
+        h_new = o * _tanh(c_new)
+        if abs(h_new) < tiny:
+            h_new = zero
+        if record:
+            pre[t, b, j] = a_i
+            pre[t, b, hidden + j] = a_f
+            pre[t, b, 2 * hidden + j] = a_g
+            pre[t, b, 3 * hidden + j] = a_o
+        z[0, j] = i
+        z[0, hidden + j] = f
+        z[0, 2 * hidden + j] = g
+        z[0, 3 * hidden + j] = o
+        c[0, j] = c_new
+        h[0, j] = h_new
+        out[t, b, j] = h_new
+
+
+@njit(cache=True, **JIT)
+def forward_rows_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre,
+                         store, record, peep, coupled, clip, b0, b1):  # fmt: skip
+    """Sequences ``[b0, b1)`` one at a time (arguments: module docstring)."""
+    hidden = c0.shape[1]
+    width = 4 * hidden
+    z = np.empty((1, width), xw.dtype)
+    h = np.empty((1, hidden), xw.dtype)
+    c = np.empty((1, hidden), xw.dtype)
+    for b in range(b0, b1):
+        for j in range(hidden):
+            h[0, j] = h0[b, j]
+            c[0, j] = c0[b, j]
+        n = lengths[b]
+        for s in range(n):
+            t = step_time(s, n, reverse)
+            for j in range(width):
+                z[0, j] = xw[t, b, j]  # read before pre[t, b] (maybe the same place) is written
+            matvec_t(h, 0, whh_t, z, 0)
+            gates_forward_variant(z, c, h, out, t, b, pre, record, peep, coupled, clip)
+            if store:
+                for j in range(width):
+                    gates[t, b, j] = z[0, j]
+                for j in range(hidden):
+                    cs[t, b, j] = c[0, j]
+        _finish_forward(h, c, 0, lengths, out, h_n, c_n, gates, cs, pre, store, record, b)
+
+
+@njit(cache=True, parallel=True)
+def _forward_parallel(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store,
+                      record, peep, coupled, clip, chunks):  # fmt: skip
+    batch = xw.shape[1]
+    for p in prange(chunks):
+        b0, b1 = p * batch // chunks, (p + 1) * batch // chunks
+        forward_rows_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs,
+                             pre, store, record, peep, coupled, clip, b0, b1)  # fmt: skip
+
+
+def forward_variant(*args, threads: int = 1) -> None:
+    """:func:`forward_rows_variant` over the whole batch, split across ``threads``."""
+    batch = args[0].shape[1]
+    if threads > 1 and batch > 1:
+        _forward_parallel(*args, min(threads, batch))
+    else:
+        forward_rows_variant(*args, 0, batch)
+
+
+@njit(**JIT)
+def gates_backward_variant(dh, dc, cp, gates, cs, pre, t, b, dz, peep, dpeep, coupled, clip):
+    """:func:`clearlstm.fused.kernel_math.gates_backward` of row 0 with the variant terms;
+    adds the peephole gradients of this step to ``dpeep[b] (3, H)``."""
+    hidden = max(cs.shape[2], 0)
+    one = dz.dtype.type(1.0)
+    zero = dz.dtype.type(0.0)
+    tiny = denormal_floor(dz[0, 0, 0])
+    bound = dz.dtype.type(clip)
+    use = clip > 0
+    peeps = peep.shape[0] > 0
+    for u in range(hidden):
+        i = gates[t, b, u]
+        f = gates[t, b, hidden + u]
+        g = gates[t, b, 2 * hidden + u]
+        o = gates[t, b, 3 * hidden + u]
+        c_new = cs[t, b, u]
+        c_old = cp[0, u]
+        tc = _tanh(c_new)
+        d_o = dh[0, u] * tc * o * (one - o)
+        if use and not abs(pre[t, b, 3 * hidden + u]) < bound:
+            d_o = zero
+        dc_j = dc[0, u] + dh[0, u] * o * (one - tc * tc)
+        if peeps:
+            dc_j = dc_j + d_o * peep[2, u]
+        if coupled:  # c' = f c + (1 - f) g
+            d_i = zero
+            d_f = dc_j * (c_old - g) * f * (one - f)
+        else:
+            d_i = dc_j * g * i * (one - i)
+            d_f = dc_j * c_old * f * (one - f)
+        d_g = dc_j * i * (one - g * g)
+        if use:
+            if not abs(pre[t, b, u]) < bound:
+                d_i = zero
+            if not abs(pre[t, b, hidden + u]) < bound:
+                d_f = zero
+            if not abs(pre[t, b, 2 * hidden + u]) < bound:
+                d_g = zero
+        dz[t, b, u] = d_i
+        dz[t, b, hidden + u] = d_f
+        dz[t, b, 2 * hidden + u] = d_g
+        dz[t, b, 3 * hidden + u] = d_o
+        dc_new = dc_j * f
+        if peeps:
+            dc_new = dc_new + d_i * peep[0, u] + d_f * peep[1, u]
+            dpeep[b, 0, u] += d_i * c_old
+            dpeep[b, 1, u] += d_f * c_old
+            dpeep[b, 2, u] += d_o * c_new
+        if abs(dc_new) < tiny:
+            dc_new = zero
+        dc[0, u] = dc_new
+
+
+@njit(cache=True, **JIT)
+def backward_rows_variant(grad_out, grad_hn, grad_cn, gates, cs, pre, c0, w_hh, lengths, reverse,
+                          dz, dh0, dc0, peep, dpeep, coupled, clip, b0, b1):  # fmt: skip
+    """Sequences ``[b0, b1)`` back through time, one at a time; ``dpeep (B, 3, H)`` zeros in,
+    per-sequence peephole gradients out."""
+    steps, hidden = grad_out.shape[0], c0.shape[1]
+    dtype = grad_out.dtype
+    dh = np.empty((1, hidden), dtype)
+    dc = np.empty((1, hidden), dtype)
+    cp = np.empty((1, hidden), dtype)
+    dz_row = np.empty((1, 4 * hidden), dtype)
+    narrow = hidden < BLOCK_MIN_HIDDEN
+    whh_t = np.empty((hidden if narrow else 0, 4 * hidden), dtype)
+    if narrow:
+        for k in range(hidden):
+            for j in range(4 * hidden):
+                whh_t[k, j] = w_hh[j, k]
+    tiny = denormal_floor(dh0[0, 0])
+    zero = dtype.type(0.0)
+    for b in range(b0, b1):
+        for j in range(hidden):
+            dh[0, j] = grad_hn[b, j]
+            dc[0, j] = grad_cn[b, j]
+        n = lengths[b]
+        for t in range(n, steps):
+            dz[t, b, :] = 0.0
+        for s in range(n - 1, -1, -1):
+            t = step_time(s, n, reverse)
+            for j in range(hidden):
+                dh[0, j] += grad_out[t, b, j]
+            previous_c(cp, 0, cs, c0, s, n, reverse, b)
+            gates_backward_variant(dh, dc, cp, gates, cs, pre, t, b, dz, peep, dpeep, coupled,
+                                   clip)  # fmt: skip
+            for j in range(4 * hidden):
+                dz_row[0, j] = dz[t, b, j]
+            if narrow:  # dh = dz[t, b] @ w_hh
+                matvec_dot(dz_row, 0, whh_t, dh, 0)
+            else:
+                for j in range(hidden):
+                    dh[0, j] = 0.0
+                matvec_t(dz_row, 0, w_hh, dh, 0, True)
+            for j in range(hidden):
+                if abs(dh[0, j]) < tiny:
+                    dh[0, j] = zero
+        for j in range(hidden):
+            dh0[b, j] = dh[0, j]
+            dc0[b, j] = dc[0, j]
+
+
+@njit(cache=True, parallel=True)
+def _backward_parallel(grad_out, grad_hn, grad_cn, gates, cs, pre, c0, w_hh, lengths, reverse,
+                       dz, dh0, dc0, peep, dpeep, coupled, clip, chunks):  # fmt: skip
+    batch = grad_out.shape[1]
+    for p in prange(chunks):
+        b0, b1 = p * batch // chunks, (p + 1) * batch // chunks
+        backward_rows_variant(
+            grad_out, grad_hn, grad_cn, gates, cs, pre, c0, w_hh, lengths, reverse, dz, dh0,
+            dc0, peep, dpeep, coupled, clip, b0, b1,
+        )  # fmt: skip
+
+
+def backward_variant(*args, threads: int = 1) -> None:
+    """:func:`backward_rows_variant` over the whole batch, split across ``threads``."""
+    batch = args[0].shape[1]
+    if threads > 1 and batch > 1:
+        _backward_parallel(*args, min(threads, batch))
+    else:
+        backward_rows_variant(*args, 0, batch)
