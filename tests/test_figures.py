@@ -128,6 +128,19 @@ def test_retention_marks_each_half_life():
     )
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_retention_of_a_short_sequence_draws_every_unit(steps: int):
+    # A unit whose half-life outlasts the sequence widens the axis; the next unit's curve
+    # must still stop where the trace does (it failed: "x and y must have same first dimension").
+    torch.manual_seed(0)
+    lstm = LSTM(1, 6)
+    with torch.no_grad():
+        _, _, trace = lstm(torch.linspace(1000, 1010, steps).reshape(-1, 1, 1), trace=True)
+    fig = figures.retention_curves(trace)
+    solid = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert len(solid) == 6 and all(len(line.get_xdata()) == steps for line in solid)
+
+
 def test_unit_diagram_writes_the_steps_numbers_for_any_weights():
     weights = UnitWeights(
         forget=GateWeights(w_h=-1.5, w_x=0.25, b=3.0),

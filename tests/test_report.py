@@ -211,3 +211,17 @@ def test_subject_runs_with_the_given_memories():
     trace = subject.run()
     torch.testing.assert_close(trace[0, 0].c[0, 0, 0], torch.tensor(2.947567, dtype=torch.float64),
                                atol=1e-6, rtol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("sequence", ["1000", "1000,1010"])
+def test_retention_and_report_of_a_saved_model_on_one_or_two_steps(
+    tmp_path: Path, models_folder: Path, sequence: str
+):
+    wave = str(models_folder / "wave")
+    out = tmp_path / "retention.png"
+    assert main(["figure", "retention", "--model", wave, "--sequence", sequence,
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert out.stat().st_size > 10_000
+    report = tmp_path / "report.html"
+    assert main(["report", "--model", wave, "--sequence", sequence, "--out", str(report)]) == 0
+    assert "Retention" in report.read_text()

@@ -1,6 +1,7 @@
 """The ``clearlstm`` command: argument parsing and dispatch only — no math lives here.
 
-Each sub-command is registered by an ``add_<name>`` function; user mistakes raise
+Each sub-command is registered by an ``add_<name>`` function; every numeric flag is checked
+against its range while parsing (:mod:`clearlstm.cli.flags`). User mistakes raise
 :class:`UsageError` (or a library ValueError/TypeError) and end with one clear message and a
 non-zero exit code, never a traceback. Set ``CLEARLSTM_DEBUG=1`` to see tracebacks.
 """
@@ -8,35 +9,28 @@ non-zero exit code, never a traceback. Set ``CLEARLSTM_DEBUG=1`` to see tracebac
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from rich.console import Console
+from rich.text import Text
 
+from clearlstm.cli.flags import (
+    MAX_SEED,
+    MAX_THREADS,
+    FlagError,
+    integer,
+    number,
+    number_list,
+    temperature,
+)
 from clearlstm.errors import UsageError
 
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
-    return value
-
-
-def number_list(text: str) -> list[float]:
-    """argparse type: comma-separated finite numbers, at least one."""
-    parts = [p.strip() for p in text.split(",")]
-    if not text.strip() or any(not p for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as 0,0.5,0.25,1; got {text!r}"
-        )
-    return [finite_float(p) for p in parts]
+MAX_UNITS, MAX_LAYERS, MAX_STEPS = 65_536, 1_024, 1_000_000_000  # as clearlstm.tasks.settings
+MAX_FORECAST = 100_000  # forecast --steps: one model call per step
+MAX_CHARACTERS = 1_000_000  # generate --length
 
 
 def add_explain(commands: argparse._SubParsersAction) -> None:
@@ -48,20 +42,20 @@ def add_explain(commands: argparse._SubParsersAction) -> None:
             "activation and what it means. Default: one step with C=2, h=1, x=1."
         ),
     )
-    parser.add_argument("--input", type=finite_float, default=1.0, help="input x (default 1)")
+    parser.add_argument("--input", type=number("--input"), default=1.0, help="input x (default 1)")
     parser.add_argument(
         "--sequence",
-        type=number_list,
+        type=number_list("--sequence"),
         help="comma-separated inputs to unroll step by step, e.g. 0,0.5,0.25,1",
     )
     parser.add_argument(
         "--long-term",
-        type=finite_float,
+        type=number("--long-term"),
         help="previous long-term memory C (default 2 for one step, 0 for a sequence)",
     )
     parser.add_argument(
         "--short-term",
-        type=finite_float,
+        type=number("--short-term"),
         help="previous short-term memory h (default 1 for one step, 0 for a sequence)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON at full precision")
@@ -114,22 +108,20 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         choices=["previous", "linear"],
         help="fill missing values: carry the previous value, or interpolate (default: error)",
     )
-    parser.add_argument(
-        "--window", type=int, help="steps the model reads (default 24; text: 100 characters)"
-    )
-    parser.add_argument("--horizon", type=int, help="steps forecast at once (default 1)")
-    parser.add_argument("--season", type=int, help="season length (default: detected)")
-    parser.add_argument("--hidden-size", type=int, help="LSTM units (default 32; text: 256)")
-    parser.add_argument("--layers", type=int, default=1, help="LSTM layers (default 1)")
-    parser.add_argument("--epochs", type=int, help="most epochs (default 100; text: 10)")
-    parser.add_argument("--patience", type=int, help="early-stopping patience (10; text: 3)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (default 32)")
-    parser.add_argument("--lr", type=finite_float, help="learning rate (0.003; text: 0.005)")
-    parser.add_argument("--clip", type=finite_float, default=1.0, help="gradient-norm clip (1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads per process (default 1: fastest here)"
-    )
+    add = parser.add_argument
+    add("--window", type=integer("--window", 1), help="steps read (24; text: 100 characters)")
+    add("--horizon", type=integer("--horizon", 1), help="steps forecast at once (default 1)")
+    add("--season", type=integer("--season", 1, MAX_STEPS), help="season (default: detected)")
+    add("--hidden-size", type=integer("--hidden-size", 1, MAX_UNITS), help="units (32; text 256)")
+    add("--layers", type=integer("--layers", 1, MAX_LAYERS), default=1, help="LSTM layers (1)")
+    add("--epochs", type=integer("--epochs", 1), help="most epochs (default 100; text: 10)")
+    add("--patience", type=integer("--patience", 1), help="early-stopping patience (10; text 3)")
+    add("--batch-size", type=integer("--batch-size", 1), help="global batch size (default 32)")
+    add("--lr", type=number("--lr", above=0, high=10), help="learning rate (0.003; text: 0.005)")
+    add("--clip", type=number("--clip", above=0), default=1.0, help="gradient-norm clip (1)")
+    add("--seed", type=integer("--seed", 0, MAX_SEED), default=0, help="random seed (default 0)")
+    threads = integer("--threads", 1, MAX_THREADS)
+    add("--threads", type=threads, default=1, help="CPU threads per process (1: fastest here)")
     parser.add_argument("--out", default="clearlstm-model", help="model directory to write")
     parser.add_argument("--plot", help="also write a PNG of history, test truth and forecast")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -144,7 +136,8 @@ def add_forecast(commands: argparse._SubParsersAction) -> None:
         description="Recursive multi-step forecast with a model from `clearlstm train`.",
     )
     parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
-    parser.add_argument("--steps", type=int, default=12, help="steps past the end (default 12)")
+    steps = integer("--steps", 1, MAX_FORECAST)
+    parser.add_argument("--steps", type=steps, default=12, help="steps past the end (default 12)")
     parser.add_argument("--csv", help="forecast this CSV file (same columns) instead")
     parser.add_argument("--out", default="forecast.csv", help="CSV file to write")
     parser.add_argument("--plot", help="PNG of history, test truth and forecast")
@@ -159,9 +152,13 @@ def add_generate(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
     parser.add_argument("--prompt", default="\n", help="text to continue")
-    parser.add_argument("--temperature", type=finite_float, default=0.8, help="(default 0.8)")
-    parser.add_argument("--length", type=int, default=300, help="characters (default 300)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--temperature", type=temperature, default=0.8, help="(0.8; 0: the likeliest character)"
+    )
+    length = integer("--length", 1, MAX_CHARACTERS)
+    parser.add_argument("--length", type=length, default=300, help="characters (default 300)")
+    seed = integer("--seed", 0, MAX_SEED)
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     parser.set_defaults(run=lambda args, console: _commands().run_generate(args, console))
 
 
@@ -184,16 +181,18 @@ def _add_subject_options(parser: argparse.ArgumentParser) -> None:
     """What to look inside: StatQuest's unit (default) or a saved model, and a sequence."""
     parser.add_argument("--model", help="a model directory from `clearlstm train --out`")
     parser.add_argument(
-        "--sequence", type=number_list, help="comma-separated inputs (default: Company A's)"
+        "--sequence",
+        type=number_list("--sequence"),
+        help="comma-separated inputs (default: Company A's)",
     )
     parser.add_argument("--csv", help="read the sequence from a CSV file")
     parser.add_argument("--column", help="with --csv and the seed's unit: the column to read")
     parser.add_argument("--text", help="read a text model's characters from a UTF-8 file")
     parser.add_argument(
-        "--long-term", type=finite_float, help="the seed's unit: initial long-term memory C (0)"
+        "--long-term", type=number("--long-term"), help="the seed's unit: initial memory C (0)"
     )
     parser.add_argument(
-        "--short-term", type=finite_float, help="the seed's unit: initial short-term memory h (0)"
+        "--short-term", type=number("--short-term"), help="the seed's unit: initial h (0)"
     )
 
 
@@ -211,13 +210,15 @@ def add_figure(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("kind", choices=["heatmap", "retention", "unit"], help="which picture")
     parser.add_argument("--out", help="file to write, .png or .svg (default clearlstm-KIND.png)")
     _add_subject_options(parser)
-    parser.add_argument("--input", type=finite_float, default=1.0, help="unit: input x (1)")
-    parser.add_argument("--step", type=int, default=1, help="unit: which step to draw (1 = first)")
-    parser.add_argument(
-        "--start", type=int, default=1, help="retention: the step whose memory to follow (1)"
-    )
-    parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
-    parser.add_argument("--direction", type=int, default=0, help="1: a bidirectional reverse")
+    add = parser.add_argument
+    add("--input", type=number("--input"), default=1.0, help="unit: input x (1)")
+    add("--step", type=integer("--step", 1), default=1, help="unit: which step to draw (1: first)")
+    start = integer("--start", 1)
+    add("--start", type=start, default=1, help="retention: the step whose memory to follow (1)")
+    layer = integer("--layer", -MAX_LAYERS, MAX_LAYERS - 1)
+    add("--layer", type=layer, default=-1, help="layer to draw (default -1: the last)")
+    direction = integer("--direction", 0, 1)
+    add("--direction", type=direction, default=0, help="1: a bidirectional model's reverse")
     parser.set_defaults(run=lambda args, console: _see().run_figure(args, console))
 
 
@@ -248,7 +249,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    port = integer("--port", 0, 65535)
+    parser.add_argument("--port", type=port, default=8765, help="port (8765; 0 picks a free one)")
     parser.add_argument("--models", help="folder of model directories to offer on the page")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.set_defaults(run=lambda args, console: _see().run_serve(args, console))
@@ -281,7 +283,7 @@ def run_diagnose(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         import json
 
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, allow_nan=False))
     else:
         diagnose.render(info, console)
     return 0
@@ -301,10 +303,27 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one plain line (sub-commands' parsers are Parsers
+    too: ``add_subparsers`` makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error(f"{message} (see `{self.prog} --help`)")
+        self.exit(2)
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr: the prefix red, the message as plain text, never markup
+    or emoji codes (it holds the user's paths and column names)."""
+    # soft_wrap: a long path or message stays on one line, whole, for copying.
+    text = Text.assemble(("error:", "bold red"), " ", message)
+    Console(stderr=True, soft_wrap=True).print(text, markup=False, emoji=False, highlight=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clearlstm import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="clearlstm",
         description="An exact, observable LSTM: every gate at every step.",
     )
@@ -325,17 +344,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    debug = bool(os.environ.get("CLEARLSTM_DEBUG"))
+    try:
+        args = build_parser().parse_args(argv)
+    except FlagError as error:  # a number outside its flag's range
+        if debug:
+            raise
+        print_error(str(error))
+        return 1
     # Tables need more than the 80 columns rich assumes when output is piped.
     console = Console() if sys.stdout.isatty() else Console(width=120)
     try:
         return args.run(args, console)
     except (UsageError, ValueError, TypeError, OSError) as error:
-        if os.environ.get("CLEARLSTM_DEBUG"):
+        if debug:
             raise
-        # soft_wrap: a long path or message stays on one line, whole, for copying.
-        stderr = Console(stderr=True, soft_wrap=True)
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False)
+        print_error(str(error))
         return 1
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -101,8 +101,13 @@ def run_figure(args: argparse.Namespace, console: Console) -> int:
             start = _step_index(args.start, trace.steps, "--start")
             fig = figures.retention_curves(trace, start, layer=args.layer, direction=args.direction)
     path = figures.save_figure(fig, out)
-    console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    plain(console, f"wrote {path} ({path.stat().st_size:,} bytes)")
     return 0
+
+
+def plain(console: Console, text: str) -> None:
+    """Print ``text`` as it is: a path holding ``[red]`` or ``:smile:`` is no markup."""
+    console.print(text, markup=False, emoji=False, highlight=False)
 
 
 def _step_index(step: int, steps: int, option: str) -> int:
@@ -136,7 +141,7 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     document = build_report(subject, image_format=args.images)
     write_atomically(out, document.encode("utf-8"))
-    console.print(f"wrote {out} ({out.stat().st_size:,} bytes): open it in any browser")
+    plain(console, f"wrote {out} ({out.stat().st_size:,} bytes): open it in any browser")
     return 0
 
 

@@ -17,8 +17,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from clearlstm.core.trace import Trace, UnitMemory
+from clearlstm.tasks.baselines import compare
 from clearlstm.tasks.datasets import DATASETS
 from clearlstm.tasks.forecasting import Evaluation
 from clearlstm.train.loop import EpochReport
@@ -35,21 +37,25 @@ def datasets_table() -> Table:
 
 
 def evaluation_table(evaluation: Evaluation, horizon: int) -> Table:
+    """Every method's test scores; MASE shows "n/a" where it has no scale (a constant
+    training part), and "(best)" marks the lowest MASE (MAE then) and its ties."""
     season = f"season {evaluation.season}" if evaluation.season else "no season found"
-    table = Table(
-        title=(
-            f"Test part: {evaluation.target}, {evaluation.origins} forecast origins, "
-            f"{horizon} step(s) ahead ({season})"
-        )
+    title = (
+        f"Test part: {evaluation.target}, {evaluation.origins} forecast origins, "
+        f"{horizon} step(s) ahead ({season})"
     )
+    table = Table(title=Text(title))  # Text: a column named "[red]" is no markup
     table.add_column("method")
     for column in ("MAE", "RMSE", "MASE"):
         table.add_column(column, justify="right")
-    best = min(s.mase for s in evaluation.scores.values())
+    scores = evaluation.scores.values()
+    key = "mase" if all(math.isfinite(s.mase) for s in scores) else "mae"
+    best = min(getattr(s, key) for s in scores)
     for method, s in evaluation.scores.items():
-        mark = " (best)" if s.mase == best else ""
-        name = f"[bold]{method}[/]" if method == "LSTM" else method
-        table.add_row(name + mark, f"{s.mae:.4g}", f"{s.rmse:.4g}", f"{s.mase:.3f}")
+        mark = " (best)" if compare(getattr(s, key), best) == 0 else ""  # ties share it
+        name = Text(method + mark, style="bold" if method == "LSTM" else "")
+        mase = f"{s.mase:.3f}" if math.isfinite(s.mase) else "n/a"
+        table.add_row(name, f"{s.mae:.4g}", f"{s.rmse:.4g}", mase)
     return table
 
 
@@ -151,5 +157,5 @@ def gates_table(trace: Trace, inputs: list[str], units: int = 6) -> Table:
             i = float(record.input_gate[t, 0, u])
             o = float(record.output_gate[t, 0, u])
             cells.append(f"{f:.2f} {i:.2f} {o:.2f}")
-        table.add_row(str(t + 1), x, *cells)
+        table.add_row(str(t + 1), Text(x), *cells)  # the user's characters, as they are
     return table

@@ -9,10 +9,13 @@ origins, ``H`` horizon; values are in the data's own units.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from clearlstm.errors import SeriesError
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,67 @@ def score(forecast: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> list[Sc
     return [
         Scores(float(a), float(r), float(a / s)) for a, r, s in zip(mae, rmse, scale, strict=True)
     ]
+
+
+def check_season(season: int, train_rows: int) -> None:
+    """A clear error for a ``--season`` the training part cannot hold: the seasonal-naive
+    forecast and MASE's scale look one season back from inside it."""
+    if not 1 <= season < train_rows:
+        raise SeriesError(
+            f"--season must be from 1 to {train_rows - 1} (shorter than the training part's "
+            f"{train_rows} rows); got {season}"
+        )
+
+
+TIE_BAND = 0.02  # scores within 2% of each other (relative) are a tie
+
+
+def compare(lstm: float, other: float, band: float = TIE_BAND) -> int:
+    """-1 when ``lstm`` is lower (better) than ``other`` beyond ``band``, 1 when higher, 0 a
+    tie."""
+    if abs(lstm - other) <= band * max(abs(lstm), abs(other)):
+        return 0
+    return -1 if lstm < other else 1
+
+
+def verdict(target: str, scores: dict[str, Scores]) -> str:
+    """One plain sentence: does the LSTM (``scores["LSTM"]``) win, lose or tie, and against
+    what. Judged on MASE and RMSE both (MAE and RMSE where MASE has no scale): it wins against
+    a baseline only when better on both beyond :data:`TIE_BAND`, loses when worse on both."""
+    lstm = scores["LSTM"]
+    others = {m: s for m, s in scores.items() if m != "LSTM"}
+    first = "MASE"
+    note = ""
+    if not math.isfinite(lstm.mase):
+        first = "MAE"
+        note = (
+            f" MASE is undefined: the training part of {target} is constant, so the naive "
+            "forecast's in-sample error (MASE's scale) is 0."
+        )
+    pick = operator.attrgetter(first.lower())
+    best = min(others, key=lambda m: pick(others[m]))
+    shown = f"{first} {pick(lstm):.3f}; the best baseline, {best}, {pick(others[best]):.3f}"
+    outcome = {
+        m: (compare(pick(lstm), pick(s)), compare(lstm.rmse, s.rmse)) for m, s in others.items()
+    }
+    won = [m for m, o in outcome.items() if o == (-1, -1)]
+    lost = [m for m, o in outcome.items() if o == (1, 1)]
+    if len(won) == len(others):
+        return f"{target}: the LSTM beats every baseline on {first} and RMSE ({shown}).{note}"
+    if lost:
+        return (
+            f"{target}: the LSTM LOSES to {', '.join(lost)} on {first} and RMSE ({shown}; "
+            f"lower is better).{note}"
+        )
+    words = {-1: "better", 0: "a tie", 1: "worse"}
+    mixed = [
+        f"against {m} {first} {words[o[0]]} ({pick(lstm):.3f} vs {pick(others[m]):.3f}) and "
+        f"RMSE {words[o[1]]} ({lstm.rmse:.4g} vs {others[m].rmse:.4g})"
+        for m, o in outcome.items()
+        if m not in won
+    ]
+    beaten = f"; it beats {', '.join(won)} on both" if won else ""
+    return (
+        f"{target}: the LSTM ties / is mixed: {'; '.join(mixed)}{beaten} (within "
+        f"{TIE_BAND:.0%} counts as a tie; lower is better).{note}"
+    )

@@ -79,20 +79,8 @@ class Evaluation:
     scores: dict[str, Scores]  # method -> scores
 
     def verdict(self) -> str:
-        """One plain sentence: does the LSTM win or lose, and against what."""
-        lstm = self.scores["LSTM"].mase
-        others = {m: s.mase for m, s in self.scores.items() if m != "LSTM"}
-        best = min(others, key=others.get)
-        beaten_by = [m for m, v in others.items() if v < lstm]
-        if not beaten_by:
-            return (
-                f"{self.target}: the LSTM beats every baseline (MASE {lstm:.3f}; the best "
-                f"baseline, {best}, {others[best]:.3f})."
-            )
-        return (
-            f"{self.target}: the LSTM LOSES to {', '.join(beaten_by)} (MASE {lstm:.3f} against "
-            f"{best}'s {others[best]:.3f}; lower is better)."
-        )
+        """One plain sentence: does the LSTM win, lose or tie on MASE and RMSE, against what."""
+        return baselines.verdict(self.target, self.scores)
 
 
 @dataclass
@@ -152,8 +140,8 @@ def train_series(
     split = check_length(
         series, options.window, options.horizon, options.val_fraction, options.test_fraction
     )
-    if options.season is not None and options.season < 1:
-        raise ValueError(f"--season must be at least 1; got {options.season}")
+    if options.season is not None:
+        baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
     scaler = Scaler.fit(series.values[: split.train])
     scaled = scaler.transform(series.values)  # (N, C)

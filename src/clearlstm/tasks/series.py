@@ -25,6 +25,9 @@ FillMethod = Literal["previous", "linear"]
 FILL_METHODS: tuple[str, ...] = ("previous", "linear")
 TIME_COLUMN_NAMES = ("time", "date", "datetime", "timestamp", "year", "month", "week", "day")
 MISSING = ("", "na", "nan", "null", "none", "n/a", "-")
+# Larger values would overflow float64 when squared (a variance, a squared error).
+MAX_MAGNITUDE = 1e150
+MAX_SCALED = 1e15  # standard deviations from the mean: squared, still finite in float32
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,19 @@ def _parse_column(path: Path, name: str, cells: list[str], lines: list[int]) -> 
             ) from None
         if not math.isfinite(out[i]):
             raise SeriesError(
-                f"{path}, line {lines[i]}, column {name!r}: {cell!r} is not a finite number"
+                f"{path}, line {lines[i]}, column {name!r}: value {text} is not a finite number"
             )
+        if abs(out[i]) > MAX_MAGNITUDE:
+            raise SeriesError(
+                f"{path}, line {lines[i]}, column {name!r}: value {text} is too large: values "
+                "must lie within +-1e150, where their squares stay finite; rescale the column"
+            )
+    known = out[~np.isnan(out)]
+    if known.size and not math.isfinite(float(known.std())):
+        raise SeriesError(
+            f"{path}, column {name!r}: its standard deviation overflows float64; rescale "
+            "the column (divide it by a power of ten)"
+        )
     return out
 
 
@@ -230,7 +244,11 @@ def check_length(
 
     n = len(series)
     if not fits(n):
-        need = next(m for m in range(n, 100 * (n + window + horizon) + 10) if fits(m))
+        # Rounding moves each part by under one row: the least length lies between these.
+        rest, wh = 1 - val_fraction - test_fraction, window + horizon
+        low = math.floor(max((wh - 1) / rest, (horizon - 0.5) / min(val_fraction, test_fraction)))
+        high = math.ceil(max((wh + 1) / rest, (horizon + 0.5) / min(val_fraction, test_fraction)))
+        need = next((m for m in range(max(n, low), high + 2) if fits(m)), high)
         raise SeriesError(
             f"{series.source}: {n} rows are too few for --window {window} and --horizon "
             f"{horizon}: the training part needs window + horizon rows and the validation "
@@ -247,6 +265,14 @@ class Scaler:
     mean: list[float]  # (C,)
     std: list[float]  # (C,)
 
+    def __post_init__(self) -> None:
+        numbers = np.asarray([*self.mean, *self.std], dtype=np.float64)
+        if not np.isfinite(numbers).all() or min(self.std, default=1.0) <= 0:
+            raise SeriesError(
+                f"a scaler needs finite means and standard deviations above 0; got mean "
+                f"{self.mean} and std {self.std}"
+            )
+
     @classmethod
     def fit(cls, values: np.ndarray) -> Scaler:
         """Fit on ``(N_train, C)``; a constant column gets std 1."""
@@ -254,9 +280,21 @@ class Scaler:
         return cls(values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
 
     def transform(self, values: np.ndarray) -> np.ndarray:
-        """``(N, C') -> (N, C')`` for the first ``C'`` columns."""
+        """``(N, C') -> (N, C')`` for the first ``C'`` columns; a value more than
+        :data:`MAX_SCALED` standard deviations from the mean is an error (its squared error
+        would overflow the model's float32)."""
         c = values.shape[-1]
-        return (values - np.array(self.mean[:c])) / np.array(self.std[:c])
+        scaled = (values - np.array(self.mean[:c])) / np.array(self.std[:c])
+        far = ~(np.abs(scaled) <= MAX_SCALED)  # NaN counts as far
+        if far.any():
+            row, j = np.argwhere(far.reshape(-1, c))[0]
+            raise SeriesError(
+                f"column {j + 1} (targets first, then covariates): value "
+                f"{values.reshape(-1, c)[row, j]:g} lies more than {MAX_SCALED:g} standard "
+                f"deviations ({self.std[j]:g}) from the training part's mean "
+                f"({self.mean[j]:g}): too far to train on or forecast; check the data's units"
+            )
+        return scaled
 
     def inverse(self, scaled: np.ndarray) -> np.ndarray:
         """``(..., C') -> (..., C')`` back in the data's units, for the first ``C'`` columns."""

@@ -157,7 +157,7 @@ def to_json(walk: Walkthrough) -> str:
         "series": walk.series,
         "note": walk.note,
     }
-    return json.dumps(document, indent=2)
+    return json.dumps(document, indent=2, allow_nan=False)  # strict JSON, as promised
 
 
 def _stage_table(step: StepExplanation) -> Table:

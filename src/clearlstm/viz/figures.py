@@ -79,13 +79,13 @@ def retention_curves(
     # Show the decay, not hundreds of steps of nothing: a few half-lives past ``start``.
     finite = [m.half_life for m in summary if math.isfinite(m.half_life)]
     longest = max(finite) if len(finite) == len(summary) and finite else math.inf
-    horizon = min(steps, start + max(8, math.ceil(6 * longest))) if finite else steps
+    horizon = steps if math.isinf(longest) else min(steps, start + max(8, math.ceil(6 * longest)))
     for k, memory in enumerate(summary):
         colour = colours(k % 10)
-        t = np.arange(start, horizon)
+        t = np.arange(start, min(horizon, steps))  # the trace ends at ``steps``, the axis may not
         ax.plot(
             t + 1,
-            kept[start:horizon, memory.unit],
+            kept[t, memory.unit],
             color=colour,
             linewidth=1.8,
             marker="o" if horizon - start <= 40 else None,
