@@ -76,10 +76,14 @@ def page(browser, server):
     assert not errors, errors
 
 
-def shot(page, name: str) -> Path:
+def shot(page, name: str, selector: str | None = None) -> Path:
+    """The whole page, or the one element ``selector`` names (a view within the page)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if selector is None:
+        page.screenshot(path=str(path), full_page=True)
+    else:
+        page.locator(selector).screenshot(path=str(path))
     assert path.stat().st_size > 10_000
     return path
 
@@ -184,3 +188,111 @@ def test_a_model_that_cannot_be_opened_shows_its_error(page):
     page.select_option("#model-select", "wave")
     assert "forecaster of y" in page.inner_text("#model-description")
     assert page.locator("#show-model").is_enabled()
+
+
+TEXT = "to be or not to be that is the question"
+
+
+def show_model(page, name: str, sequence: str | None = None) -> None:
+    page.click("#tab-model")
+    page.wait_for_selector(f"#model-select option[value={name}]", state="attached")
+    page.select_option("#model-select", name)
+    if sequence is not None:
+        page.fill("#model-sequence", sequence)
+    page.click("#show-model")
+    page.locator("canvas[data-field=forget_gate]").wait_for()
+    page.wait_for_selector("#analysis:not([hidden])")
+
+
+def drag(page, first: str, last: str) -> None:
+    a, b = page.locator(first).bounding_box(), page.locator(last).bounding_box()
+    page.mouse.move(a["x"] + 2, a["y"] + a["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
+    page.mouse.up()
+
+
+def steps_with(page, cls: str) -> list[int]:
+    spans = page.locator(f"#sequence-strip .ch.{cls}")
+    return [int(s) for s in spans.evaluate_all("spans => spans.map((s) => s.dataset.step)")]
+
+
+def test_span_search_highlights_the_matches_on_the_text(page, models_folder: Path):
+    from clearlstm.analysis import find_spans
+    from clearlstm.viz.saved_models import load_saved_model
+
+    show_model(page, "words", TEXT)
+    drag(page, "#sequence-strip .ch[data-step='0']", "#sequence-strip .ch[data-step='1']")
+    assert (page.input_value("#span-start"), page.input_value("#span-stop")) == ("1", "2")
+    assert steps_with(page, "sel") == [0, 1]
+    page.select_option("#span-quantity", "c")
+    page.fill("#span-threshold", "0.2")
+    page.click("#find-spans")
+    page.wait_for_selector("#span-matches tbody tr")
+    trace = load_saved_model(models_folder / "words").subject_from_text(TEXT).run()
+    expected = find_spans(trace[0, 0].c[:, 0, :], 0, 2, 0.2).matches
+    assert expected and page.locator("#span-matches tbody tr").count() == len(expected)
+    matched = sorted({t for m in expected for t in range(m.start, m.stop)})
+    assert steps_with(page, "match") == matched
+    first = expected[0]
+    row = "#span-matches tbody tr:first-child"
+    assert page.inner_text(f"{row} td.text") == TEXT[first.start : first.stop]
+    assert "steps 1–2 (“to”), c above 0.2" in page.inner_text("#span-summary")
+    page.hover(row)
+    assert steps_with(page, "focus") == list(range(first.start, first.stop))
+    shot(page, "explorer-span-search", "#analysis")
+
+
+def test_span_search_on_a_series_shades_the_selection(page):
+    show_model(page, "wave")
+    page.fill("#span-start", "3")
+    page.fill("#span-stop", "5")
+    page.fill("#span-threshold", "-1")
+    page.click("#find-spans")
+    page.wait_for_selector("#span-summary")
+    assert "steps 3–5, h above -1" in page.inner_text("#span-summary")
+    assert page.locator("#sequence-strip rect.sel").count() == 1
+    assert page.locator("svg.unit-lines polyline").count() == 6  # every unit is above -1
+
+
+def test_forecast_attribution_shows_bars_and_completeness(page, models_folder: Path):
+    show_model(page, "wave")
+    page.click("#attribute-forecast")
+    page.wait_for_selector("#completeness")
+    assert page.locator("#attribution-bars rect.bar").count() == 8  # the window
+    error = float(page.get_attribute("#completeness", "data-relative-error"))
+    assert 0 <= error < 0.01
+    shown = page.inner_text("#relative-error")
+    assert shown.endswith("%") and float(shown[:-1]) == pytest.approx(100 * error, rel=0.05)
+    assert "within 1% ✓" in page.inner_text("#completeness")
+    assert "Forecast " in page.inner_text("#attribution-summary")
+    assert page.locator("#sequence-strip rect.window").count() == 1
+    shot(page, "explorer-forecast-attribution", "#analysis")
+
+
+def test_why_forget_from_a_click_on_the_forget_gate_heatmap(page, models_folder: Path):
+    from clearlstm.viz.saved_models import load_saved_model
+
+    show_model(page, "words", TEXT)
+    canvas = page.locator("canvas[data-field=forget_gate]")
+    box = canvas.bounding_box()
+    step = 7  # the 'r' of "to be or"
+    page.mouse.click(box["x"] + (step + 0.5) * box["width"] / len(TEXT), box["y"] + 2)
+    page.wait_for_selector("#forgetting-summary")
+    trace = load_saved_model(models_folder / "words").subject_from_text(TEXT).run()
+    unit = trace.memory_summary()[0].unit  # the top row: the longest-memory unit
+    assert page.input_value("#why-unit") == str(unit) and page.input_value("#why-step") == "8"
+    heading = page.inner_text("#attribution-result h3")
+    assert heading == f"Why did unit {unit} (layer 0) forget at “{TEXT[step]}” (step 8)?"
+    assert page.locator("#attribution-bars rect.bar").count() == step + 1  # the steps it read
+    assert float(page.get_attribute("#completeness", "data-relative-error")) < 0.01
+    gate = float(trace[0, 0].forget_gate[step, 0, unit])
+    assert f"f = {gate:.6f}" in page.inner_text("#forgetting-summary")
+    assert steps_with(page, "window") == list(range(step + 1))
+    page.fill("#why-step", "")  # no step: where this unit's forget gate is lowest
+    page.click("#why-forget")
+    lowest = int(trace[0, 0].forget_gate[:, 0, unit].argmin())
+    page.wait_for_selector(f"#attribution-result h3:has-text('(step {lowest + 1})?')")
+    assert page.input_value("#why-step") == str(lowest + 1)
+    assert float(page.get_attribute("#completeness", "data-relative-error")) < 0.01
+    shot(page, "explorer-why-forget", "#analysis")

@@ -3,7 +3,9 @@
 Every number the web page shows comes from here (the library computes it; the page only
 draws). Each handler takes the decoded JSON body (or None for GET) and returns a JSON-ready
 dict, or raises :class:`ApiError` with a 4xx status and a message for the person or program
-that sent the request. :mod:`clearlstm.web.app` routes HTTP requests to :data:`ROUTES`.
+that sent the request. :mod:`clearlstm.web.app` routes HTTP requests to :data:`ROUTES`; the
+analysis endpoints are in :mod:`clearlstm.web.analysis_api`, the shared checks in
+:mod:`clearlstm.web.checks`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from clearlstm.errors import ApiError
@@ -25,6 +26,17 @@ from clearlstm.train.checkpoint import SETTINGS_FILE, CheckpointError
 from clearlstm.viz.figures import QUANTITIES
 from clearlstm.viz.saved_models import NAME, ModelFolder, ModelNotFound
 from clearlstm.viz.subject import Subject, statquest_subject
+from clearlstm.web.analysis_api import ANALYSIS_ROUTES
+from clearlstm.web.checks import (
+    VALUE_LIMITS,
+    Context,
+    json_type,
+    model_subject,
+    number,
+    numbers,
+    object_body,
+    rounded,
+)
 
 # Accepted ranges. The page's sliders span less; the API accepts more, but not values whose
 # gates saturate into meaningless exp overflow or sequences that would tie up a thread.
@@ -33,7 +45,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "c": (-100.0, 100.0),
     "h": (-100.0, 100.0),
     "weight": (-100.0, 100.0),
-    "value": (-1e9, 1e9),  # sequence values of a saved model, in the data's units
+    "value": VALUE_LIMITS,  # sequence values of a saved model, in the data's units
 }
 SLIDERS: dict[str, tuple[float, float]] = {
     "x": (-10.0, 10.0),
@@ -42,41 +54,8 @@ SLIDERS: dict[str, tuple[float, float]] = {
     "weight": (-5.0, 5.0),
 }
 MAX_UNIT_STEPS = 1_000
-MAX_MODEL_STEPS = 2_000
-MAX_TEXT_CHARS = 2_000
 MAX_HEATMAP_UNITS = 64
 LOG = logging.getLogger("clearlstm.web")
-
-
-@dataclass
-class Context:
-    """What the handlers share: the models folder (None when the server has none)."""
-
-    models: ModelFolder | None = None
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, 'the request body must be a JSON object, e.g. {"x": 1}')
-    return body
-
-
-def _number(body: dict[str, Any], key: str, limits: tuple[float, float], default: float) -> float:
-    value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(422, f"{key!r} must be a number; got {json_type(value)}")
-    value = float(value)
-    low, high = limits
-    if not math.isfinite(value) or not low <= value <= high:
-        raise ApiError(
-            422, f"{key!r} must be a finite number in [{low:g}, {high:g}]; got {value!r}"
-        )
-    return value
-
-
-def json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _weights(body: dict[str, Any]) -> UnitWeights:
@@ -91,11 +70,11 @@ def _weights(body: dict[str, Any]) -> UnitWeights:
             422, f"unknown stage(s) {sorted(unknown)} in 'weights'; the stages are {sorted(seed)}"
         )
     stages = {}
-    for stage, numbers in seed.items():
+    for stage, seeded in seed.items():
         part = given.get(stage, {})
         if not isinstance(part, dict):
             raise ApiError(422, f"'weights.{stage}' must be an object; got {json_type(part)}")
-        extra = set(part) - set(numbers)
+        extra = set(part) - set(seeded)
         if extra:
             raise ApiError(
                 422,
@@ -103,30 +82,9 @@ def _weights(body: dict[str, Any]) -> UnitWeights:
                 "are 'w_h', 'w_x' and 'b'",
             )
         stages[stage] = GateWeights(
-            **{
-                key: _number(part, key, LIMITS["weight"], default)
-                for key, default in numbers.items()
-            }
+            **{key: number(part, key, LIMITS["weight"], default) for key, default in seeded.items()}
         )
     return UnitWeights(**stages)
-
-
-def _numbers(body: dict[str, Any], key: str, limit: int, bounds: tuple[float, float]):
-    values = body.get(key)
-    if not isinstance(values, list) or not values:
-        raise ApiError(422, f"{key!r} must be a non-empty list of numbers; got {json_type(values)}")
-    if len(values) > limit:
-        raise ApiError(413, f"{key!r} has {len(values)} steps; at most {limit} are accepted")
-    rows = [v if isinstance(v, list) else [v] for v in values]
-    width = len(rows[0])
-    out = np.empty((len(rows), width))
-    for t, row in enumerate(rows):
-        if len(row) != width:
-            raise ApiError(422, f"{key!r}: step {t + 1} has {len(row)} values, step 1 has {width}")
-        for k, v in enumerate(row):
-            name = f"{key}[{t}]" + (f"[{k}]" if width > 1 else "")
-            out[t, k] = _number({name: v}, name, bounds, 0.0)
-    return out
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -153,10 +111,10 @@ def unit_info(_body: Any, _context: Context) -> dict[str, Any]:
 
 def unit_step(body: Any, _context: Context) -> dict[str, Any]:
     """POST /api/unit/step ``{x, c, h, weights?}``: one step, every stage and its sentence."""
-    body = _object(body)
-    x = _number(body, "x", LIMITS["x"], ONE_STEP_INPUT["x"])
-    c = _number(body, "c", LIMITS["c"], ONE_STEP_INPUT["c"])
-    h = _number(body, "h", LIMITS["h"], ONE_STEP_INPUT["h"])
+    body = object_body(body)
+    x = number(body, "x", LIMITS["x"], ONE_STEP_INPUT["x"])
+    c = number(body, "c", LIMITS["c"], ONE_STEP_INPUT["c"])
+    h = number(body, "h", LIMITS["h"], ONE_STEP_INPUT["h"])
     weights = _weights(body)
     walk = explain_sequence([x], c, h, weights.to_lstm())
     step = walk.steps[0]
@@ -165,12 +123,12 @@ def unit_step(body: Any, _context: Context) -> dict[str, Any]:
 
 def unit_sequence(body: Any, _context: Context) -> dict[str, Any]:
     """POST /api/unit/sequence ``{inputs, c0?, h0?, weights?}``: every step of a sequence."""
-    body = _object(body)
-    inputs = _numbers(body, "inputs", MAX_UNIT_STEPS, LIMITS["x"])
+    body = object_body(body)
+    inputs = numbers(body, "inputs", MAX_UNIT_STEPS, LIMITS["x"])
     if inputs.shape[1] != 1:
         raise ApiError(422, "'inputs' must be a list of single numbers for the one-unit LSTM")
-    c0 = _number(body, "c0", LIMITS["c"], 0.0)
-    h0 = _number(body, "h0", LIMITS["h"], 0.0)
+    c0 = number(body, "c0", LIMITS["c"], 0.0)
+    h0 = number(body, "h0", LIMITS["h"], 0.0)
     subject = statquest_subject(inputs[:, 0].tolist(), c0, h0, weights=_weights(body))
     walk = explain_sequence(subject.shown[:, 0].tolist(), c0, h0, subject.lstm)
     kept = subject.run().retention(0)[:, 0, 0]  # (T,) of step 1's memory, from the trace
@@ -227,40 +185,9 @@ def _model_names(folder: ModelFolder) -> list[str]:
     return names
 
 
-def _round(values: np.ndarray) -> list:
-    """float32 precision is what the models compute in; more digits would only add bytes."""
-    return [[None if not math.isfinite(v) else float(f"{v:.7g}") for v in row] for row in values]
-
-
 def model_trace(body: Any, context: Context) -> dict[str, Any]:
     """POST /api/models/trace ``{model, sequence | text}``: gate heatmap data per layer."""
-    body = _object(body)
-    if context.models is None:
-        raise ApiError(404, "this server has no models folder; start it with --models DIR")
-    name = body.get("model")
-    if not isinstance(name, str):
-        raise ApiError(422, f"'model' must be a model name (a string); got {json_type(name)}")
-    try:
-        model = context.models.open(name)
-    except ModelNotFound as error:
-        raise ApiError(404, str(error)) from None
-    except (CheckpointError, OSError, ValueError, RuntimeError) as error:
-        raise ApiError(422, f"model {name!r} cannot be opened: {error}") from None
-    try:
-        if model.reads_text:
-            text = body.get("text")
-            if not isinstance(text, str) or not text:
-                raise ApiError(422, f"model {name!r} reads text: send a non-empty 'text' string")
-            if len(text) > MAX_TEXT_CHARS:
-                raise ApiError(
-                    413, f"'text' has {len(text)} characters; at most {MAX_TEXT_CHARS} are accepted"
-                )
-            subject = model.subject_from_text(text)
-        else:
-            values = _numbers(body, "sequence", MAX_MODEL_STEPS, LIMITS["value"])
-            subject = model.subject_from_numbers(values)
-    except ValueError as error:
-        raise ApiError(422, str(error)) from None
+    name, model, subject = model_subject(body, context)
     return _heatmaps(subject) | {"model": name, "description": model.describe()}
 
 
@@ -281,7 +208,7 @@ def _heatmaps(subject: Subject) -> dict[str, Any]:
                     "title": q.title,
                     "meaning": q.meaning,
                     "limits": q.limits,
-                    "values": _round(picked.T),
+                    "values": rounded(picked.T),
                 }
             layers.append(
                 {
@@ -295,7 +222,7 @@ def _heatmaps(subject: Subject) -> dict[str, Any]:
             )
     return {
         "steps": subject.steps,
-        "inputs": _round(subject.shown[:, :8].T),
+        "inputs": rounded(subject.shown[:, :8].T),
         "columns": subject.columns[:8],
         "step_labels": subject.step_labels,
         "layers": layers,
@@ -310,4 +237,5 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/api/unit/sequence"): unit_sequence,
     ("GET", "/api/models"): list_models,
     ("POST", "/api/models/trace"): model_trace,
+    **ANALYSIS_ROUTES,
 }

@@ -311,9 +311,11 @@ async function showModel() {
   const name = $("model-select").value;
   const model = (state.models || []).find((m) => m.name === name);
   try {
-    const answer = await api("/api/models/trace", { model: name, ...readModelSequence(model) });
+    const body = { model: name, ...readModelSequence(model) };
+    const answer = await api("/api/models/trace", body);
     showError(null);
     renderHeatmaps(answer);
+    showAnalysis(answer, model, body); // analysis.js: span search and attributions
   } catch (error) { showError(error); }
 }
 
