@@ -5,6 +5,7 @@ once their arguments are parsed (:mod:`clearlstm.cli` parses and dispatches to t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from clearlstm.cli import train_report
 from clearlstm.tasks.datasets import DEFAULT_SERIES, get_dataset
+from clearlstm.train.lock import training_lock
 from clearlstm.train.loop import Reporter, TrainConfig
 
 if TYPE_CHECKING:
@@ -73,32 +75,45 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory for the model")
-    if not args.resume and not args.overwrite and _unfinished(out):
-        raise ValueError(
-            f"--out {out} holds an unfinished training run; add --resume to continue it, "
-            "--overwrite to start again there, or choose another --out"
-        )
-    hidden = args.hidden_size if args.hidden_size is not None else defaults["hidden_size"]
-    window = args.window if args.window is not None else defaults["window"]
-    started = time.perf_counter()
-    try:
-        with _reporter(console, context, text) as reporter:
-            train = _train_text if text else _train_series
-            run = train(args, config, out, reporter, context, hidden, window)
-    except KeyboardInterrupt:
-        if context.is_main:
-            console.print(
-                f"interrupted: the last finished epoch is saved in {out}; run the same command "
-                "with --resume to continue"
-            )
-        return 130
-    finally:
-        distributed.teardown(context)
+    with training_lock(out) if context.is_main else contextlib.nullcontext():
+        _check_out(args, out)  # under the lock: no other run can finish in between
+        hidden = args.hidden_size if args.hidden_size is not None else defaults["hidden_size"]
+        window = args.window if args.window is not None else defaults["window"]
+        started = time.perf_counter()
+        try:
+            with _reporter(console, context, text) as reporter:
+                train = _train_text if text else _train_series
+                run = train(args, config, out, reporter, context, hidden, window)
+        except KeyboardInterrupt:
+            if context.is_main:
+                console.print(
+                    f"interrupted: the last finished epoch is saved in {out}; run the same "
+                    "command with --resume to continue"
+                )
+            return 130
+        finally:
+            distributed.teardown(context)
     if run is None:
         return 0
     (_show_text if text else _show_series)(args, run, out, console)
     console.print(f"Model saved in {out} (took {time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def _check_out(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to replace a finished model, or restart an unfinished run, unless asked to."""
+    if args.resume or args.overwrite:
+        return
+    if _unfinished(out):
+        raise ValueError(
+            f"--out {out} holds an unfinished training run; add --resume to continue it, "
+            "--overwrite to start again there, or choose another --out"
+        )
+    if (out / "model.safetensors").exists() or (out / "settings.json").exists():
+        raise ValueError(
+            f"--out {out} already holds a trained model; add --overwrite to replace it, or "
+            "choose another --out"
+        )
 
 
 def _unfinished(out: Path) -> bool:
@@ -168,7 +183,7 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
     console.print(train_report.memory_sentence(run.memory))
     if args.plot:
         model, settings, _ = forecasting.load_forecaster(out)
-        series = forecasting.series_for_model(settings)
+        series = forecasting.series_for_model(settings, args.csv, out)
         on_test = forecast.forecast_test_part(model, series, settings)
         start = forecast.test_start(series, settings)
         forecast.plot(Path(args.plot), series, start, on_test, None, _title(settings))
@@ -224,8 +239,15 @@ def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Conso
 def run_forecast(args: argparse.Namespace, console: Console) -> int:
     from clearlstm.tasks import forecast, forecasting
 
-    model, settings, _ = forecasting.load_forecaster(args.model)
-    series = forecasting.series_for_model(settings, args.csv)
+    model, settings, directory = forecasting.load_forecaster(args.model)
+    if model.columns > model.targets:
+        covariates = ", ".join(map(repr, settings.data.covariates))
+        raise ValueError(
+            f"forecast: this model reads covariates ({covariates}), "
+            "whose values past the end of the data are unknown, so it cannot forecast past "
+            "the end; `clearlstm report --model DIR --csv NEW_ROWS` shows it on new rows"
+        )
+    series = forecasting.series_for_model(settings, args.csv, directory)
     future = forecast.forecast_future(model, series, settings, args.steps)
     forecast.write_csv(Path(args.out), future, series.time_column)
     console.print(f"{args.steps} step(s) forecast past {series.source}: {args.out}")
@@ -271,16 +293,15 @@ def run_explain_model(args: argparse.Namespace, console: Console) -> int:
     else:
         if args.text is not None:
             raise ValueError("--text is for text models; give a forecaster --sequence numbers")
-        model, settings, _ = forecasting.load_forecaster(args.model)
+        model, settings, directory = forecasting.load_forecaster(args.model)
         data = settings.data
         if model.columns != 1:
             raise ValueError(
-                f"this model reads {model.columns} columns ({', '.join(data.columns)}); "
+                f"this model reads {model.columns} columns ({', '.join(map(repr, data.columns))}); "
                 "--sequence gives one value per step, so it explains single-column models only"
             )
         if args.sequence is None:
-            series = forecasting.series_for_model(settings)
-            values = series.values[-data.window :, 0].tolist()
+            values = forecasting.last_window(settings, directory)[:, 0].tolist()
         else:
             values = args.sequence
         scaled = data.scaler.to_scaler().transform(np.array(values)[:, None])  # (T, 1)

@@ -9,6 +9,7 @@ columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from clearlstm.tasks.series import (
     windows,
 )
 from clearlstm.tasks.settings import (
+    MAX_EXAMPLE_NUMBERS,
     DataSettings,
     ForecasterResult,
     ForecasterSettings,
@@ -45,6 +47,7 @@ from clearlstm.tasks.settings import (
 )
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
+from clearlstm.train.lock import training_lock
 from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
 
 METHODS = ("LSTM", "naive", "seasonal naive", "Holt-Winters (ETS)")
@@ -153,27 +156,42 @@ def train_series(
     model = Forecaster(len(series.columns), k, h, options.hidden_size, options.num_layers)
     shape, described = _settings(options, series, split, scaler, season, model)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
-    result = fit(
-        model, data["train"], data["val"], _loss, config, out_dir, fingerprint, resume,
-        reporter, context,
-    )  # fmt: skip
-    if not context.is_main:
-        return None
-    model.load_state_dict(result.weights)
-    model.eval()
-    evaluations = evaluate(model, series, split, scaler, season, w, h)
-    memory = model.trace(data["test"][0]).memory_summary()
-    summary = ForecasterResult(
-        best_epoch=result.best_epoch,
-        best_val_loss=result.best_val,
-        epochs_run=result.epochs_run,
-        test={e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations},
-    )
-    settings = ForecasterSettings(model=shape, data=described, train=config, result=summary)
-    document = settings.to_json()
-    ForecasterSettings.from_json(document)  # what is written must load again
-    checkpoint.save_model(out_dir, model.state_dict(), document)
+    with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
+        result = fit(
+            model, data["train"], data["val"], _loss, config, out_dir, fingerprint, resume,
+            reporter, context,
+        )  # fmt: skip
+        if not context.is_main:
+            return None
+        model.load_state_dict(result.weights)
+        model.eval()
+        evaluations = evaluate(model, series, split, scaler, season, w, h)
+        memory = model.trace(data["test"][0]).memory_summary()
+        scores = {
+            e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
+        }
+        summary = ForecasterResult(
+            best_epoch=result.best_epoch,
+            best_val_loss=result.best_val,
+            epochs_run=result.epochs_run,
+            test=scores,
+        )
+        weights = checkpoint.encode_weights(model.state_dict())
+        settings = ForecasterSettings(
+            model=shape, data=described, train=config, result=summary,
+            weights_sha256=checkpoint.sha256(weights), example=_example(series.values[-w:]),
+        )  # fmt: skip
+        document = settings.to_json()
+        ForecasterSettings.from_json(document)  # what is written must load again
+        checkpoint.save_model(out_dir, weights, document)
     return SeriesRun(settings, evaluations, memory, result, time.perf_counter() - started)
+
+
+def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
+    """The last window, recorded in the settings when it is small and finite."""
+    if rows.size > MAX_EXAMPLE_NUMBERS or not np.isfinite(rows).all():
+        return None
+    return tuple(tuple(float(v) for v in row) for row in rows)
 
 
 def _settings(
@@ -251,25 +269,45 @@ def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, P
         raise checkpoint.CheckpointError(
             f"{directory} holds a {settings.kind} model, not a forecaster"
         )
-    weights = checkpoint.load_weights(directory, settings.weight_shapes())
+    shapes = settings.weight_shapes()
+    weights = checkpoint.load_weights(directory, shapes, settings.weights_sha256)
     model = Forecaster.from_settings(settings)
     model.load_state_dict(weights)
     return model.eval(), settings, directory
 
 
-def series_for_model(settings: ForecasterSettings, csv: str | None = None) -> Series:
-    """The series a model was trained on, or the same columns from another CSV file."""
+def series_for_model(
+    settings: ForecasterSettings, csv: str | None = None, directory: Path | None = None
+) -> Series:
+    """The series a model was trained on, or the same columns from another CSV file ``csv``.
+
+    A model folder may come from someone else, so the CSV path its settings record is only a
+    hint: it is opened only when it lies inside the model's ``directory``; otherwise the
+    error names it, for the user to pass again with ``--csv``.
+    """
     data = settings.data
-    if csv is None and data.csv and not Path(data.csv).exists():
-        raise ValueError(
-            f"the model was trained on {data.csv}, which is no longer there; pass --csv FILE"
-        )
+    if csv is None and data.csv is not None:
+        if directory is None or checkpoint.inside(directory, data.csv) is None:
+            raise ValueError(
+                f"the model was trained on {data.csv}, outside its folder; a model folder "
+                f"cannot make clearlstm open other files: pass --csv {data.csv} (or another "
+                f"CSV file with the columns {', '.join(map(repr, data.columns))})"
+            )
+        csv = str(checkpoint.check_regular_file(directory, data.csv, checkpoint.MAX_DATA_BYTES))
     options = SeriesOptions(
         dataset=None if csv else data.dataset,
-        csv=csv or data.csv,
+        csv=csv,
         targets=list(data.targets),
         covariates=list(data.covariates),
         time_column=data.time_column,
         fill=data.fill,
     )
     return load_data(options)
+
+
+def last_window(settings: ForecasterSettings, directory: Path | None = None) -> np.ndarray:
+    """``(W, C)``: the end of the training series, from the settings where they record it
+    (else from the data, as :func:`series_for_model` allows)."""
+    if settings.example is not None:
+        return np.array(settings.example, dtype=float)
+    return series_for_model(settings, None, directory).values[-settings.data.window :]

@@ -13,6 +13,7 @@ format version 1, the same since the first release.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,8 @@ MAX_COLUMNS = 100_000
 MAX_HORIZON = 1_000_000
 MAX_STEPS = 1_000_000_000  # rows, window, characters per piece
 MAX_VOCABULARY = 1_000_000
+MAX_EXAMPLE_NUMBERS = 100_000  # a longer last window is not recorded
+EXAMPLE_CHARS = 80
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -44,6 +47,11 @@ def _fraction() -> Any:
 
 def _names(fewest: int) -> Any:
     return field(metadata=limits(length=(fewest, MAX_COLUMNS)))
+
+
+def _optional(**kwargs: Any) -> Any:
+    """A field that folders written before it lack: null there."""
+    return field(default=None, metadata=limits(optional=True, **kwargs))
 
 
 def _join(where: str, name: str) -> str:
@@ -111,7 +119,7 @@ class DataSettings(JsonSettings):
     """The series a forecaster was trained on and how it was cut (``data`` in the file)."""
 
     dataset: str | None  # a bundled dataset, or None for a CSV file
-    csv: str | None  # the CSV file's absolute path
+    csv: str | None  # the CSV file's absolute path: a hint, opened only inside the folder
     targets: tuple[str, ...] = _names(1)
     covariates: tuple[str, ...] = _names(0)
     time_column: str | None
@@ -186,7 +194,7 @@ class TextDataSettings(JsonSettings):
     """The text a character model was trained on (``data`` in the file)."""
 
     dataset: str | None  # a bundled text, or None for a file
-    text: str | None  # the file's absolute path
+    text: str | None  # the file's absolute path: a hint, opened only inside the folder
     seq_len: int = _size(MAX_STEPS)
     val_fraction: float = _fraction()
 
@@ -226,6 +234,12 @@ class _Document(JsonSettings):
     def weight_shapes(self) -> Shapes:
         raise NotImplementedError
 
+    def _check_digest(self, file: str, where: str) -> None:
+        digest = getattr(self, "weights_sha256", None)
+        if digest is not None and not re.fullmatch("[0-9a-f]{64}", digest):
+            need = "64 lowercase hexadecimal digits (a SHA-256)"
+            raise invalid(file, _join(where, "weights_sha256"), need, digest)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ForecasterSettings(_Document):
@@ -237,6 +251,10 @@ class ForecasterSettings(_Document):
     data: DataSettings
     train: TrainConfig
     result: ForecasterResult
+    weights_sha256: str | None = _optional(length=(64, 64))  # of model.safetensors
+    # The last window of the training series (data units), so a model can be shown without
+    # opening its data file again.
+    example: tuple[tuple[float, ...], ...] | None = _optional(length=(1, MAX_EXAMPLE_NUMBERS))
 
     def weight_shapes(self) -> Shapes:
         m = self.model
@@ -255,6 +273,15 @@ class ForecasterSettings(_Document):
             found = getattr(model, path.split(".")[1])
             if found != want:
                 raise invalid(file, _join(where, path), f"{want} ({what})", found)
+        self._check_digest(file, where)
+        example = self.example or ()
+        if example and len(example) != data.window:
+            need = f"a list of {data.window} rows (data.window)"
+            raise invalid(file, _join(where, "example"), need, list(example))
+        for i, row in enumerate(example):
+            if len(row) != model.columns:
+                need = f"a list of {model.columns} numbers (model.columns)"
+                raise invalid(file, _join(where, f"example[{i}]"), need, list(row))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,6 +295,8 @@ class CharModelSettings(_Document):
     vocabulary: str = field(metadata=limits(length=(1, MAX_VOCABULARY)))  # sorted characters
     train: TrainConfig
     result: CharModelResult
+    weights_sha256: str | None = _optional(length=(64, 64))  # of model.safetensors
+    example: str | None = _optional(length=(1, EXAMPLE_CHARS))  # the training text's start
 
     def weight_shapes(self) -> Shapes:
         m, v = self.model, len(self.vocabulary)
@@ -282,6 +311,11 @@ class CharModelSettings(_Document):
                 f"{file}: {_join(where, 'vocabulary')} must hold each character once; "
                 f"{twice!r} appears {self.vocabulary.count(twice)} times"
             )
+        self._check_digest(file, where)
+        unknown = sorted(set(self.example or "") - set(self.vocabulary))
+        if unknown:
+            need = "characters of the vocabulary"
+            raise invalid(file, _join(where, "example"), need, "".join(unknown))
 
 
 ModelSettings = ForecasterSettings | CharModelSettings
@@ -296,7 +330,7 @@ def from_json(document: Any, file: str | Path = "settings.json") -> ModelSetting
     body = checkpoint.settings_body(document, file)
     if "kind" not in body:
         raise CheckpointError(f"{file}: kind is missing; expected {_kinds()}")
-    if body["kind"] not in KINDS:
+    if not isinstance(body["kind"], str) or body["kind"] not in KINDS:
         raise invalid(str(file), "kind", _kinds(), body["kind"])
     return KINDS[body["kind"]].from_json(document, file)
 

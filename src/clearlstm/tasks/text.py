@@ -9,6 +9,7 @@ model that knew nothing would score ``log2(V)``). Shapes: ``S`` pieces, ``T`` st
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from clearlstm.core.trace import UnitMemory
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import CharModel
 from clearlstm.tasks.settings import (
+    EXAMPLE_CHARS,
     CharModelResult,
     CharModelSettings,
     CharModelShape,
@@ -31,6 +33,7 @@ from clearlstm.tasks.settings import (
 )
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
+from clearlstm.train.lock import training_lock
 from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
 
 
@@ -64,7 +67,11 @@ def read_text(path: str | Path) -> str:
         raise ValueError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path} is a directory; expected a text file")
-    data = path.read_bytes()
+    return decode_text(path.read_bytes(), path)
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """``data`` (the bytes of ``path``) as UTF-8 text, or a clear error."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -147,22 +154,27 @@ def train_text(
     )
     shape, described = _settings(options, path)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
-    result = fit(model, train, val, _loss, config, out_dir, fingerprint, resume, reporter, context)
-    if not context.is_main:
-        return None
-    model.load_state_dict(result.weights)
-    model.eval()
-    bpc = result.best_val / math.log(2)
-    memory = model.trace(val[0][:64]).memory_summary()
-    summary = CharModelResult(
-        best_epoch=result.best_epoch, epochs_run=result.epochs_run, val_bits_per_char=bpc
-    )
-    settings = CharModelSettings(
-        model=shape, data=described, vocabulary=vocabulary, train=config, result=summary
-    )
-    document = settings.to_json()
-    CharModelSettings.from_json(document)  # what is written must load again
-    checkpoint.save_model(out_dir, model.state_dict(), document)
+    with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
+        result = fit(
+            model, train, val, _loss, config, out_dir, fingerprint, resume, reporter, context
+        )
+        if not context.is_main:
+            return None
+        model.load_state_dict(result.weights)
+        model.eval()
+        bpc = result.best_val / math.log(2)
+        memory = model.trace(val[0][:64]).memory_summary()
+        summary = CharModelResult(
+            best_epoch=result.best_epoch, epochs_run=result.epochs_run, val_bits_per_char=bpc
+        )
+        weights = checkpoint.encode_weights(model.state_dict())
+        settings = CharModelSettings(
+            model=shape, data=described, vocabulary=vocabulary, train=config, result=summary,
+            weights_sha256=checkpoint.sha256(weights), example=text[:EXAMPLE_CHARS],
+        )  # fmt: skip
+        document = settings.to_json()
+        CharModelSettings.from_json(document)  # what is written must load again
+        checkpoint.save_model(out_dir, weights, document)
     sample = generate(model, vocabulary, text[:40], 200, 0.8, seed=config.seed)
     return TextRun(settings, bpc, memory, result, time.perf_counter() - started, sample)
 
@@ -190,7 +202,8 @@ def load_char_model(path: str | Path) -> tuple[CharModel, CharModelSettings]:
             f"{directory} holds a {settings.kind} model, not a text model "
             "(train one with `clearlstm train --text FILE`)"
         )
-    weights = checkpoint.load_weights(directory, settings.weight_shapes())
+    shapes = settings.weight_shapes()
+    weights = checkpoint.load_weights(directory, shapes, settings.weights_sha256)
     model = CharModel.from_settings(settings)
     model.load_state_dict(weights)
     return model.eval(), settings

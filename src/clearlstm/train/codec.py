@@ -42,6 +42,7 @@ class Limits:
     below: float | None = None  # value < below
     finite: bool = True  # floats: refuse NaN and infinities
     length: tuple[int, int] | None = None  # (fewest, most) characters or items
+    optional: bool = False  # may be missing (files older than the field): its default is taken
 
 
 def limits(**kwargs: Any) -> dict[str, Limits]:
@@ -73,7 +74,11 @@ class JsonSettings:
 def to_json(value: Any) -> Any:
     """Dataclasses as objects and tuples as lists: what :func:`json.dumps` writes."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (_optional(f) and getattr(value, f.name) == f.default)  # as older files
+        }
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     if isinstance(value, dict):
@@ -112,7 +117,8 @@ def describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"a list of {len(value)} item(s)"
     if isinstance(value, dict):
-        keys = ", ".join(list(map(str, value))[:8]) or "none"
+        keys = ", ".join(k if k.isidentifier() else json.dumps(k) for k in list(value)[:8])
+        keys = keys or "none"
         return f"an object (keys: {keys})"
     return type(value).__name__
 
@@ -169,6 +175,10 @@ def _fields(cls: type) -> dict[str, tuple[Any, Limits]]:
 
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
+
+
+def _optional(field: dataclasses.Field) -> bool:
+    return field.metadata.get("json", Limits()).optional
 
 
 def _decode(kind: Any, value: Any, file: str, where: str, lim: Limits, nullable: bool) -> Any:
@@ -233,13 +243,16 @@ def _decode_object(kind: type, value: Any, file: str, where: str, fail: Any) -> 
     known = _fields(kind)
     for key in value:
         if key not in known:
+            shown = key if key.isidentifier() else json.dumps(key)  # no raw control characters
             raise CheckpointError(
-                f"{file}: {_join(where, key)} is not a setting clearlstm knows; "
+                f"{file}: {_join(where, shown)} is not a setting clearlstm knows; "
                 f"{where or 'the file'} holds the keys {', '.join(known)}"
             )
     out = {}
     for name, (hint, lim) in known.items():
         path = _join(where, name)
+        if name not in value and lim.optional:
+            continue  # the dataclass's default
         if name not in value:
             raise CheckpointError(f"{file}: {path} is missing; expected {expected(hint, lim)}")
         out[name] = _decode(hint, value[name], file, path, lim, False)
@@ -254,7 +267,7 @@ def _within(size: int, bounds: tuple[int, int]) -> bool:
 
 
 def _in_range(v: float, lim: Limits) -> bool:
-    if math.isnan(v):
+    if isinstance(v, float) and math.isnan(v):  # an int of 400 digits has no float
         return True  # only reached where NaN is allowed
     return not (
         (lim.low is not None and v < lim.low)

@@ -10,6 +10,7 @@ by name without ever reaching outside that folder (the explorer's ``--models DIR
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -21,13 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from clearlstm.errors import ModelNotFound
+from clearlstm.errors import CheckpointError, ModelNotFound
 from clearlstm.nn.lstm import LSTM
-from clearlstm.tasks.settings import CharModelSettings, ModelSettings, read_settings
+from clearlstm.tasks.settings import (
+    EXAMPLE_CHARS,
+    CharModelSettings,
+    ModelSettings,
+    read_settings,
+)
 from clearlstm.train import checkpoint
 from clearlstm.viz.subject import Subject, check_numbers
 
-EXAMPLE_CHARS = 80
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -54,20 +59,32 @@ class SavedModel:
 
     @cached_property
     def example(self) -> list[list[float]] | str | None:
-        """A sequence to start from: the last window of the training series, or the first line
-        of the training text; None when that data is no longer there."""
+        """A sequence to start from: the last window of the training series, or the start of
+        the training text, as the settings record them (older folders: from a bundled
+        dataset, or a data file inside the model folder); None when there is none. A data
+        path elsewhere is never opened: a model folder may come from someone else."""
         settings = self.settings
+        if isinstance(settings, CharModelSettings):
+            return settings.example or self._text_start()
+        from clearlstm.tasks.forecasting import last_window
+
         try:
-            if isinstance(settings, CharModelSettings):
-                from clearlstm.tasks.datasets import get_dataset
-                from clearlstm.tasks.text import read_text
+            return last_window(settings, self.directory).tolist()
+        except (ValueError, LookupError, OSError):
+            return None
 
-                data = settings.data
-                path = get_dataset(data.dataset).path if data.dataset else data.text
-                return read_text(path)[:EXAMPLE_CHARS]
-            from clearlstm.tasks.forecasting import series_for_model
+    def _text_start(self) -> str | None:
+        from clearlstm.tasks.datasets import get_dataset
+        from clearlstm.tasks.text import decode_text, read_text
 
-            return series_for_model(settings).values[-settings.data.window :].tolist()
+        data = self.settings.data
+        try:
+            if data.dataset:
+                return read_text(get_dataset(data.dataset).path)[:EXAMPLE_CHARS]
+            if data.text is None or checkpoint.inside(self.directory, data.text) is None:
+                return None
+            raw = checkpoint.read_regular_file(self.directory, data.text, checkpoint.MAX_DATA_BYTES)
+            return decode_text(raw, Path(data.text))[:EXAMPLE_CHARS]
         except (ValueError, LookupError, OSError):
             return None
 
@@ -166,7 +183,7 @@ def load_saved_model(path: str | Path, name: str | None = None) -> SavedModel:
     settings, directory = read_settings(path)
     kind = settings.kind
     if kind not in LOADERS:
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"{directory} holds a model of kind {kind!r}; clearlstm can look inside "
             f"{', '.join(LOADERS)} models"
         )
@@ -217,10 +234,21 @@ class ModelFolder:
         return path
 
     def open(self, name: str) -> SavedModel:
+        """Model ``name``, loaded again when its files change; a broken model raises
+        :class:`CheckpointError` (or :class:`ModelNotFound`) for this model alone."""
         path = self.directory(name)
-        stamp = max(f.stat().st_mtime for f in path.iterdir() if f.is_file())
         with self._lock:  # one load per model, even when requests arrive together
+            stamp = _stamp(path)
             cached = self._cache.get(name)
             if cached is None or cached[0] != stamp:
                 self._cache[name] = (stamp, load_saved_model(path, name))
             return self._cache[name][1]
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes when a model's files are replaced (a swapped-in folder: new inodes)."""
+    try:
+        found = [os.stat(path / f) for f in (checkpoint.SETTINGS_FILE, checkpoint.MODEL_FILE)]
+    except OSError as error:
+        raise CheckpointError(f"{path}: {error.strerror or error}") from None
+    return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in found)
