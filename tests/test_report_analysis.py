@@ -114,7 +114,11 @@ def forecaster_states(model_dir: Path, csv: Path):
 
 
 def assert_cells_equal_library(document: str, states, features) -> None:
-    features = {k: v for k, v in features.items() if np.isfinite(v).sum() >= 10}
+    def varies(v: np.ndarray) -> bool:  # defined on two steps per fold, and not constant
+        finite = v[np.isfinite(v)]
+        return len(finite) >= 10 and finite.min() < finite.max()
+
+    features = {k: v for k, v in features.items() if varies(v)}
     scores = rank_units(states, features)
     expected = {(s.feature, s.quantity, s.unit): s for s in scores}
     rows = cell_rows(document)
@@ -199,6 +203,9 @@ def test_forecaster_report_attribution_is_complete_and_the_library_s(forecaster)
     std = model.settings.data.scaler.std[0]
     np.testing.assert_allclose(got["total"], result.total * std, rtol=1e-9)
     np.testing.assert_allclose(got["delta"], result.delta * std, rtol=1e-9)
+    mean = model.settings.data.scaler.mean[0]
+    np.testing.assert_allclose(got["output"], result.output * std + mean, rtol=1e-9)
+    np.testing.assert_allclose(got["baseline"], result.baseline_output * std + mean, rtol=1e-9)
     steps = np.array(table_numbers(document, "attribution-steps"))[:, 0]
     np.testing.assert_allclose(steps, result.per_step.numpy() * std, rtol=1e-9, atol=1e-15)
     assert "Integrated gradients of the forecast over the window it read." in document
@@ -242,3 +249,48 @@ def test_forecaster_without_its_series_still_attributes(tmp_path):
     got = check(document, "attribution-check")
     assert got["relative_error"] <= 0.01
     assert '<table id="saturation">' in document
+
+
+def test_features_the_units_cannot_know_are_reported_as_chance():
+    """Noise features, independent of what the LSTM read: the report says nothing beats
+    chance, and each feature's verdict says so."""
+    from clearlstm import LSTM
+    from clearlstm.analysis import probe_all_units
+    from clearlstm.viz.analysis_report import analysis_sections
+    from clearlstm.viz.cell_analysis import CellAnalysis
+    from clearlstm.viz.html import Figures
+
+    torch.manual_seed(0)
+    lstm = LSTM(1, 5)
+    with torch.no_grad():
+        _, _, trace = lstm(torch.randn(400, 1, 1), trace=True)
+    states = states_from_trace(trace)
+    rng = np.random.default_rng(1)
+    features = {f"noise{k}": rng.standard_normal(400) for k in range(3)}
+    scores = rank_units(states, features)
+    analysis = CellAnalysis(
+        "series",
+        "noise",
+        400,
+        states,
+        features,
+        scores,
+        probe_all_units(states, features),
+        gate_statistics(trace),
+        None,
+        np.zeros(400),
+        None,
+        None,
+        "",
+        None,
+        None,
+        None,
+        None,
+        1.0,
+        0.0,
+    )
+    assert not any(beats_chance(s) for s in scores)
+    document = analysis_sections(analysis, Figures("png"))
+    assert "Nothing beats chance." in document
+    assert set(analysis.verdicts().values()) == {"no better than chance"}
+    assert [v for _, v in cell_rows(document).values() if v] == ["no better than chance"] * 3

@@ -131,11 +131,12 @@ def attribution_bars(
     result: Attribution,
     *,
     scale: float = 1.0,
+    offset: float = 0.0,
     labels: Sequence[str] | None = None,
     target: str = "target",
 ) -> Figure:
     """``window (W,)`` the target's values read; bars: ``result.per_step * scale`` (the
-    target's units)."""
+    target's units); forecasts in the title: ``output * scale + offset``."""
     fig = _figure(9.0, 5.0)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.4])
     t = np.arange(1, len(window) + 1)
@@ -147,8 +148,8 @@ def attribution_bars(
     bottom.set_xlabel("step of the window read")
     _ticks(bottom, labels, len(window))
     fig.suptitle(
-        f"Integrated gradients of the forecast {result.output * scale:+.4g} (from a flat "
-        f"window: {result.baseline_output * scale:+.4g})\ncompleteness: sum "
+        f"Integrated gradients of the forecast {result.output * scale + offset:.6g} (from a "
+        f"flat window: {result.baseline_output * scale + offset:.6g})\ncompleteness: sum "
         f"{result.total * scale:+.6g} vs difference {result.delta * scale:+.6g}, relative "
         f"error {result.relative_error:.2e} ({result.steps} intervals)",
         fontsize=10,

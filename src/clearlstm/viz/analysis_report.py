@@ -226,21 +226,25 @@ def _gates_section(analysis: CellAnalysis, embed: Figures) -> str:
         cells += [cell(g.c_range[u])] + ([cell(g.h_range[u])] if same_h else [])
         cells.append(_text_cell("dead" if u in g.dead else ""))
         rows.append(cells)
-    parts.append("<p>Fraction of steps each gate is saturated, per unit:</p>")
-    parts.append(table(headers, rows, table_id="saturation"))
     parts.append(
         embed.embed(
             analysis_figures.half_life_histogram(g),
             "The distribution of the units' median half-lives.",
         )
     )
+    parts.append("<p>Fraction of steps each gate is saturated, per unit:</p>")
+    parts.append(table(headers, rows, table_id="saturation"))
     return "".join(parts)
 
 
-def _check_table(result, scale: float, table_id: str, names: tuple[str, str]) -> str:
+def _check_table(
+    result, scale: float, table_id: str, names: tuple[str, str], offset: float = 0.0
+) -> str:
+    """Output and baseline output (times ``scale`` plus ``offset``: the data's units), their
+    difference, the attributions' sum and the relative error."""
     rows = [
-        [_text_cell(names[0]), cell(result.output * scale)],
-        [_text_cell(names[1]), cell(result.baseline_output * scale)],
+        [_text_cell(names[0]), cell(result.output * scale + offset)],
+        [_text_cell(names[1]), cell(result.baseline_output * scale + offset)],
         [
             _text_cell("difference (what the attributions must add up to)"),
             cell(result.delta * scale),
@@ -270,7 +274,11 @@ def _attribution_section(analysis: CellAnalysis, embed: Figures) -> str:
         f"{result.tolerance:.0%}).</p>",
         embed.embed(
             analysis_figures.attribution_bars(
-                analysis.forecast_window, result, scale=std, labels=labels
+                analysis.forecast_window,
+                result,
+                scale=std,
+                offset=analysis.target_mean,
+                labels=labels,
             ),
             "Integrated gradients of the forecast over the window it read.",
         ),
@@ -278,7 +286,8 @@ def _attribution_section(analysis: CellAnalysis, embed: Figures) -> str:
             result,
             std,
             "attribution-check",
-            ("forecast change from the baseline's start", "baseline"),
+            ("forecast", "forecast from the flat window (baseline)"),
+            analysis.target_mean,
         ),
     ]
     rows = [

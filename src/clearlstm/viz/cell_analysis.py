@@ -102,14 +102,26 @@ class CellAnalysis:
 
 def _rank(states, features) -> tuple[list[UnitScore], list[ProbeScore], str | None]:
     """Features defined on too few steps (fewer than two per fold) are left out, and said."""
-    usable = {k: v for k, v in features.items() if np.isfinite(v).sum() >= 2 * FOLDS}
-    left_out = [k for k in features if k not in usable]
-    note = f"undefined on too much of this data, not ranked: {', '.join(left_out)}"
+    usable, undefined, constant = {}, [], []
+    for name, values in features.items():
+        finite = values[np.isfinite(values)]
+        if len(finite) < 2 * FOLDS:
+            undefined.append(name)
+        elif finite.min() == finite.max():
+            constant.append(name)
+        else:
+            usable[name] = values
+    notes = [
+        f"{what} on this data, not ranked: {', '.join(names)}"
+        for what, names in (("undefined on too many steps", undefined), ("constant", constant))
+        if names
+    ]
+    note = "; ".join(notes) or None
     if not usable:
         return [], [], note
     scores = rank_units(states, usable, folds=FOLDS, shifts=SHIFTS)
     probes = probe_all_units(states, usable, folds=FOLDS, shifts=SHIFTS)
-    return scores, probes, note if left_out else None
+    return scores, probes, note
 
 
 def text_pieces(text: str, piece: int) -> tuple[str, int]:
@@ -176,8 +188,9 @@ def analyse_text(model: SavedModel, text: str, source: str) -> CellAnalysis:
 
 def forecast_windows(model: SavedModel, rows: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     """``(S, W, C)`` scaled windows, in the module's dtype, and their origins ``(S,)``: the
-    window of origin ``t`` holds rows ``[t - W, t)``."""
-    window = model.settings.data.window
+    window of origin ``t`` holds rows ``[t - W, t)``. Fewer rows than the model's window
+    are one shorter window."""
+    window = min(model.settings.data.window, len(rows))
     scaled = model.settings.data.scaler.to_scaler().transform(rows)
     origins = np.arange(window, len(rows) + 1)
     x = np.stack([scaled[t - window : t] for t in origins])
@@ -188,9 +201,9 @@ def analyse_series(
     model: SavedModel, rows: np.ndarray, source: str, labels: list[str] | None = None
 ) -> CellAnalysis:
     """Cells, gates, the last forecast's attribution and one forgetting of a forecaster on
-    ``rows (T, C)`` in the data's units (``T`` at least the window)."""
+    ``rows (T, C)`` in the data's units (fewer than the window: read as one window)."""
     settings = model.settings
-    window, season = settings.data.window, settings.data.season
+    window, season = min(settings.data.window, len(rows)), settings.data.season
     x, origins = forecast_windows(model, rows)
     trace = model.module.trace(x)
     last = trace[-1, 0]
@@ -203,6 +216,9 @@ def analyse_series(
         scores, probes, note = _rank(states, features)
     except ValueError as error:  # too few rows or windows to rank anything
         note = f"cells not ranked: {error}"
+    if len(rows) < settings.data.window:
+        short = f"{len(rows)} rows, fewer than the model's window of {settings.data.window}: "
+        note = short + "read as one shorter window; " + (note or "")
     module = copy.deepcopy(model.module).double().eval()
     xw = x[-1].double()  # (W, C) the last window
 
