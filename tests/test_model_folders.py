@@ -154,6 +154,25 @@ def test_the_cli_never_hangs_or_runs_out_of_memory(models_folder, tmp_path, case
     one_line_error(result.stderr, want)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["forecast", "figure"])
+def test_forecast_and_figure_never_wait_on_a_fifo(models_folder, tmp_path, command):
+    folder = copy_model(models_folder / "wave", tmp_path / "wave")
+    os.mkfifo(folder / "data.csv")
+    edit_settings(folder, lambda d: (as_old_folder(d), d["data"].update(csv="data.csv")))
+    argv = {"forecast": ["forecast", "--out", str(tmp_path / "f.csv")],
+            "figure": ["figure", "heatmap", "--out", str(tmp_path / "h.png")]}[command]  # fmt: skip
+    result = run_cli(*argv, "--model", str(folder), timeout=180)
+    assert result.returncode == 1
+    # figure shows the recorded example's window only when it can: here it asks for one
+    one_line_error(result.stderr, "FIFO" if command == "forecast" else "give the sequence")
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    result = run_cli(*argv, "--model", str(folder), timeout=180)
+    assert result.returncode == 1
+    one_line_error(result.stderr, "model.safetensors is a FIFO")
+
+
 def test_a_huge_settings_file_is_refused_before_reading(models_folder, tmp_path):
     folder = copy_model(models_folder / "wave", tmp_path / "wave")
     with open(folder / "settings.json", "r+b") as file:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import select
 import shutil
 import socket
@@ -20,15 +21,15 @@ import pytest
 from clearlstm.viz.saved_models import ModelFolder
 from clearlstm.web.api import Context, list_models
 from clearlstm.web.app import Explorer, allowed_hosts
-from clearlstm.web.server import MAX_BODY_BYTES, start_in_thread
+from clearlstm.web.server import MAX_BODY_BYTES, WORKERS, start_in_thread
 
 IDLE, HEAD_TRICKLERS, BODY_TRICKLERS = 200, 10, 10
 
 
 @pytest.fixture(scope="module")
 def models(models_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """wave and words, a model without its "model" settings, one of impossible sizes, and a
-    symlink that points at itself."""
+    """wave and words, a model without its "model" settings, one of impossible sizes, one whose
+    weights are a FIFO, and a symlink that points at itself."""
     folder = tmp_path_factory.mktemp("limits") / "models"
     shutil.copytree(models_folder, folder)
     settings = json.loads((folder / "wave" / "settings.json").read_text())
@@ -41,6 +42,9 @@ def models(models_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         edit(changed)
         (folder / name / "settings.json").write_text(json.dumps(changed))
     (folder / "loop").symlink_to(folder / "loop")
+    shutil.copytree(folder / "wave", folder / "pipe")  # weights that would block a read
+    (folder / "pipe" / "model.safetensors").unlink()
+    os.mkfifo(folder / "pipe" / "model.safetensors")
     return folder
 
 
@@ -307,11 +311,26 @@ def test_one_bad_model_is_an_error_entry_and_the_others_are_listed(server):
     status, listing = get(server, "/api/models")
     assert status == 200
     entries = {m["name"]: m for m in listing["models"]}
-    assert set(entries) == {"wave", "words", "nomodel", "huge"}  # the loop leads nowhere
+    assert set(entries) == {"wave", "words", "nomodel", "huge", "pipe"}  # the loop: nowhere
     assert entries["wave"]["reads"] == "numbers" and entries["words"]["reads"] == "text"
     assert entries["nomodel"] == {"name": "nomodel", "error": entries["nomodel"]["error"]}
     assert "model is missing" in entries["nomodel"]["error"]
     assert "hidden_size" in entries["huge"]["error"]
+    assert "is a FIFO (named pipe); expected a regular file" in entries["pipe"]["error"]
+
+
+def test_listing_a_model_whose_weights_are_a_fifo_leaks_no_thread(server):
+    """The finding: every GET /api/models blocked one thread for good on the FIFO."""
+    get(server, "/api/models")
+    before = threading.active_count(), os_threads()
+    for _ in range(20):
+        started = time.perf_counter()
+        status, listing = get(server, "/api/models")
+        assert status == 200 and time.perf_counter() - started < 10
+        assert "FIFO" in {m["name"]: m for m in listing["models"]}["pipe"]["error"]
+    after = threading.active_count(), os_threads()
+    # at most the computation pool's threads, started as needed; 20 leaked before
+    assert after[0] <= before[0] + WORKERS and after[1] <= before[1] + WORKERS, (before, after)
 
 
 def test_an_unexpected_loader_error_is_one_entry_too(models: Path, monkeypatch):
