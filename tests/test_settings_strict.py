@@ -79,7 +79,7 @@ def test_folders_written_with_nan_and_infinity_still_load(models_folder, tmp_pat
 
 
 def test_a_non_finite_setting_is_refused_and_nothing_is_written(tmp_path):
-    with pytest.raises(CheckpointError, match="settings.json: a setting is not a finite number"):
+    with pytest.raises(CheckpointError, match=r"settings\.json: a setting is not a finite number"):
         checkpoint.save_model(tmp_path / "m", b"weights", {"result": {"loss": math.nan}})
     assert not (tmp_path / "m" / "settings.json").exists()
 
