@@ -30,6 +30,12 @@ TEXT_DEFAULTS = {"window": 100, "hidden_size": 256, "epochs": 10, "batch_size": 
 TEXT_DEFAULTS |= {"patience": 3}
 
 
+def _say(console: Console, text: str) -> None:
+    """Print ``text`` as it is: it holds the user's paths, column names and generated text,
+    so ``[red]``, ``[/]`` or ``:thumbs_up:`` in it are no markup and no emoji codes."""
+    console.print(text, markup=False, emoji=False, highlight=False)
+
+
 def _is_text(args: argparse.Namespace) -> bool:
     if args.text is not None:
         return True
@@ -86,9 +92,10 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
                 run = train(args, config, out, reporter, context, hidden, window)
         except KeyboardInterrupt:
             if context.is_main:
-                console.print(
+                _say(
+                    console,
                     f"interrupted: the last finished epoch is saved in {out}; run the same "
-                    "command with --resume to continue"
+                    "command with --resume to continue",
                 )
             return 130
         finally:
@@ -96,7 +103,7 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     if run is None:
         return 0
     (_show_text if text else _show_series)(args, run, out, console)
-    console.print(f"Model saved in {out} (took {time.perf_counter() - started:.0f} s)")
+    _say(console, f"Model saved in {out} (took {time.perf_counter() - started:.0f} s)")
     return 0
 
 
@@ -173,21 +180,22 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
     from clearlstm.tasks import forecast, forecasting
 
     fit = run.fit
-    console.print(
-        f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}"
+    _say(
+        console,
+        f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}",
     )
     for evaluation in run.evaluations:
         console.print(train_report.evaluation_table(evaluation, run.settings.data.horizon))
-        console.print(evaluation.verdict())
+        _say(console, evaluation.verdict())
     console.print(train_report.memory_table(run.memory))
-    console.print(train_report.memory_sentence(run.memory))
+    _say(console, train_report.memory_sentence(run.memory))
     if args.plot:
         model, settings, _ = forecasting.load_forecaster(out)
         series = forecasting.series_for_model(settings, args.csv, out)
         on_test = forecast.forecast_test_part(model, series, settings)
         start = forecast.test_start(series, settings)
         forecast.plot(Path(args.plot), series, start, on_test, None, _title(settings))
-        console.print(f"Plot written to {args.plot}")
+        _say(console, f"Plot written to {args.plot}")
 
 
 def _title(settings: ForecasterSettings) -> str:
@@ -225,15 +233,16 @@ def _train_text(
 
 
 def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Console) -> None:
-    console.print(
+    _say(
+        console,
         f"Validation bits per character: {run.bits_per_char:.3f} (best epoch "
         f"{run.fit.best_epoch} of {run.fit.epochs_run}; a model that knew nothing would score "
-        f"{math.log2(len(run.settings.vocabulary)):.2f})"
+        f"{math.log2(len(run.settings.vocabulary)):.2f})",
     )
     console.print(train_report.memory_table(run.memory, "on validation text"))
-    console.print(train_report.memory_sentence(run.memory))
-    console.print("Sample (temperature 0.8):", highlight=False)
-    console.print(run.sample, markup=False, highlight=False)
+    _say(console, train_report.memory_sentence(run.memory))
+    _say(console, "Sample (temperature 0.8):")
+    _say(console, run.sample)
 
 
 def run_forecast(args: argparse.Namespace, console: Console) -> int:
@@ -250,13 +259,13 @@ def run_forecast(args: argparse.Namespace, console: Console) -> int:
     series = forecasting.series_for_model(settings, args.csv, directory)
     future = forecast.forecast_future(model, series, settings, args.steps)
     forecast.write_csv(Path(args.out), future, series.time_column)
-    console.print(f"{args.steps} step(s) forecast past {series.source}: {args.out}")
+    _say(console, f"{args.steps} step(s) forecast past {series.source}: {args.out}")
     if args.plot:
         on_test = forecast.forecast_test_part(model, series, settings)
         start = forecast.test_start(series, settings)
         title = _title(settings) + f", {args.steps} steps ahead"
         forecast.plot(Path(args.plot), series, start, on_test, future, title)
-        console.print(f"Plot written to {args.plot}")
+        _say(console, f"Plot written to {args.plot}")
     return 0
 
 
@@ -310,5 +319,5 @@ def run_explain_model(args: argparse.Namespace, console: Console) -> int:
     console.print(train_report.gates_table(trace, inputs))
     memory = trace.memory_summary()
     console.print(train_report.memory_table(memory, "on this sequence"))
-    console.print(train_report.memory_sentence(memory))
+    _say(console, train_report.memory_sentence(memory))
     return 0

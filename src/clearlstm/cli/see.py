@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
 
 from clearlstm.errors import UsageError
 from clearlstm.viz.subject import Subject, read_numbers_csv, statquest_subject
@@ -178,9 +179,10 @@ def run_serve(args: argparse.Namespace, console: Console) -> int:
     # it in the background told it to ignore SIGINT; a second Ctrl-C stops it at once.
     signal.signal(signal.SIGINT, lambda signum, frame: server.stop())
     signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())
-    console.print(f"clearlstm explorer: {server.url}  (Ctrl-C stops it)", highlight=False)
+    plain(console, f"clearlstm explorer: {server.url}  (Ctrl-C stops it)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]note:[/] listening on {args.host}: other machines may reach it")
+        note = f" listening on {args.host}: other machines may reach it"
+        console.print(Text.assemble(("note:", "yellow"), note), markup=False, emoji=False)
     try:
         server.serve_forever()
     finally:

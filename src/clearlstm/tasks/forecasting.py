@@ -43,6 +43,7 @@ from clearlstm.tasks.settings import (
     ScalerSettings,
     SplitSettings,
     check_option,
+    finite_or_none,
     read_settings,
 )
 from clearlstm.train import checkpoint
@@ -172,7 +173,7 @@ def train_series(
         }
         summary = ForecasterResult(
             best_epoch=result.best_epoch,
-            best_val_loss=result.best_val,
+            best_val_loss=finite_or_none(result.best_val),
             epochs_run=result.epochs_run,
             test=scores,
         )

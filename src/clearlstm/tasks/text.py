@@ -29,6 +29,7 @@ from clearlstm.tasks.settings import (
     CharModelShape,
     TextDataSettings,
     check_option,
+    finite_or_none,
     read_settings,
 )
 from clearlstm.train import checkpoint
@@ -165,7 +166,9 @@ def train_text(
         bpc = result.best_val / math.log(2)
         memory = model.trace(val[0][:64]).memory_summary()
         summary = CharModelResult(
-            best_epoch=result.best_epoch, epochs_run=result.epochs_run, val_bits_per_char=bpc
+            best_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            val_bits_per_char=finite_or_none(bpc),
         )
         weights = checkpoint.encode_weights(model.state_dict())
         settings = CharModelSettings(
