@@ -42,6 +42,7 @@ from clearlstm.train.loop import EpochReport, TrainConfig
 
 SERIES = ("co2", "nile", "sunspots", "elnino")
 RESULTS = Path(__file__).resolve().parent / "results" / "peer_forecasters.md"
+RESULTS_TRAIN_PART = RESULTS.with_name("peer_forecasters_train_part.md")  # --peers-learn train
 DARTS = "Darts RNNModel (LSTM)"
 NEURALFORECAST = "NeuralForecast LSTM"
 CLEARLSTM = "clearlstm LSTM"
@@ -56,7 +57,7 @@ class Problem:
     name: str
     y: np.ndarray  # (N,) the target
     train_rows: int  # the training part: MASE's scale comes from it
-    fit_rows: int  # rows before the test part: what the peers learn from
+    fit_rows: int  # what the peers learn from: the rows before the test part (or train)
     starts: np.ndarray  # (S,) test origins
     window: int
     horizon: int
@@ -97,7 +98,7 @@ class _TrainingClock:
         return self.last - self.first
 
 
-def problem(name: str) -> Problem:
+def problem(name: str, peers_learn: str = "before-test") -> Problem:
     """The series, its test origins and horizon, as ``train_series`` computes them."""
     options = SeriesOptions(dataset=name)
     series = load_data(options)
@@ -202,9 +203,9 @@ def _silence() -> None:
     warnings.filterwarnings("ignore")
 
 
-def compare(name: str, quick: bool, work: Path) -> list[Result]:
+def compare(name: str, quick: bool, peers_learn: str, work: Path) -> list[Result]:
     """Every method's row on one series."""
-    p = problem(name)
+    p = problem(name, peers_learn)
     rows, count, season = run_clearlstm(name, QUICK["clearlstm_epochs"] if quick else None, work)
     if count != len(p.starts):
         raise RuntimeError(
@@ -222,7 +223,7 @@ def compare(name: str, quick: bool, work: Path) -> list[Result]:
     return rows
 
 
-def table(results: dict[str, list[Result]], quick: bool) -> str:
+def table(results: dict[str, list[Result]], quick: bool, peers_learn: str) -> str:
     """The markdown document: the table, then how it was made."""
     lines = [
         "# clearlstm beside peer LSTMs on the bundled series",
@@ -259,8 +260,14 @@ def table(results: dict[str, list[Result]], quick: bool) -> str:
         "fitted on the rows it learns from.",
         f"- {NEURALFORECAST}: `LSTM(h={p.horizon}, input_size={p.window})`, the rest "
         "NeuralForecast's defaults (its default input_size is 3 * h).",
-        "- The peers learn from every row before the test part (training and validation "
-        "parts): they have no default use for a validation part.",
+        (
+            "- The peers learn from the training part only (`--peers-learn train`), as "
+            "clearlstm does; they leave the validation part unused."
+            if peers_learn == "train"
+            else "- The peers learn from every row before the test part (training and "
+            "validation parts): they have no default use for a validation part "
+            "(`--peers-learn train` gives them the training part only)."
+        ),
         f"- {versions}; {os.cpu_count()} CPU cores, 1 thread.",
         "",
     ]
@@ -285,17 +292,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: nile, a few steps")
     parser.add_argument("--series", nargs="+", choices=SERIES, help="series (default: all 4)")
+    parser.add_argument(
+        "--peers-learn",
+        choices=["before-test", "train"],
+        default="before-test",
+        help="rows the peers learn from: all before the test part (default), or the training part",
+    )
     parser.add_argument("--out", type=Path, help=f"markdown file (default {RESULTS.name})")
     args = parser.parse_args(argv)
     names = args.series or (["nile"] if args.quick else list(SERIES))
-    out = args.out or (None if args.quick else RESULTS)
+    default = RESULTS if args.peers_learn == "before-test" else RESULTS_TRAIN_PART
+    out = args.out or (None if args.quick else default)
     _silence()
     torch.set_num_threads(1)
     results = {}
     with tempfile.TemporaryDirectory(prefix="clearlstm-peers-") as work:
         for name in names:
-            results[name] = compare(name, args.quick, Path(work))
-    text = table(results, args.quick)
+            results[name] = compare(name, args.quick, args.peers_learn, Path(work))
+    text = table(results, args.quick, args.peers_learn)
     print(text)
     if out is not None:
         write_atomically(out, text)
