@@ -91,7 +91,7 @@ def test_a_kill_at_any_moment_leaves_the_old_or_the_new_model(tmp_path: Path):
     copies.mkdir()
     args = [str(tmp_path / "m"), str(tmp_path / "ref"), str(copies), str(TRIES)]
     done = subprocess.run(
-        [sys.executable, "-c", HELPER, *args], capture_output=True, text=True, timeout=480
+        [sys.executable, "-c", HELPER, *args], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])

@@ -172,7 +172,7 @@ FORECASTER_CASES = [
     ("train.epochs", False, r"train\.epochs must be an integer of at least 1; found false"),
     ("result.best_epoch", -1, r"result\.best_epoch must be an integer of at least 0"),
     ("result.test", [], r"settings\.json: result\.test must be an object"),
-    ("result.test.y.LSTM.mae", "x", r'result\.test\["y"\]\["LSTM"\]\.mae must be a number;'),
+    ("result.test.y.LSTM.mae", "x", r'\["LSTM"\]\.mae must be a number or null; found "x"'),
     ("kind", "gru", r'settings\.json: kind must be "forecaster" or "char_lm"; found "gru"'),
     ("kind", DELETE, r"settings\.json: kind is missing"),
     ("version", "2", r'settings\.json: version must be "1"; found "2"'),
