@@ -81,6 +81,39 @@ def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatc
     assert plan(4, 1024, training=True).kernel == "blas"
 
 
+def test_default_threads_split_sequences_only_where_the_wait_is_amortised(monkeypatch) -> None:
+    """At 2 threads the whole-sequence kernel splits the batch only from
+    SEQUENCE_PARALLEL_MACS recurrent multiply-adds per call; below, one thread (a parallel
+    region waits for a descheduled thread on a busy machine). Sizes decide, not timings."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    if not dispatch.numba_threads_usable() or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+    inputs, hidden, batch = dispatch.SMALL_CALL_INPUTS + 1, 128, 8
+    w_hh = torch.empty(4 * hidden, hidden)
+    per_step = batch * 4 * hidden * hidden
+    at = -(-dispatch.SEQUENCE_PARALLEL_MACS // per_step)  # the first length that splits
+    for training in (False, True):
+        below = dispatch.plan(torch.empty(at - 1, batch, inputs), w_hh, training)
+        above = dispatch.plan(torch.empty(at, batch, inputs), w_hh, training)
+        assert below == dispatch.Plan("sequence", 1)
+        assert above == dispatch.Plan("sequence", 2)
+    one = dispatch.plan(torch.empty(10 * at, 1, inputs), w_hh, False)
+    assert one == dispatch.Plan("sequence", 1), "one sequence: one thread"
+
+
+def test_small_gemms_run_on_one_thread() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with gemm.gemm_threads(gemm.SMALL_GEMM_FLOPS - 1, 2):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with gemm.gemm_threads(gemm.SMALL_GEMM_FLOPS, 2):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("onednn", [True, False], ids=["oneDNN", "torch.mm"])
 def test_blas_kernel_gemms_with_and_without_onednn(monkeypatch, onednn) -> None:
     """float32 GEMMs (input product, per-step products) go to oneDNN's linear when torch has

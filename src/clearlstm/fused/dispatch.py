@@ -6,10 +6,14 @@ that decides it, from the sizes and torch's thread count alone (same input, same
 fused; several sequences split across threads), ``"blas"`` (a GEMM per step, once ``w_hh``
 outgrows the caches) and ``"split"`` (one sequence, its units split across two threads). The
 split kernel is never chosen by ``"auto"``: it pays only while each thread has a core to
-itself, and on a shared machine a busy second core made it several times slower than one
-thread (measured 2026-12, one sequence, H = 64-512); and its backward sums in another order
-than the sequence kernel's, so switching on timings changed the bits. Ask for it with
-``LSTM(..., kernel="split")``.
+itself (1.33x at (1000, 1, 32, 128) on an idle machine), and with the second core busy its
+barrier per step made it slower than one thread at every size measured (2026-12, one
+sequence: (300, 1, 32, 128) 1.11x, (1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the
+sequence kernel's time); and its backward sums in another order than the sequence kernel's,
+so switching on timings changed the bits. Ask for it with ``LSTM(..., kernel="split")``.
+Several sequences are split across threads only for calls large enough to amortise waking
+a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread count is never
+slower than one thread because of a busy core.
 
 The LSTM variants (peepholes, coupled input-forget gate, cell clip) run on the whole-sequence
 kernels only (:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
@@ -38,6 +42,15 @@ SEQUENCE_MAX_HIDDEN = 128
 SEQUENCE_WIDE_HIDDEN = 256
 SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
+
+# Sequences are split across threads only from this many recurrent multiply-adds per call
+# (T * B * 4H * H, ~15 ms on one core). A parallel region waits for its second thread to be
+# scheduled: up to a time slice (~3 ms) with the other core busy, tens of ms on an
+# oversubscribed machine, and with the work split in halves the thread that shares its core
+# finishes its half no sooner than one thread does the whole. Measured 2026-12 on 2 busy
+# cores, 2 threads / 1: (100, 8, 16, 64) trace 24x, training 5.7x; below this size the
+# default (2 threads) must never be slower than 1 thread, so it runs on one.
+SEQUENCE_PARALLEL_MACS = 2**29
 
 
 # Below this many multiply-adds a call runs as one kernel forward and one backward
@@ -100,8 +113,17 @@ def plan(x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto") -> Plan:
     threads = _threads()
     wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
-        return Plan("sequence", min(threads, batch))
+        return Plan("sequence", sequence_threads(x, hidden, threads))
     return Plan("blas", threads)
+
+
+def sequence_threads(x: Tensor, hidden: int, threads: int) -> int:
+    """Threads for the whole-sequence kernels on ``x (T, B, I)``: the batch split across up
+    to ``threads`` only for calls of :data:`SEQUENCE_PARALLEL_MACS` or more."""
+    steps, batch = x.shape[0], x.shape[1]
+    if threads < 2 or batch < 2 or steps * batch * 4 * hidden * hidden < SEQUENCE_PARALLEL_MACS:
+        return 1
+    return min(threads, batch)
 
 
 VARIANT_KERNELS = ("sequence",)  # the kernels that run the LSTM variants

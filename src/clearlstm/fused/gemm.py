@@ -16,7 +16,16 @@ from torch import Tensor
 
 from clearlstm.fused import pool
 
-SMALL_GEMM_FLOPS = 2**20  # below this a GEMM runs on one thread (2 win from ~1.6 MFLOP)
+# Below this a GEMM runs on one thread. On an idle machine two threads win from ~1.6 MFLOP,
+# but a parallel region waits for its second thread to be scheduled, milliseconds on a shared
+# machine: at (300, 1, 32, 64) the 4.9 MFLOP input product on 2 threads made a 0.5 ms
+# inference 63x slower under load (1.23x with it on one thread; training 13.7x -> 1.7x).
+# With the halves split statically, the thread sharing its core finishes no sooner than one
+# thread doing it all, so two threads pay on a busy machine only once the wait is small
+# against the GEMM: from ~2 GFLOP (~15 ms on one core; (1000, 1, 32, 128) training was 6.2x
+# slower on 2 threads with its 0.07-0.13 GFLOP gradient GEMMs there). Only the sizes and
+# torch's setting decide, never timings.
+SMALL_GEMM_FLOPS = 2**31
 ONEDNN_MIN_FLOPS = 2**22  # see input_product
 
 

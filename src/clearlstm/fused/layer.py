@@ -9,6 +9,7 @@ any, nothing is computed and the caller raises (:func:`clearlstm.nn.checks`).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,8 +108,12 @@ def layer_record(out, gates, cs, pre, lengths: Tensor | None) -> LayerRecord:
     """The record of one layer-direction from the kernels' buffers ``(T, B, G)``/``(T, B, H)``;
     NaN at padded steps."""
     steps, batch, hidden = out.shape
-    h = pool.empty(tuple(out.shape), out.dtype).copy_(out.detach())
+    h = pool.empty(tuple(out.shape), out.dtype)
+    # In NumPy, on this thread: torch would copy a trace this size on its thread pool, and a
+    # parallel region waits milliseconds for a second thread on a busy machine.
+    h_a = as_array(h)
+    np.copyto(h_a, as_array(out))
     if lengths is not None:
-        h.masked_fill_(~step_mask(lengths, steps)[..., None], float("nan"))
+        h_a[~as_array(step_mask(lengths, steps))] = np.nan
     g = gates.view(steps, batch, 4, hidden)
     return LayerRecord(pre.view(steps, batch, 4, hidden), *g.unbind(2), cs, h)

@@ -18,7 +18,10 @@ from clearlstm.fused.kernel_math import (
     step_time,
 )
 
-PARALLEL_GATES_MIN = 1 << 15
+# A gate pass is split across threads from this many gate values per step (~5 ms of work):
+# a parallel region per step waits for a descheduled thread for milliseconds on a busy
+# machine, every step (see clearlstm.fused.dispatch.SEQUENCE_PARALLEL_MACS).
+PARALLEL_GATES_MIN = 1 << 24
 
 
 @njit(cache=True, **JIT)
