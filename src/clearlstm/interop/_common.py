@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from clearlstm.nn import variants
 from clearlstm.nn.lstm import LSTM
 
 MAX_FILE_BYTES = 2 * 1024**3  # files are untrusted: nothing larger is read
@@ -55,6 +56,44 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "a projected model as a torch state_dict",
     ),
 }
+
+# clearlstm.LSTM variant argument -> (what the exported LSTM op lacks or what this exporter does
+# not write yet, what to do instead). Dropout (recurrent_dropout, input_dropout) is a no-op in
+# an inference graph, like torch's dropout, and is left out of the export (not refused).
+EXPORT_VARIANTS: dict[str, tuple[str, str]] = {
+    "layer_norm": (
+        "ONNX's and Keras' LSTM ops have no layer normalisation",
+        "keep a layer-normalised model as a torch state_dict",
+    ),
+    "zoneout_h": (
+        "ONNX's and Keras' LSTM ops have no zoneout (in evaluation the blend z * previous + "
+        "(1 - z) * new of every state)",
+        "keep a zoneout model as a torch state_dict",
+    ),
+    "zoneout_c": (
+        "ONNX's and Keras' LSTM ops have no zoneout (in evaluation the blend z * previous + "
+        "(1 - z) * new of every state)",
+        "keep a zoneout model as a torch state_dict",
+    ),
+    "peephole": ("this exporter does not write ONNX's P yet", "keep it as a torch state_dict"),
+    "coupled_input_forget": (
+        "this exporter does not write ONNX's input_forget yet",
+        "keep it as a torch state_dict",
+    ),
+    "cell_clip": ("this exporter does not write ONNX's clip yet", "keep it as a torch state_dict"),
+}
+
+
+def refuse_export_variants(model: nn.Module, source: str) -> None:
+    """Raise NotImplementedError naming the first variant of ``model`` (a clearlstm.LSTM) that
+    the export cannot write, with its value; never silently drop one."""
+    for name, default in variants.DEFAULTS.items():
+        value = getattr(model, name, default)
+        if name in EXPORT_VARIANTS and value != default:
+            missing, workaround = EXPORT_VARIANTS[name]
+            raise NotImplementedError(
+                f"{source}: the model's {name}={value!r} is not supported: {missing}; {workaround}"
+            )
 
 
 def refuse(source: str, variant: str, found: str) -> None:
@@ -180,6 +219,7 @@ def torch_layers(model: nn.Module, source: str) -> tuple[list[LayerSpec], torch.
         )
     if model.proj_size:
         refuse(source, "proj_size", f"proj_size={model.proj_size}")
+    refuse_export_variants(model, source)
     params = {name: p.detach().cpu().numpy() for name, p in model.named_parameters()}
     dtype = model.weight_ih_l0.dtype
     if dtype not in (torch.float32, torch.float64):
