@@ -206,14 +206,18 @@ def test_config_and_checkpoint_round_trip():
     config = model.variant_config()
     assert config == {"forget_bias": 1.0, "init": "torch", "chrono_max_steps": None,
                       "peephole": True, "coupled_input_forget": False,
-                      "cell_clip": 2.0}  # fmt: skip
+                      "cell_clip": 2.0, "layer_norm": False, "zoneout_h": 0.0, "zoneout_c": 0.0,
+                      "recurrent_dropout": 0.0, "input_dropout": 0.0}  # fmt: skip
     again = clearlstm.LSTM(3, 4, bidirectional=True, **config)
     again.load_state_dict(model.state_dict())
     x = torch.randn(5, 2, 3)
     assert torch.equal(again(x)[0], model(x)[0])
     assert clearlstm.LSTM(3, 4).variant_config() == dict.fromkeys(config) | {
-        "init": "torch", "peephole": False, "coupled_input_forget": False,
-    }  # fmt: skip
+        "init": "torch",
+        "peephole": False,
+        "coupled_input_forget": False,
+        "layer_norm": False,
+    } | dict.fromkeys(("zoneout_h", "zoneout_c", "recurrent_dropout", "input_dropout"), 0.0)
 
 
 def test_layer_weights_default_to_the_plain_cell():

@@ -24,6 +24,22 @@ Variants (keyword arguments, all off by default = torch.nn.LSTM), as in ONNX's L
     peepholes       z_i += p_i * c,  z_f += p_f * c,  z_o += p_o * c'   # Gers & Schmidhuber 2000
     coupled gates   i = 1 - f          # ONNX input_forget=1; z_i (and its weights) unused
     cell clip       z = clip(z, -clip, clip) before the activations     # ONNX clip
+    layer norm      z = LN_ih(W_ih x) + LN_hh(W_hh h) + b_ih + b_hh,
+                    h' = o * tanh(LN_c(c'))     # Ba, Kiros & Hinton 2016, "Layer Normalization",
+                                                # placed as haste's LayerNormLSTM
+    rec. dropout    W_hh (m_h * h), x -> m_x * x    # Gal & Ghahramani 2016, "A Theoretically
+                                                # Grounded Application of Dropout in RNNs"
+    zoneout         c' <- d_c c + (1 - d_c) c',  h' <- d_h h + (1 - d_h) h'   # Krueger et al.
+                    2016, "Zoneout: Regularizing RNNs by Randomly Preserving Hidden Activations"
+
+Each LayerNorm ``LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5) * gain + bias`` (biased variance
+over the last axis, torch.nn.LayerNorm's) has its own learnable gain and bias
+(:class:`~clearlstm.core.records.LayerNormWeights`). The variational dropout masks ``m`` are
+drawn once per sequence (the same at every step, training only); the zoneout masks ``d``
+(1: the unit keeps its previous value) are drawn per unit and step in training; in evaluation
+``d`` is the rate itself, the expectation ``z prev + (1 - z) new``. The new ``h`` uses the
+memory before its zoneout (Krueger et al., eq. for the LSTM), and the zoned-out ``c`` and
+``h`` are the state the next step reads, the output and what the trace records.
 
 The gates then see the memory itself: the forget and input gates the old long-term memory,
 the output gate the new one. The recorded pre-activation is what each activation received
@@ -36,6 +52,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from clearlstm.core.records import LN_EPS, LayerNormWeights
 
 
 class CellStep(NamedTuple):
@@ -50,10 +68,24 @@ class CellStep(NamedTuple):
     h: Tensor  # (B, P) new short-term memory
 
 
-def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
-    """``x (..., I) -> (..., 4H)``: the input's share of every gate's x-axis value."""
+def input_projection(
+    x: Tensor, w_ih: Tensor, b_ih: Tensor | None, layer_norm: LayerNormWeights | None = None
+) -> Tensor:
+    """``x (..., I) -> (..., 4H)``: the input's share of every gate's x-axis value (with
+    ``layer_norm``, ``LN_ih(W_ih x) + b_ih``)."""
     xw = x @ w_ih.T
+    if layer_norm is not None:
+        xw = layer_norm_of(xw, layer_norm.weight_ih, layer_norm.bias_ih)
     return xw if b_ih is None else xw + b_ih
+
+
+def layer_norm_of(v: Tensor, gain: Tensor, bias: Tensor) -> Tensor:
+    """``LN(v)`` over the last axis (module docstring), written out: torch.layer_norm's kernel
+    took 12 ms a call on tiny tensors on a busy machine (its thread pool)."""
+    mean = v.mean(-1, keepdim=True)
+    centred = v - mean
+    var = (centred * centred).mean(-1, keepdim=True)
+    return centred * torch.rsqrt(var + LN_EPS) * gain + bias
 
 
 def long_term_memory(forget_gate: Tensor, c: Tensor, input_gate: Tensor, g: Tensor) -> Tensor:
@@ -87,16 +119,35 @@ def cell_step(
     peephole: Tensor | None = None,
     coupled_input_forget: bool = False,
     cell_clip: float | None = None,
+    layer_norm: LayerNormWeights | None = None,
+    recurrent_mask: Tensor | None = None,
+    zoneout: tuple[Tensor | float, Tensor | float] | None = None,
 ) -> CellStep:
-    """One LSTM step from the precomputed input projection ``xw (B, 4H)``.
+    """One LSTM step from the precomputed input projection ``xw (B, 4H)`` (with
+    ``layer_norm``: :func:`input_projection`'s ``LN_ih(W_ih x) + b_ih``).
 
     ``h (B, P)`` is the previous short-term memory, ``c (B, H)`` the previous long-term memory.
     The variants (module docstring): ``peephole (3, H)`` rows ``p_i, p_f, p_o``;
-    ``coupled_input_forget``; ``cell_clip``.
+    ``coupled_input_forget``; ``cell_clip``; ``layer_norm``; ``recurrent_mask (B, P)`` the
+    dropout mask on ``h``; ``zoneout = (d_h, d_c)``, masks ``(B, P)``, ``(B, H)`` or rates.
     """
-    pre = xw + h @ w_hh.T  # (B, 4H)
+    h_in = h if recurrent_mask is None else h * recurrent_mask
+    rh = h_in @ w_hh.T  # (B, 4H)
+    if layer_norm is not None:
+        rh = layer_norm_of(rh, layer_norm.weight_hh, layer_norm.bias_hh)
+    pre = xw + rh
     if b_hh is not None:
         pre = pre + b_hh
+    if layer_norm is not None or zoneout is not None:
+        step = _variant_step(pre, c, None, peephole, coupled_input_forget, cell_clip, layer_norm)
+        c_new, h_new = step.c, step.h
+        if w_hr is not None:
+            h_new = h_new @ w_hr.T
+        if zoneout is not None:  # a unit keeps its previous value where d = 1
+            d_h, d_c = zoneout
+            c_new = d_c * c + (1 - d_c) * c_new
+            h_new = d_h * h + (1 - d_h) * h_new
+        return step._replace(c=c_new, h=h_new)
     if peephole is not None or coupled_input_forget or cell_clip is not None:
         return _variant_step(pre, c, w_hr, peephole, coupled_input_forget, cell_clip)
     z_i, z_f, z_g, z_o = pre.chunk(4, dim=-1)  # (B, H) each
@@ -109,8 +160,9 @@ def cell_step(
     return CellStep(pre, i, f, g, o, c_new, h_new)
 
 
-def _variant_step(pre, c, w_hr, peephole, coupled, bound) -> CellStep:
-    """:func:`cell_step` from ``pre (B, 4H)`` with peepholes, coupled gates or a cell clip."""
+def _variant_step(pre, c, w_hr, peephole, coupled, bound, layer_norm=None) -> CellStep:
+    """:func:`cell_step` from ``pre (B, 4H)`` with peepholes, coupled gates, a cell clip or
+    the cell's layer norm (before ``tanh``)."""
     z_i, z_f, z_g, z_o = pre.chunk(4, dim=-1)
     if peephole is not None:  # the forget and input gates look at the old memory
         z_i = z_i + peephole[0] * c
@@ -124,7 +176,9 @@ def _variant_step(pre, c, w_hr, peephole, coupled, bound) -> CellStep:
         z_o = z_o + peephole[2] * c_new
     z_o = clip(z_o, bound)
     o = torch.sigmoid(z_o)
-    h_new = short_term_memory(o, c_new, w_hr)
+    c_out = c_new if layer_norm is None else layer_norm_of(c_new, layer_norm.weight_c,
+                                                          layer_norm.bias_c)  # fmt: skip
+    h_new = short_term_memory(o, c_out, w_hr)
     return CellStep(torch.cat([z_i, z_f, z_g, z_o], dim=-1), i, f, g, o, c_new, h_new)
 
 
@@ -141,8 +195,13 @@ def lstm_cell(
     peephole: Tensor | None = None,
     coupled_input_forget: bool = False,
     cell_clip: float | None = None,
+    layer_norm: LayerNormWeights | None = None,
+    recurrent_mask: Tensor | None = None,
+    zoneout: tuple[Tensor | float, Tensor | float] | None = None,
+    input_mask: Tensor | None = None,
 ) -> CellStep:
-    """One LSTM step from the raw input ``x (B, I)``; the variants as in :func:`cell_step`.
+    """One LSTM step from the raw input ``x (B, I)``; the variants as in :func:`cell_step`,
+    ``input_mask (B, I)`` the variational dropout mask on ``x``.
 
     >>> import torch
     >>> w_ih = torch.tensor([[1.65], [1.63], [0.94], [-0.19]], dtype=torch.float64)
@@ -153,7 +212,10 @@ def lstm_cell(
     >>> round(step.forget_gate.item(), 6), round(step.c.item(), 6), round(step.h.item(), 6)
     (0.997401, 2.947567, 0.986229)
     """
+    if input_mask is not None:
+        x = x * input_mask
     return cell_step(
-        input_projection(x, w_ih, b_ih), h, c, w_hh, b_hh, w_hr,
+        input_projection(x, w_ih, b_ih, layer_norm), h, c, w_hh, b_hh, w_hr,
         peephole=peephole, coupled_input_forget=coupled_input_forget, cell_clip=cell_clip,
+        layer_norm=layer_norm, recurrent_mask=recurrent_mask, zoneout=zoneout,
     )  # fmt: skip

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clearlstm.core.records import LayerRecord, LayerResult, LayerWeights, combined_bias, step_mask
+from clearlstm.core.records import (
+    LayerMasks,
+    LayerRecord,
+    LayerResult,
+    LayerWeights,
+    combined_bias,
+    step_mask,
+)
 from clearlstm.fused import kernels, pool
 from clearlstm.fused.autograd import FusedLayer, forward_layer
 from clearlstm.fused.dispatch import plan
@@ -40,6 +47,7 @@ def run_layer(
     kernel: str = "auto",
     check_finite: bool = False,
     stacked: bool = False,
+    masks: LayerMasks | None = None,
 ) -> LayerResult | None:
     """One layer-direction on the fused kernels.
 
@@ -48,9 +56,10 @@ def run_layer(
     ``weights`` without projection (with a variant: :mod:`clearlstm.fused.variant_layer`).
     Returns outputs ``(T, B, H)`` in the original time order
     and the final states ``(B, H)`` (``(1, B, H)`` with ``stacked``), the record with
-    ``record``; None when ``check_finite`` found NaN/Inf among the inputs.
+    ``record``; None when ``check_finite`` found NaN/Inf among the inputs. ``masks``: a
+    training call's zoneout and dropout masks (:func:`clearlstm.core.reference.reference_layer`).
     """
-    w_ih, w_hh, b_ih, b_hh, _, peep, variant = weights
+    w_ih, w_hh, b_ih, b_hh, _, peep, variant, _ = weights
     needs_grad = torch.is_grad_enabled() and (  # spelt out: this runs on every call
         w_ih.requires_grad
         or w_hh.requires_grad
@@ -59,10 +68,11 @@ def run_layer(
         or (b_hh is not None and b_hh.requires_grad)
         or (h0 is not None and (h0.requires_grad or c0.requires_grad))
         or (peep is not None and peep.requires_grad)
+        or (weights.layer_norm is not None and weights.layer_norm[0].requires_grad)
     )
     if variant is not None:  # peepholes, coupled gates, cell clip: their own kernels
         results = run_variant_layer(x, h0, c0, weights, lengths, reverse, record, kernel,
-                                    check_finite, needs_grad)  # fmt: skip
+                                    check_finite, needs_grad, masks)  # fmt: skip
         if results is None:
             return None
         out, h_n, c_n, gates, cs, pre = results

@@ -120,7 +120,7 @@ def _weight_arrays(weights: LayerWeights) -> tuple[np.ndarray, ...]:
     matrices' shapes and strides). A kept view keeps its memory alive, so no other tensor can
     take that address while it is kept; writes in place (an optimizer step) show through it.
     """
-    w_ih, w_hh, b_ih, b_hh, _, _, _ = weights
+    w_ih, w_hh, b_ih, b_hh = weights[:4]
     key = (
         w_ih.data_ptr(), w_ih.shape, w_ih.stride(), w_hh.data_ptr(), w_hh.shape, w_hh.stride(),
         b_ih is not None and b_ih.data_ptr(), b_hh is not None and b_hh.data_ptr(),

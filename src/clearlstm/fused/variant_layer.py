@@ -20,6 +20,7 @@ from clearlstm.fused import kernels, kernels_variant, pool
 from clearlstm.fused.autograd import _transposed, _unused, previous_h
 from clearlstm.fused.dispatch import Plan, set_numba_threads, variant_plan
 from clearlstm.fused.gemm import gemm_threads, input_product
+from clearlstm.fused.general_layer import run_general_layer
 from clearlstm.fused.small_layers import all_steps, as_array, output_grads, small_arrays, zero_state
 
 
@@ -122,11 +123,14 @@ class VariantLayer(torch.autograd.Function):
         return dx, dw_ih, db, dh0, dc0, dw_hh, dp, None, None, None, None, None
 
 
-def run_variant_layer(x, h0, c0, weights: LayerWeights, lengths, reverse, record, kernel,
-                      check_finite, needs_grad) -> tuple[Tensor, ...] | None:  # fmt: skip
+def run_variant_layer(
+    x, h0, c0, weights: LayerWeights, lengths, reverse, record, kernel, check_finite, needs_grad,
+    masks=None,
+) -> tuple[Tensor, ...] | None:  # fmt: skip
     """:func:`clearlstm.fused.layer.run_layer` for a layer with ``weights.variant``: ``out, h_n,
     c_n, gates, cs, pre`` (records empty without ``record``), None when ``check_finite`` found
-    NaN/Inf among the inputs."""
+    NaN/Inf among the inputs. Layer norm, zoneout and dropout (``Variant.extended``, with a
+    training call's ``masks``) run in :mod:`clearlstm.fused.general_layer`."""
     how: Plan = variant_plan(x, kernel)
     steps, batch, _ = x.shape
     hidden = weights.w_hh.shape[1]
@@ -136,8 +140,11 @@ def run_variant_layer(x, h0, c0, weights: LayerWeights, lengths, reverse, record
         zeros = zero_state(batch, hidden, x.dtype)
         state = (zeros, zeros) if h0 is None else (as_array(h0), as_array(c0))
         bad = kernels.count_nonfinite_layer(*small_arrays(x, weights, state), lens)
-        if bad or (peep is not None and kernels.count_nonfinite(as_array(peep))):
+        extra = [p for p in (peep, *(weights.layer_norm or ())) if p is not None]
+        if bad or any(kernels.count_nonfinite(as_array(p.detach().reshape(1, -1))) for p in extra):
             return None
+    if weights.variant.extended:
+        return run_general_layer(x, h0, c0, weights, reverse, record, how, lens, needs_grad, masks)
     if h0 is None:
         h0 = c0 = x.new_zeros(batch, hidden)
     bias = combined_bias(weights.b_ih, weights.b_hh)

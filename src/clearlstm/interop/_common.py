@@ -48,6 +48,26 @@ VARIANTS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# clearlstm.LSTM variant argument -> (what the exported LSTM op lacks or what this exporter does
+# not write yet, what to do instead). Dropout (recurrent_dropout, input_dropout) is a no-op in
+# an inference graph, like torch's dropout, and is left out of the export (not refused).
+EXPORT_VARIANTS: dict[str, tuple[str, str]] = {
+    "layer_norm": (
+        "ONNX's and Keras' LSTM ops have no layer normalisation",
+        "keep a layer-normalised model as a torch state_dict",
+    ),
+    "zoneout_h": (
+        "ONNX's and Keras' LSTM ops have no zoneout (in evaluation the blend z * previous + "
+        "(1 - z) * new of every state)",
+        "keep a zoneout model as a torch state_dict",
+    ),
+    "zoneout_c": (
+        "ONNX's and Keras' LSTM ops have no zoneout (in evaluation the blend z * previous + "
+        "(1 - z) * new of every state)",
+        "keep a zoneout model as a torch state_dict",
+    ),
+}
+
 
 def refuse(source: str, variant: str, found: str) -> None:
     """Raise the NotImplementedError that names what was ``found`` (the attribute and its
@@ -173,6 +193,7 @@ def _stack(group: list[LayerSpec], batch_first: bool, dtype: torch.dtype) -> LST
 
 # The clearlstm.LSTM arguments that only set initial values: nothing to export.
 _INIT_ONLY = ("forget_bias", "init", "chrono_max_steps")
+_TRAINING_ONLY = ("recurrent_dropout", "input_dropout")  # no-ops in an inference graph
 
 
 def torch_layers(
@@ -212,8 +233,13 @@ def _cell_options(model: nn.Module, source: str, allowed: tuple[str, ...]) -> di
         return {}
     options = {}
     for name, value in model.variant_config().items():
-        if name in _INIT_ONLY or value == DEFAULTS.get(name):
+        if name in _INIT_ONLY or name in _TRAINING_ONLY or value == DEFAULTS.get(name):
             continue
+        if name in EXPORT_VARIANTS and name not in allowed:
+            missing, workaround = EXPORT_VARIANTS[name]
+            raise NotImplementedError(
+                f"{source}: the model's {name}={value!r} is not supported: {missing}; {workaround}"
+            )
         if name not in allowed:
             held = f"it holds only {', '.join(allowed)}" if allowed else "it holds no variant"
             raise NotImplementedError(

@@ -108,10 +108,14 @@ def check_call_finite(
         for name, w in zip(_WEIGHT_NAMES, layer_weights[:6], strict=True):
             if w is not None:
                 named.append((f"parameter {name}{suffix}", w.detach()))
+        for name, w in zip(_LN_NAMES, layer_weights.layer_norm or (), strict=False):
+            named.append((f"parameter {name}{suffix}", w.detach()))
     check_finite(owner, named)
 
 
 _WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole")
+_LN_NAMES = tuple("ln_" + n for n in ("weight_ih", "bias_ih", "weight_hh", "bias_hh", "weight_c",
+                                      "bias_c"))  # fmt: skip
 
 
 def check_lengths(owner: str, lengths: object, batch: int, steps: int) -> Tensor:

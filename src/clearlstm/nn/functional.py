@@ -44,9 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clearlstm.core.records import (
+    LayerMasks,
     LayerRecord,
     LayerResult,
     LayerWeights,
+    draw_masks,
     reverse_within_lengths,
 )
 from clearlstm.core.reference import reference_layer
@@ -157,6 +159,7 @@ def lstm(
     kernel: Kernel = "auto",
     check_finite: bool = False,
     owner: str = "lstm",
+    masks: Sequence[LayerMasks | None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, list[list[LayerRecord]] | None]:
     """A stack of LSTM layers with torch.nn.LSTM's semantics, on shape-checked inputs.
 
@@ -166,7 +169,10 @@ def lstm(
     layer's output but the last, in training mode only. Returns ``output (T, B, D*P)``
     (zero at padded steps), ``h_n (L*D, B, P)``, ``c_n (L*D, B, H)`` and, with
     ``record=True``, the records indexed ``[layer][direction]``. ``owner`` names the caller
-    in error messages.
+    in error messages. ``masks``: one :class:`~clearlstm.core.records.LayerMasks` (or None)
+    per layer-direction for the zoneout and variational dropout variants; without them a
+    training call draws them (:func:`~clearlstm.core.records.draw_masks`, torch's default
+    generator, layer by layer), an evaluation call uses none.
     """
     path = choose_backend(x, weights[0], record, backend, kernel, owner)
     directions = 2 if bidirectional else 1
@@ -181,11 +187,14 @@ def lstm(
         out_size, hidden = weights[0].w_hh.shape[1], weights[0].w_hh.shape[0] // 4
         h0 = x.new_zeros(len(weights), x.shape[1], out_size)
         c0 = x.new_zeros(len(weights), x.shape[1], hidden)
+    variant = weights[0].variant
+    drawing = masks is None and training and variant is not None and variant.random
     stacked = len(weights) == 1  # the states come back (1, B, .): no stack needed
     if stacked and path == "fused":  # the thinnest route: one layer-direction, no plumbing
         state = (None, None) if h0 is None else (h0[0], c0[0])
+        m = _masks(masks, drawing, 0, x, weights[0])
         result = _run_fused()(x, *state, weights[0], lengths, False, record, kernel,
-                              check_finite, True)  # fmt: skip
+                              check_finite, True, m)  # fmt: skip
         if result is None:
             _raise_nonfinite(owner, x, lengths, h0, c0, weights, directions)
         return result.output, result.h_n, result.c_n, [[result.record]] if record else None
@@ -197,14 +206,16 @@ def lstm(
             k = layer * directions + direction
             args = (weights[k], lengths, direction == 1, record)
             state = (None, None) if h0 is None else (h0[k], c0[k])
+            m = _masks(masks, drawing, k, layer_input, weights[k])
             if path == "fused":
-                result = _run_fused()(layer_input, *state, *args, kernel, check_finite, stacked)
+                result = _run_fused()(layer_input, *state, *args, kernel, check_finite, stacked,
+                                      m)  # fmt: skip
                 if result is None:
                     _raise_nonfinite(owner, x, lengths, h0, c0, weights, directions)
             elif path == "torch":
                 result = torch_layer(layer_input, *state, *args[:3])
             else:
-                result = reference_layer(layer_input, *state, *args)
+                result = reference_layer(layer_input, *state, *args, masks=m)
             outputs.append(result.output)
             h_n.append(result.h_n)
             c_n.append(result.c_n)
@@ -220,6 +231,14 @@ def lstm(
             hn, cn = hn.unsqueeze(0), cn.unsqueeze(0)
         return layer_input, hn, cn, records
     return layer_input, torch.stack(h_n), torch.stack(c_n), records
+
+
+def _masks(masks, drawing: bool, k: int, x: Tensor, w: LayerWeights) -> LayerMasks | None:
+    """Layer-direction ``k``'s masks: given, drawn now (a training call), or None."""
+    if not drawing:
+        return None if masks is None else masks[k]
+    hidden, out_size = w.w_hh.shape[0] // 4, w.w_hh.shape[1]
+    return draw_masks(w.variant, x.shape[0], x.shape[1], x.shape[2], hidden, out_size, x)
 
 
 def _raise_nonfinite(owner, x, lengths, h0, c0, weights, directions) -> NoReturn:

@@ -27,7 +27,7 @@ State = tuple[Tensor, Tensor]
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")  # LayerWeights' order
 
 
-class LSTM(nn.Module):
+class LSTM(variants.VariantArguments, nn.Module):
     r"""A multi-layer LSTM over sequences, compatible with :class:`torch.nn.LSTM`.
 
     Each step of each layer runs the seed's unit (:mod:`clearlstm.core.cell`): the forget gate
@@ -67,8 +67,16 @@ class LSTM(nn.Module):
     ``weight_peephole_l{k}[_reverse] (3, H)``, rows ``p_i, p_f, p_o`` (ONNX's ``P`` is ordered
     i, o, f); ``coupled_input_forget=True`` sets ``i = 1 - f`` (the input gate's rows of the
     weights and biases stay, are unused, and get zero gradients); ``cell_clip`` clips every
-    gate pre-activation to ``[-cell_clip, cell_clip]``. A variant model runs on the reference
-    or the fused ``"sequence"`` kernel, never torch's op.
+    gate pre-activation to ``[-cell_clip, cell_clip]``; ``layer_norm=True`` adds the gains
+    and biases ``ln_weight_ih_l{k}``, ``ln_bias_ih_l{k}`` ``(4H,)`` (LN on ``W_ih x``),
+    ``ln_weight_hh_l{k}``, ``ln_bias_hh_l{k}`` (on ``W_hh h``), ``ln_weight_c_l{k}``,
+    ``ln_bias_c_l{k}`` ``(H,)`` (on ``c`` before ``tanh``); ``zoneout_h``, ``zoneout_c``: in
+    training each unit keeps its previous value with that probability at each step, in
+    evaluation the expectation; ``recurrent_dropout``, ``input_dropout``: variational dropout
+    (one mask per sequence and layer-direction) on ``h`` before the recurrent product and on
+    each layer's input, training only. Masks come from torch's default generator
+    (``torch.manual_seed`` reproduces them). A variant model runs on the reference or the
+    fused ``"sequence"`` kernel, never torch's op.
 
     >>> import torch, clearlstm
     >>> lstm = clearlstm.LSTM(input_size=3, hidden_size=5, num_layers=2)
@@ -99,10 +107,18 @@ class LSTM(nn.Module):
         peephole: bool = False,
         coupled_input_forget: bool = False,
         cell_clip: float | None = None,
+        layer_norm: bool = False,
+        zoneout_h: float = 0.0,
+        zoneout_c: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         owner = "LSTM"
-        self._variant = variants.check_variant(owner, peephole, coupled_input_forget, cell_clip)
+        self._variant = variants.check_variant(
+            owner, peephole, coupled_input_forget, cell_clip, layer_norm, zoneout_h=zoneout_h,
+            zoneout_c=zoneout_c, recurrent_dropout=recurrent_dropout, input_dropout=input_dropout,
+        )  # fmt: skip
         variants.check_init(owner, forget_bias, init, chrono_max_steps, bias)
         self.forget_bias, self.init, self.chrono_max_steps = forget_bias, init, chrono_max_steps
         checks.check_size(owner, "input_size", input_size)
@@ -150,12 +166,7 @@ class LSTM(nn.Module):
                     self._add(f"bias_hh{sfx}", (gates,), factory)
                 if proj_size:
                     self._add(f"weight_hr{sfx}", (proj_size, hidden_size), factory)
-        if peephole:  # after torch's parameters: the same seed still gives torch's weights
-            for k in range(num_layers * self.num_directions):
-                sfx = f"_l{k // self.num_directions}" + (
-                    "_reverse" if k % self.num_directions else ""
-                )
-                self._add(f"weight_peephole{sfx}", (3, hidden_size), factory)
+        self._register_variant_parameters(self._suffixes(), hidden_size, factory)
         self._weight_names = [  # per layer-direction, in LayerWeights' order
             tuple(f"{name}_l{layer}" + ("_reverse" if direction else "") for name in _NAMES)
             for layer in range(num_layers)
@@ -165,6 +176,11 @@ class LSTM(nn.Module):
 
     def _add(self, name: str, shape: tuple[int, ...], factory: dict) -> None:
         self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+
+    def _suffixes(self) -> list[str]:
+        """``_l{layer}[_reverse]`` of every layer-direction, in LayerWeights' order."""
+        d = self.num_directions
+        return [f"_l{k // d}" + ("_reverse" if k % d else "") for k in range(self.num_layers * d)]
 
     @property
     def num_directions(self) -> int:
@@ -177,6 +193,7 @@ class LSTM(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
+        self._reset_layer_norm(self._suffixes())  # gains 1, biases 0
         if self.bias and (self.forget_bias is not None or self.init == "chrono"):
             for names in self._weight_names:
                 variants.init_gate_biases(
@@ -198,7 +215,7 @@ class LSTM(nn.Module):
 
         return LayerWeights(
             get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"),
-            get("weight_peephole"), self._variant,
+            get("weight_peephole"), self._variant, self._layer_norm_weights(sfx),
         )  # fmt: skip
 
     def all_weights(self) -> list[LayerWeights]:
@@ -222,28 +239,10 @@ class LSTM(nn.Module):
         text = f"{self.input_size}, {self.hidden_size}"
         defaults = {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0}
         defaults |= {"bidirectional": False, "proj_size": 0}
-        defaults |= variants.DEFAULTS
         for name, default in defaults.items():
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)!r}"
-        return text
-
-    def variant_config(self) -> dict:
-        """The variant and initialisation arguments of the constructor, for a checkpoint:
-        ``LSTM(..., **lstm.variant_config())`` builds the same model (JSON-ready values)."""
-        return {name: getattr(self, name) for name in variants.DEFAULTS}
-
-    @property
-    def peephole(self) -> bool:
-        return self._variant is not None and self._variant.peephole
-
-    @property
-    def coupled_input_forget(self) -> bool:
-        return self._variant is not None and self._variant.coupled_input_forget
-
-    @property
-    def cell_clip(self) -> float | None:
-        return None if self._variant is None else self._variant.cell_clip
+        return text + self._variant_repr()
 
     @classmethod
     def from_torch(cls, module: nn.LSTM, **kwargs) -> LSTM:

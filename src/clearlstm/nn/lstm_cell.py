@@ -10,12 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from clearlstm.core.cell import CellStep, lstm_cell
+from clearlstm.core.records import LayerMasks, LayerWeights, Variant, draw_masks
 from clearlstm.nn import checks, variants
 
 State = tuple[Tensor, Tensor]
 
 
-class LSTMCell(nn.Module):
+class LSTMCell(variants.VariantArguments, nn.Module):
     r"""One LSTM step, compatible with :class:`torch.nn.LSTMCell`.
 
     ``cell(input, hx=None, *, trace=False)``: ``input (B, I)`` or ``(I,)``; ``hx = (h, c)``
@@ -23,7 +24,12 @@ class LSTMCell(nn.Module):
     :class:`~clearlstm.core.cell.CellStep` (every gate and pre-activation, detached).
 
     The variant keywords are ``LSTM``'s (:mod:`clearlstm.nn.variants`); with ``peephole`` the
-    cell holds ``weight_peephole (3, H)``, rows ``p_i, p_f, p_o``.
+    cell holds ``weight_peephole (3, H)``, rows ``p_i, p_f, p_o``; with ``layer_norm``
+    ``ln_weight_ih``, ``ln_bias_ih``, ``ln_weight_hh``, ``ln_bias_hh`` ``(4H,)`` and
+    ``ln_weight_c``, ``ln_bias_c`` ``(H,)``. In training, zoneout draws its masks at every
+    call; the variational dropout masks must stay the same over a sequence, so a training
+    call with ``recurrent_dropout`` or ``input_dropout`` takes them: ``masks =
+    cell.draw_masks(batch)`` once per sequence, then ``cell(x_t, hx, masks=masks)``.
     """
 
     def __init__(
@@ -41,17 +47,23 @@ class LSTMCell(nn.Module):
         peephole: bool = False,
         coupled_input_forget: bool = False,
         cell_clip: float | None = None,
+        layer_norm: bool = False,
+        zoneout_h: float = 0.0,
+        zoneout_c: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         owner = "LSTMCell"
         checks.check_size(owner, "input_size", input_size)
         checks.check_size(owner, "hidden_size", hidden_size)
         checks.check_dtype(owner, dtype)
-        self._variant = variants.check_variant(owner, peephole, coupled_input_forget, cell_clip)
+        self._variant = variants.check_variant(
+            owner, peephole, coupled_input_forget, cell_clip, layer_norm, zoneout_h=zoneout_h,
+            zoneout_c=zoneout_c, recurrent_dropout=recurrent_dropout, input_dropout=input_dropout,
+        )  # fmt: skip
         variants.check_init(owner, forget_bias, init, chrono_max_steps, bias)
         self.forget_bias, self.init, self.chrono_max_steps = forget_bias, init, chrono_max_steps
-        self.peephole, self.coupled_input_forget = peephole, coupled_input_forget
-        self.cell_clip = self._variant and self._variant.cell_clip
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.check_finite = check_finite
         factory = {"device": device, "dtype": dtype}
@@ -60,8 +72,7 @@ class LSTMCell(nn.Module):
         self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
         self.bias_ih = nn.Parameter(torch.empty(gates, **factory)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(gates, **factory)) if bias else None
-        if peephole:  # rows p_i, p_f, p_o (see clearlstm.core.cell)
-            self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size, **factory))
+        self._register_variant_parameters([""], hidden_size, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -70,6 +81,7 @@ class LSTMCell(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
+        self._reset_layer_norm([""])
         if self.bias and (self.forget_bias is not None or self.init == "chrono"):
             variants.init_gate_biases(
                 self.bias_ih, self.bias_hh, self.forget_bias, self.init, self.chrono_max_steps
@@ -77,14 +89,14 @@ class LSTMCell(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
-        for name, default in variants.DEFAULTS.items():
-            if getattr(self, name) != default:
-                text += f", {name}={getattr(self, name)!r}"
-        return text
+        return text + self._variant_repr()
 
-    def variant_config(self) -> dict:
-        """The variant and initialisation arguments of the constructor (JSON-ready)."""
-        return {name: getattr(self, name) for name in variants.DEFAULTS}
+    def draw_masks(self, batch: int) -> LayerMasks:
+        """A sequence's variational dropout masks (input ``(B, I)``, recurrent ``(B, H)``),
+        from torch's default generator; pass them as ``masks=`` at each of its steps."""
+        v = self._variant or Variant()
+        w = self.weight_ih
+        return draw_masks(v, 1, batch, self.input_size, self.hidden_size, self.hidden_size, w)
 
     @classmethod
     def from_torch(cls, module: nn.LSTMCell, **kwargs) -> LSTMCell:
@@ -105,7 +117,12 @@ class LSTMCell(nn.Module):
         return module
 
     def forward(
-        self, input: Tensor, hx: State | None = None, *, trace: bool = False
+        self,
+        input: Tensor,
+        hx: State | None = None,
+        *,
+        trace: bool = False,
+        masks: LayerMasks | None = None,
     ) -> State | tuple[State, CellStep]:
         owner = "LSTMCell"
         x = checks.check_tensor(owner, "input", input)
@@ -139,14 +156,44 @@ class LSTMCell(nn.Module):
         if self._variant is None:
             step = lstm_cell(*args)
         else:
-            v = self._variant
-            step = lstm_cell(
-                *args,
-                peephole=self.weight_peephole if v.peephole else None,
-                coupled_input_forget=v.coupled_input_forget,
-                cell_clip=v.cell_clip,
-            )
+            step = lstm_cell(*args, **self._step_kwargs(x, masks))
         h1, c1 = (step.h, step.c) if batched else (step.h[0], step.c[0])
         if not trace:
             return h1, c1
         return (h1, c1), CellStep(*(v.detach() for v in step))
+
+    def _step_kwargs(self, x: Tensor, masks: LayerMasks | None) -> dict:
+        """:func:`clearlstm.core.cell.lstm_cell`'s variant keywords for this call."""
+        v = self._variant
+        kwargs = LayerWeights(self.weight_ih, self.weight_hh, None, None, None,
+                              getattr(self, "weight_peephole", None), v,
+                              self._layer_norm_weights("")).cell_kwargs()  # fmt: skip
+        if not self.training:
+            return kwargs
+        needs = v.recurrent_dropout or v.input_dropout
+        if needs and masks is None:
+            raise ValueError(
+                "LSTMCell: in training, recurrent_dropout and input_dropout use one mask per "
+                "sequence: draw it with masks = cell.draw_masks(batch) and pass masks=masks "
+                "at every step of the sequence; got masks=None"
+            )
+        if needs:
+            batch = x.shape[0]
+            for name, mask, size in (
+                ("input", masks.input, self.input_size),
+                ("recurrent", masks.recurrent, self.hidden_size),
+            ):
+                if mask is not None and tuple(mask.shape) != (batch, size):
+                    raise ValueError(
+                        f"LSTMCell: masks.{name} must have shape ({batch}, {size}); got "
+                        f"{tuple(mask.shape)}"
+                    )  # fmt: skip
+            kwargs["recurrent_mask"] = masks.recurrent
+            kwargs["input_mask"] = masks.input
+        if kwargs.get("zoneout") is not None:  # a fresh mask per unit at every step
+            kwargs["zoneout"] = tuple(
+                r if not r else torch.bernoulli(torch.full((x.shape[0], self.hidden_size), r,
+                                                           dtype=x.dtype, device=x.device))
+                for r in kwargs["zoneout"]
+            )  # fmt: skip
+        return kwargs

@@ -146,13 +146,9 @@ class Stream:
         with torch.no_grad():
             layer_in = x
             for layer, w in enumerate(self._weights):
-                xw = input_projection(layer_in, w.w_ih, w.b_ih)
-                v = {} if w.variant is None else {
-                    "peephole": w.peephole,
-                    "coupled_input_forget": w.variant.coupled_input_forget,
-                    "cell_clip": w.variant.cell_clip,
-                }  # fmt: skip
-                s = cell_step(xw, self._h[layer], self._c[layer], w.w_hh, w.b_hh, w.w_hr, **v)
+                xw = input_projection(layer_in, w.w_ih, w.b_ih, w.layer_norm)
+                s = cell_step(xw, self._h[layer], self._c[layer], w.w_hh, w.b_hh, w.w_hr,
+                              **w.cell_kwargs())  # fmt: skip
                 self._h[layer], self._c[layer] = s.h, s.c
                 layer_in = s.h
         return layer_in

@@ -25,7 +25,7 @@ def torch_layer(
     state nor appear in the output; a reverse direction reads each sequence reversed within
     its length.
     """
-    w_ih, w_hh, b_ih, b_hh, w_hr, _, _ = weights
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights[:5]
     has_biases = b_ih is not None or b_hh is not None
     params = [w_ih, w_hh]
     if has_biases:

@@ -1,0 +1,335 @@
+"""Whole-sequence kernels for every LSTM variant at once: those of
+:mod:`clearlstm.fused.kernels_variant` (peepholes, coupled gates, cell clip) and the layer
+norm inside the recurrence, zoneout and variational recurrent dropout, with the gate math of
+:func:`clearlstm.core.cell.cell_step`. Separate jitted functions, so neither the plain nor the
+peephole/clip kernels pay for what they do not run.
+
+Arguments beyond :mod:`clearlstm.fused.kernels_variant`'s (a feature is off where its array
+has a zero first axis):
+
+- ``xw (T, B, G)``: the input side, done by torch ops before: ``LN_ih(W_ih x) + b_ih +
+  b_hh + ln_bias_hh`` (or ``W_ih x + b``), the input dropout applied to ``x`` first;
+- ``rmask (B, H)``: the recurrent dropout mask, ``h * rmask`` enters ``W_hh``;
+- ``gain_h (G,)``: the gain of ``LN(W_hh h)`` (its bias is in ``xw``); ``zr_hat (T, B, G)``
+  stores ``LN``'s normalised values and ``stats (T, B, 4)`` the means and reciprocal
+  standard deviations of ``W_hh h`` and of ``c`` (for the backward);
+- ``ln_c (2, H)``: gain and bias of ``LN(c)`` before ``tanh``;
+- ``zone_h, zone_c (T, B, H)``: zoneout masks (1: keep the previous value), else the rates
+  ``rate_h``, ``rate_c`` (evaluation: the expectation; 0: off).
+
+``cs`` stores the state ``c`` (after zoneout), which the next step reads; the backward
+recomputes the new memory before zoneout, ``f c_prev + i g``, from the stored gates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from clearlstm.fused.kernel_math import (
+    BLOCK_MIN_HIDDEN,
+    JIT,
+    _sigmoid,
+    _tanh,
+    denormal_floor,
+    matvec_dot,
+    matvec_t,
+    previous_c,
+    step_time,
+)
+from clearlstm.fused.kernels import _finish_forward
+from clearlstm.fused.kernels_variant import _clipped
+
+LN_EPS = 1e-5  # clearlstm.core.records.LN_EPS (torch.nn.LayerNorm's)
+
+
+@njit(**JIT)
+def _moments(v, width):
+    """Mean and reciprocal standard deviation (biased variance + eps) of ``v[0, :width]``."""
+    mean = v.dtype.type(0.0)
+    for j in range(width):
+        mean += v[0, j]
+    mean = mean / width
+    var = v.dtype.type(0.0)
+    for j in range(width):
+        d = v[0, j] - mean
+        var += d * d
+    var = var / width
+    return mean, v.dtype.type(1.0) / math.sqrt(var + v.dtype.type(LN_EPS))
+
+
+@njit(cache=True, **JIT)
+def forward_rows_general(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre,
+                         store, record, peep, coupled, clip, rmask, gain_h, zr_hat, stats, ln_c,
+                         zone_h, zone_c, rate_h, rate_c, b0, b1):  # fmt: skip
+    """Sequences ``[b0, b1)`` one at a time (arguments: module docstring)."""
+    steps, hidden = xw.shape[0], c0.shape[1]
+    width = 4 * hidden
+    dt = xw.dtype
+    z, zr = np.empty((1, width), dt), np.empty((1, width), dt)
+    h, c = np.empty((1, hidden), dt), np.empty((1, hidden), dt)
+    hm, ct = np.empty((1, hidden), dt), np.empty((1, hidden), dt)
+    tiny, zero, one = denormal_floor(z[0, 0]), dt.type(0.0), dt.type(1.0)
+    bound, use, peeps = dt.type(clip), clip > 0, peep.shape[0] > 0
+    masked, ln_h, ln_cell = rmask.shape[0] > 0, gain_h.shape[0] > 0, ln_c.shape[0] > 0
+    zh_masks, zc_masks = zone_h.shape[0] > 0, zone_c.shape[0] > 0
+    zoning_h, zoning_c = zh_masks or rate_h > 0, zc_masks or rate_c > 0
+    r_h, r_c = dt.type(rate_h), dt.type(rate_c)
+    mean_c, rstd_c = zero, one
+    for b in range(b0, b1):
+        for j in range(hidden):
+            h[0, j] = h0[b, j]
+            c[0, j] = c0[b, j]
+        n = lengths[b]
+        for s in range(n):
+            t = step_time(s, n, reverse)
+            for j in range(hidden):
+                hm[0, j] = h[0, j] * rmask[b, j] if masked else h[0, j]
+            if ln_h:  # z = xw + gain * LN(W_hh h) (the LN's bias is in xw)
+                for j in range(width):
+                    zr[0, j] = zero
+                matvec_t(hm, 0, whh_t, zr, 0)
+                mean, rstd = _moments(zr, width)
+                for j in range(width):
+                    v = (zr[0, j] - mean) * rstd
+                    if store:
+                        zr_hat[t, b, j] = v
+                    z[0, j] = xw[t, b, j] + gain_h[j] * v
+                if store:
+                    stats[t, b, 0], stats[t, b, 1] = mean, rstd
+            else:
+                for j in range(width):
+                    z[0, j] = xw[t, b, j]
+                matvec_t(hm, 0, whh_t, z, 0)
+            for j in range(hidden):
+                cp = c[0, j]
+                a_i, a_f = z[0, j], z[0, hidden + j]
+                if peeps:  # the input and forget gates look at the old memory
+                    a_i = a_i + peep[0, j] * cp
+                    a_f = a_f + peep[1, j] * cp
+                a_i, a_f = _clipped(a_i, bound, use), _clipped(a_f, bound, use)
+                a_g = _clipped(z[0, 2 * hidden + j], bound, use)
+                f = _sigmoid(a_f)
+                i = one - f if coupled else _sigmoid(a_i)
+                g = _tanh(a_g)
+                c_new = f * cp + i * g
+                if abs(c_new) < tiny:
+                    c_new = zero
+                ct[0, j] = c_new
+                if record:
+                    pre[t, b, j], pre[t, b, hidden + j], pre[t, b, 2 * hidden + j] = a_i, a_f, a_g
+                z[0, j], z[0, hidden + j], z[0, 2 * hidden + j] = i, f, g
+            if ln_cell:
+                mean_c, rstd_c = _moments(ct, hidden)
+                if store:
+                    stats[t, b, 2], stats[t, b, 3] = mean_c, rstd_c
+            for j in range(hidden):
+                c_new = ct[0, j]
+                a_o = z[0, 3 * hidden + j]
+                if peeps:  # the output gate looks at the new memory
+                    a_o = a_o + peep[2, j] * c_new
+                a_o = _clipped(a_o, bound, use)
+                o = _sigmoid(a_o)
+                c_out = (c_new - mean_c) * rstd_c * ln_c[0, j] + ln_c[1, j] if ln_cell else c_new
+                h_new = o * _tanh(c_out)
+                if abs(h_new) < tiny:
+                    h_new = zero
+                if record:
+                    pre[t, b, 3 * hidden + j] = a_o
+                z[0, 3 * hidden + j] = o
+                if zoning_c:  # keep the previous value where the mask is 1
+                    d = zone_c[t, b, j] if zc_masks else r_c
+                    c_new = d * c[0, j] + (one - d) * c_new
+                if zoning_h:
+                    d = zone_h[t, b, j] if zh_masks else r_h
+                    h_new = d * h[0, j] + (one - d) * h_new
+                c[0, j] = c_new
+                h[0, j] = h_new
+                out[t, b, j] = h_new
+            if store:
+                for j in range(width):
+                    gates[t, b, j] = z[0, j]
+                for j in range(hidden):
+                    cs[t, b, j] = c[0, j]
+        if store and ln_h:  # the gain's gradient sums dz * zr_hat over every step
+            for t in range(n, steps):
+                zr_hat[t, b, :] = 0.0
+        _finish_forward(h, c, 0, lengths, out, h_n, c_n, gates, cs, pre, store, record, b)
+
+
+@njit(cache=True, parallel=True)
+def _forward_parallel(*args):
+    chunks = args[-1]
+    batch = args[0].shape[1]
+    for p in prange(chunks):
+        forward_rows_general(*args[:-1], p * batch // chunks, (p + 1) * batch // chunks)
+
+
+def forward_general(*args, threads: int = 1) -> None:
+    """:func:`forward_rows_general` over the whole batch, split across ``threads``."""
+    batch = args[0].shape[1]
+    if threads > 1 and batch > 1:
+        _forward_parallel(*args, min(threads, batch))
+    else:
+        forward_rows_general(*args, 0, batch)
+
+
+@njit(cache=True, **JIT)
+def backward_rows_general(grad_out, grad_hn, grad_cn, gates, cs, pre, c0, w_hh, lengths, reverse,
+                          dz, dzr, dh0, dc0, peep, dpeep, coupled, clip, rmask, gain_h, zr_hat,
+                          stats, ln_c, dln_c, zone_h, zone_c, rate_h, rate_c, b0, b1):  # fmt: skip
+    """Sequences ``[b0, b1)`` back through time. ``dz (T, B, G)``: the gradient w.r.t. ``xw``;
+    ``dzr``: w.r.t. ``W_hh (h * rmask)`` (the same array without the LN on it); ``dpeep
+    (B, 3, H)``, ``dln_c (B, 2, H)`` zeros in, per-sequence gradients out."""
+    steps, hidden = grad_out.shape[0], c0.shape[1]
+    width = 4 * hidden
+    dt = grad_out.dtype
+    dh, dc, cp = np.empty((1, hidden), dt), np.empty((1, hidden), dt), np.empty((1, hidden), dt)
+    keep_h, keep_c = np.zeros((1, hidden), dt), np.zeros((1, hidden), dt)
+    ct, dhat = np.empty((1, hidden), dt), np.empty((1, hidden), dt)
+    dz_row = np.empty((1, width), dt)
+    narrow = hidden < BLOCK_MIN_HIDDEN
+    whh_t = np.empty((hidden if narrow else 0, width), dt)
+    if narrow:
+        for k in range(hidden):
+            for j in range(width):
+                whh_t[k, j] = w_hh[j, k]
+    tiny, zero, one = denormal_floor(dh0[0, 0]), dt.type(0.0), dt.type(1.0)
+    bound, use, peeps = dt.type(clip), clip > 0, peep.shape[0] > 0
+    masked, ln_h, ln_cell = rmask.shape[0] > 0, gain_h.shape[0] > 0, ln_c.shape[0] > 0
+    zh_masks, zc_masks = zone_h.shape[0] > 0, zone_c.shape[0] > 0
+    zoning_h, zoning_c = zh_masks or rate_h > 0, zc_masks or rate_c > 0
+    r_h, r_c = dt.type(rate_h), dt.type(rate_c)
+    mean_c, rstd_c = zero, one
+    for b in range(b0, b1):
+        for j in range(hidden):
+            dh[0, j] = grad_hn[b, j]
+            dc[0, j] = grad_cn[b, j]
+        n = lengths[b]
+        for t in range(n, steps):
+            dz[t, b, :] = 0.0
+            dzr[t, b, :] = 0.0
+        for s in range(n - 1, -1, -1):
+            t = step_time(s, n, reverse)
+            previous_c(cp, 0, cs, c0, s, n, reverse, b)
+            for j in range(hidden):  # zoneout: the kept share goes straight to the last state
+                dh[0, j] += grad_out[t, b, j]
+                if zoning_h:
+                    d = zone_h[t, b, j] if zh_masks else r_h
+                    keep_h[0, j] = d * dh[0, j]
+                    dh[0, j] = (one - d) * dh[0, j]
+                if zoning_c:
+                    d = zone_c[t, b, j] if zc_masks else r_c
+                    keep_c[0, j] = d * dc[0, j]
+                    dc[0, j] = (one - d) * dc[0, j]
+            if ln_cell:
+                mean_c, rstd_c = stats[t, b, 2], stats[t, b, 3]
+            m1, m2 = zero, zero
+            for u in range(hidden):  # through h = o * tanh(LN(c)): d_o and d LN(c)
+                i, f = gates[t, b, u], gates[t, b, hidden + u]
+                g, o = gates[t, b, 2 * hidden + u], gates[t, b, 3 * hidden + u]
+                c_new = f * cp[0, u] + i * g
+                if abs(c_new) < tiny:
+                    c_new = zero
+                ct[0, u] = c_new
+                x_hat = (c_new - mean_c) * rstd_c
+                tc = _tanh(x_hat * ln_c[0, u] + ln_c[1, u] if ln_cell else c_new)
+                d_o = dh[0, u] * tc * o * (one - o)
+                if use and not abs(pre[t, b, 3 * hidden + u]) < bound:
+                    d_o = zero
+                dz[t, b, 3 * hidden + u] = d_o
+                d_out = dh[0, u] * o * (one - tc * tc)
+                if ln_cell:
+                    dln_c[b, 0, u] += d_out * x_hat
+                    dln_c[b, 1, u] += d_out
+                    d_out = d_out * ln_c[0, u]
+                    m1 += d_out
+                    m2 += d_out * x_hat
+                dhat[0, u] = d_out
+            m1, m2 = m1 / hidden, m2 / hidden
+            for u in range(hidden):
+                i, f = gates[t, b, u], gates[t, b, hidden + u]
+                g = gates[t, b, 2 * hidden + u]
+                d_c = dhat[0, u]
+                if ln_cell:
+                    d_c = rstd_c * (d_c - m1 - (ct[0, u] - mean_c) * rstd_c * m2)
+                dc_j = dc[0, u] + d_c
+                d_o = dz[t, b, 3 * hidden + u]
+                if peeps:
+                    dc_j = dc_j + d_o * peep[2, u]
+                c_old = cp[0, u]
+                if coupled:  # c' = f c + (1 - f) g
+                    d_i = zero
+                    d_f = dc_j * (c_old - g) * f * (one - f)
+                else:
+                    d_i = dc_j * g * i * (one - i)
+                    d_f = dc_j * c_old * f * (one - f)
+                d_g = dc_j * i * (one - g * g)
+                if use:
+                    if not abs(pre[t, b, u]) < bound:
+                        d_i = zero
+                    if not abs(pre[t, b, hidden + u]) < bound:
+                        d_f = zero
+                    if not abs(pre[t, b, 2 * hidden + u]) < bound:
+                        d_g = zero
+                dz[t, b, u], dz[t, b, hidden + u], dz[t, b, 2 * hidden + u] = d_i, d_f, d_g
+                dc_new = dc_j * f
+                if peeps:
+                    dc_new = dc_new + d_i * peep[0, u] + d_f * peep[1, u]
+                    dpeep[b, 0, u] += d_i * c_old
+                    dpeep[b, 1, u] += d_f * c_old
+                    dpeep[b, 2, u] += d_o * ct[0, u]
+                dc_new = dc_new + keep_c[0, u]
+                if abs(dc_new) < tiny:
+                    dc_new = zero
+                dc[0, u] = dc_new
+            if ln_h:  # back through gain * LN(W_hh h)
+                m1, m2 = zero, zero
+                for j in range(width):
+                    v = dz[t, b, j] * gain_h[j]
+                    dz_row[0, j] = v
+                    m1 += v
+                    m2 += v * zr_hat[t, b, j]
+                m1, m2 = m1 / width, m2 / width
+                rstd = stats[t, b, 1]
+                for j in range(width):
+                    v = rstd * (dz_row[0, j] - m1 - zr_hat[t, b, j] * m2)
+                    dz_row[0, j] = v
+                    dzr[t, b, j] = v
+            else:
+                for j in range(width):
+                    dz_row[0, j] = dz[t, b, j]
+            if narrow:  # dh = dzr[t, b] @ w_hh
+                matvec_dot(dz_row, 0, whh_t, dh, 0)
+            else:
+                for j in range(hidden):
+                    dh[0, j] = 0.0
+                matvec_t(dz_row, 0, w_hh, dh, 0, True)
+            for j in range(hidden):
+                v = dh[0, j] * rmask[b, j] if masked else dh[0, j]
+                v = v + keep_h[0, j]
+                if abs(v) < tiny:
+                    v = zero
+                dh[0, j] = v
+        for j in range(hidden):
+            dh0[b, j] = dh[0, j]
+            dc0[b, j] = dc[0, j]
+
+
+@njit(cache=True, parallel=True)
+def _backward_parallel(*args):
+    chunks = args[-1]
+    batch = args[0].shape[1]
+    for p in prange(chunks):
+        backward_rows_general(*args[:-1], p * batch // chunks, (p + 1) * batch // chunks)
+
+
+def backward_general(*args, threads: int = 1) -> None:
+    """:func:`backward_rows_general` over the whole batch, split across ``threads``."""
+    batch = args[0].shape[1]
+    if threads > 1 and batch > 1:
+        _backward_parallel(*args, min(threads, batch))
+    else:
+        backward_rows_general(*args, 0, batch)
