@@ -20,6 +20,8 @@ def show(backtest: Backtest, console: Console) -> None:
         if backtest.horizon > 1:
             console.print(train_report.steps_table(backtest, j))
         console.print(evaluation.verdict())
+    for method, why in backtest.skipped.items():
+        console.print(f"{method} is left out of the comparison: {why}", markup=False)
     console.print(train_report.intervals_sentence(backtest))
 
 

@@ -55,9 +55,9 @@ def evaluation_table(evaluation: Evaluation, horizon: int) -> Table:
         mark = " (best)" if compare(getattr(s, key), best) == 0 else ""  # ties share it
         name = Text(method + mark, style="bold" if method == "LSTM" else "")
         mase = f"{s.mase:.3f}" if math.isfinite(s.mase) else "n/a"
-        mape = f"{s.mape:.2f}" if math.isfinite(s.mape) else "n/a"
-        table.add_row(name, f"{s.mae:.4g}", f"{s.rmse:.4g}", mase, f"{s.smape:.2f}", mape)
-    table.caption = "MAPE is n/a where a true value is 0. Lower is better."
+        smape, mape = (f"{x:.2f}" if math.isfinite(x) else "n/a" for x in (s.smape, s.mape))
+        table.add_row(name, f"{s.mae:.4g}", f"{s.rmse:.4g}", mase, smape, mape)
+    table.caption = "Lower is better; MAPE is undefined where a true value is 0."
     return table
 
 

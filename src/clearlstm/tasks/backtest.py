@@ -103,13 +103,13 @@ def forecast_from(
 
 def conformal_widths(residuals: np.ndarray, level: float) -> tuple[np.ndarray, bool]:
     """``(H, K)`` half-widths from ``residuals (S, H, K)`` (forecast minus truth): the
-    ``ceil((S + 1) level) / S`` quantile of the absolute residuals per step and target, which
+    ``ceil((S + 1) level)``-th smallest absolute residual per step and target, which
     covers a new error with probability at least ``level`` when errors are exchangeable. The
     flag is False when ``S`` is too small for that (the largest residual is used then)."""
     n = residuals.shape[0]
-    q = math.ceil((n + 1) * level) / n
-    widths = np.quantile(np.abs(residuals), min(q, 1.0), axis=0, method="higher")
-    return widths, q <= 1.0
+    k = math.ceil((n + 1) * level)  # the k-th smallest absolute residual
+    ordered = np.sort(np.abs(residuals), axis=0)
+    return ordered[min(k, n) - 1], k <= n
 
 
 @dataclass
@@ -128,6 +128,7 @@ class Backtest:
     calibration: int = 0  # validation origins the widths come from
     guaranteed: dict[float, bool] = field(default_factory=dict)
     val_residuals: np.ndarray | None = None  # (S_val, H, K) the calibration errors
+    skipped: dict[str, str] = field(default_factory=dict)  # baselines left out, and why
 
     def future_intervals(self) -> dict[str, tuple[tuple[float, ...], ...]] | None:
         """Half-widths for forecasts past the end, as settings record them: conformal on the
@@ -178,17 +179,19 @@ def run_backtest(
     if starts is None:
         starts = origins(split, "test", n, window, horizon)
     truth = np.stack([y[t : t + horizon] for t in starts])
+    classical, skipped = baselines.classical(y, split.test_start, starts, horizon, season)
     forecasts = {
         "LSTM": lstm(starts, horizon),
         "naive": baselines.naive(y, starts, horizon),
         "seasonal naive": baselines.seasonal_naive(y, starts, horizon, season or 1),
-        **baselines.classical(y, split.test_start, starts, horizon, season),
+        **classical,
     }
     labels = series.time or [str(i) for i in range(n)]
     scale = baselines.mase_scale(y[: split.train], season)
     result = Backtest(
         list(series.targets), labels, starts, horizon, truth, forecasts, scale, season
     )
+    result.skipped = skipped
     val = origins(split, "val", n, window, horizon)
     if len(val):
         val_truth = np.stack([y[t : t + horizon] for t in val])
@@ -271,7 +274,8 @@ def write_csv(path: Path, backtest: Backtest) -> int:
     header = ["origin", "time", "step", "target", "truth", "LSTM"]
     for level in levels:
         header += [f"lower_{level:.0%}"[:-1], f"upper_{level:.0%}"[:-1]]
-    header += list(BASELINES)
+    methods = [m for m in BASELINES if m in backtest.forecasts]
+    header += methods
     bounds = {level: backtest.bounds(level) for level in levels}
     rows = [header]
     for s, t in enumerate(backtest.starts):
@@ -284,7 +288,7 @@ def write_csv(path: Path, backtest: Backtest) -> int:
                 ]
                 for level in levels:
                     row += [_number(b[s, h, j]) for b in bounds[level]]
-                row += [_number(backtest.forecasts[m][s, h, j]) for m in BASELINES]
+                row += [_number(backtest.forecasts[m][s, h, j]) for m in methods]
                 rows.append(row)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, _csv_text(rows).encode())

@@ -141,28 +141,38 @@ CLASSICAL = ("AutoETS", "AutoARIMA", "AutoTheta")
 
 def classical(
     y: np.ndarray, fit_rows: int, starts: np.ndarray, horizon: int, season: int | None
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """``{name: (S, H, K)}`` from statsforecast's AutoETS, AutoARIMA and AutoTheta: each
     chosen and fitted once on rows ``[0, fit_rows)``, then run with those parameters on the
     data up to each origin (``forward``), as :func:`holt_winters` does. A constant fitting
-    part has nothing to fit: those methods then forecast its value (the naive forecast)."""
+    part has nothing to fit: those methods then forecast its value (the naive forecast).
+    The second dict names the methods left out and why (statsforecast refused the data, or
+    forecast a non-finite number)."""
     from statsforecast.models import AutoARIMA, AutoETS, AutoTheta
 
     m = season or 1
     makers = {"AutoETS": AutoETS, "AutoARIMA": AutoARIMA, "AutoTheta": AutoTheta}
     out = {name: np.empty((len(starts), horizon, y.shape[1])) for name in makers}
-    with warnings.catch_warnings():
+    skipped: dict[str, str] = {}
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        for k in range(y.shape[1]):
-            part = y[:fit_rows, k]
-            for name, make in makers.items():
+        for name, make in makers.items():
+            for k in range(y.shape[1]):
+                part = y[:fit_rows, k]
                 if np.ptp(part) == 0:
                     out[name][:, :, k] = y[starts - 1, k][:, None]
                     continue
-                fitted = make(season_length=m).fit(part)
-                for s, t in enumerate(starts):
-                    out[name][s, :, k] = fitted.forward(y=y[:t, k], h=horizon)["mean"]
-    return out
+                try:
+                    fitted = make(season_length=m).fit(part)
+                    for s, t in enumerate(starts):
+                        out[name][s, :, k] = fitted.forward(y=y[:t, k], h=horizon)["mean"]
+                except Exception as error:  # statsforecast's own checks, e.g. "tiny datasets"
+                    skipped[name] = f"statsforecast: {error}".strip()
+                    break
+                if not np.isfinite(out[name][:, :, k]).all():
+                    skipped[name] = "statsforecast forecast a non-finite number"
+                    break
+    return {n: f for n, f in out.items() if n not in skipped}, skipped
 
 
 def check_season(season: int, train_rows: int) -> None:
