@@ -94,13 +94,14 @@ def test_train_refits_on_all_rows_unless_told_not_to(runs):
     assert any(not (a[k] == b[k]).all() for k in a)
     # The test scores are the validation-chosen model's in both.
     assert refit["result"]["test"] == kept["result"]["test"]
-    assert set(refit["intervals"]) == {"80", "95"} and len(refit["intervals"]["80"]) == 3
+    assert set(refit["intervals"]) == {"80", "95"} and len(refit["intervals"]["80"]) == 24
 
 
 def test_backtest_command_reproduces_trains_backtest_from_either_folder(runs):
     for name in ("refit", "kept"):
         out = runs["root"] / f"again-{name}.csv"
-        result = run("backtest", "--model", str(runs[name]["dir"]), "--out", str(out))
+        folder = str(runs[name]["dir"])
+        result = run("backtest", "--model", folder, "--horizon", "3", "--out", str(out))
         assert result.returncode == 0, result.stderr
         assert out.read_bytes() == runs["refit"]["csv"].read_bytes()
         assert ("training the validation-chosen model again" in result.stdout) == (name == "refit")
@@ -132,11 +133,14 @@ def test_forecast_writes_intervals_for_the_calibrated_steps(runs, tmp_path):
     header, rows = read_rows(out)
     assert header == ["year", "flow", "flow_lower_80", "flow_upper_80", "flow_lower_95",
                       "flow_upper_95"]  # fmt: skip
-    for r in rows[:3]:
+    assert "intervals for the first 24 step(s)" in " ".join(result.stdout.split())
+    for r in rows[:24]:
         columns = ("flow_lower_95", "flow_lower_80", "flow", "flow_upper_80", "flow_upper_95")
         low95, low80, mid, up80, up95 = (float(r[c]) for c in columns)
         assert low95 <= low80 < mid < up80 <= up95
-    assert all(r["flow_lower_80"] == "" for r in rows[3:])
+    assert len(rows) == 26 and all(r["flow_lower_80"] == "" for r in rows[24:])
+    width = [float(r["flow_upper_95"]) - float(r["flow_lower_95"]) for r in rows[:24]]
+    assert max(width) > min(width)  # one width per step
 
 
 def test_split_flags_are_checked_before_training(tmp_path):

@@ -71,10 +71,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             "part (same seed and settings)."
         )
         model, settings, _ = refit.validated(settings, series.values, split)
-    horizon = args.horizon
-    if horizon is None:
-        recorded = settings.intervals or {}
-        horizon = len(next(iter(recorded.values()))) if recorded else data.horizon
+    horizon = args.horizon if args.horizon is not None else data.horizon
     result = backtest_model(model, settings, series, split, horizon, args.refit_every)
     if args.refit_every:
         console.print(

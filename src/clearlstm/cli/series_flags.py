@@ -44,7 +44,9 @@ def add_backtest(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
     parser.add_argument("--csv", help="backtest on this CSV file (same columns) instead")
     steps = integer("--horizon", 1, MAX_STEPS)
-    parser.add_argument("--horizon", type=steps, help="steps from each origin (default: train's)")
+    parser.add_argument(
+        "--horizon", type=steps, help="steps from each origin (default: the model's)"
+    )
     every = integer("--refit-every", 1, MAX_STEPS)
     parser.add_argument(
         "--refit-every",

@@ -130,16 +130,6 @@ class Backtest:
     val_residuals: np.ndarray | None = None  # (S_val, H, K) the calibration errors
     skipped: dict[str, str] = field(default_factory=dict)  # baselines left out, and why
 
-    def future_intervals(self) -> dict[str, tuple[tuple[float, ...], ...]] | None:
-        """Half-widths for forecasts past the end, as settings record them: conformal on the
-        validation and test residuals together."""
-        test = self.forecasts["LSTM"] - self.truth
-        pooled = test if self.val_residuals is None else np.concatenate([self.val_residuals, test])
-        return {
-            f"{level:.0%}"[:-1]: tuple(map(tuple, conformal_widths(pooled, level)[0].tolist()))
-            for level in LEVELS
-        }
-
     def scores(self, method: str) -> list[Scores]:
         """Per target, over all origins and steps."""
         return baselines.score(self.forecasts[method], self.truth, self.scale)
@@ -201,6 +191,32 @@ def run_backtest(
         result.calibration = len(val)
         result.val_residuals = residuals
     return result
+
+
+FUTURE_STEPS = 24  # forecasts past the end get intervals for this many steps (or the horizon)
+
+
+def future_intervals(
+    model: Forecaster, settings: ForecasterSettings, series: Series, split: Split, steps: int
+) -> dict[str, tuple[tuple[float, ...], ...]]:
+    """``{"80": ((w_1k, ...), ...), "95": ...}``: conformal half-widths for each of the first
+    ``steps`` steps past the end, as settings record them, from the errors of the
+    validation-chosen ``model`` at every origin of the validation and test parts (step ``h``
+    from the origins whose step ``h`` lies in the data). Steps no origin reaches are left out;
+    a step with too few origins for the level gets its largest error."""
+    y = series.values[:, : len(series.targets)]
+    n, window = len(series), settings.data.window
+    starts = np.arange(max(split.train, window), n)
+    steps = min(steps, n - starts[0])  # the last step some origin reaches
+    forecasts = forecast_origins(model, settings, series.values, starts, steps)  # (S, H, K)
+    out: dict[str, list[tuple[float, ...]]] = {f"{lv:.0%}"[:-1]: [] for lv in LEVELS}
+    for h in range(steps):
+        reach = starts + h < n  # origins whose step h + 1 is a known row
+        errors = forecasts[reach, h] - y[starts[reach] + h]  # (S_h, K)
+        for level in LEVELS:
+            widths, _ = conformal_widths(errors[:, None], level)
+            out[f"{level:.0%}"[:-1]].append(tuple(widths[0].tolist()))
+    return {level: tuple(rows) for level, rows in out.items()}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,14 @@ from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
 from clearlstm.tasks import baselines, refit
-from clearlstm.tasks.backtest import Backtest, Evaluation, backtest_model, tested_evaluations
+from clearlstm.tasks.backtest import (
+    FUTURE_STEPS,
+    Backtest,
+    Evaluation,
+    backtest_model,
+    future_intervals,
+    tested_evaluations,
+)
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import (
@@ -164,6 +171,8 @@ def train_series(
             example=_example(series.values[-w:]), fitted_rows=split.train,
         )  # fmt: skip
         tested = backtest_model(model, settings, series, split, options.backtest_horizon or h)
+        steps = max(tested.horizon, FUTURE_STEPS)
+        intervals = future_intervals(model, settings, series, split, steps)
         evaluations = tested_evaluations(tested)
         memory = model.trace(data["test"][0]).memory_summary()
         scores = {
@@ -178,7 +187,7 @@ def train_series(
         weights = checkpoint.encode_weights(model.state_dict())
         settings = dataclasses.replace(
             settings, result=summary, weights_sha256=checkpoint.sha256(weights),
-            intervals=tested.future_intervals(),
+            intervals=intervals,
         )  # fmt: skip
         document = settings.to_json()
         ForecasterSettings.from_json(document)  # what is written must load again
