@@ -138,3 +138,20 @@ def test_split_flags_checked_against_the_data():
         SeriesError, match=r"--val-size must be at least --horizon \(4\) rows .*; got 2"
     ):
         choose_split(_series(100), 8, 4, val_size=2)
+
+
+def test_future_intervals_use_every_origin_whose_step_is_known():
+    from clearlstm.tasks.backtest import future_intervals
+    from clearlstm.tasks.series import Split
+
+    torch.manual_seed(0)
+    model = Forecaster(1, 1, 1, hidden_size=4, num_layers=1).eval()
+    values = np.cumsum(np.random.default_rng(3).normal(size=60))[:, None]
+    settings = _Settings(Scaler.fit(values[:40]), window=5)
+    series = Series("s.csv", ["y"], [], values, None)
+    out = future_intervals(model, settings, series, Split(40, 10, 10), 30)
+    assert set(out) == {"80", "95"} and len(out["80"]) == 20  # origins 40..59 reach 20 steps
+    one = forecast_origins(model, settings, values, np.arange(40, 60), 1)[:, 0] - values[40:60]
+    assert out["80"][0] == tuple(conformal_widths(one[:, None], 0.8)[0][0])
+    last = forecast_origins(model, settings, values, np.array([40]), 20)[0, -1] - values[59]
+    assert out["95"][-1] == (abs(float(last[0])),)  # one origin reaches step 20
