@@ -2,14 +2,15 @@
 
 :func:`train_series` reads the data, splits it in time (train / validation / test), fits the
 scaler on the training part, trains a :class:`~clearlstm.tasks.models.Forecaster` with early
-stopping on the validation part, saves it, and scores it on the test part beside naive,
-seasonal naive and Holt-Winters forecasts from the same origins. Shapes: ``N`` rows, ``C``
-columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
+stopping on the validation part, backtests it on the test part beside the baselines from the
+same origins (:mod:`clearlstm.tasks.backtest`), refits it on all rows (by default) and saves
+it. Shapes: ``N`` rows, ``C`` columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,15 @@ import torch
 from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
-from clearlstm.tasks import baselines
-from clearlstm.tasks.baselines import Scores
+from clearlstm.tasks import baselines, refit
+from clearlstm.tasks.backtest import (
+    FUTURE_STEPS,
+    Backtest,
+    Evaluation,
+    backtest_model,
+    future_intervals,
+    tested_evaluations,
+)
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import (
@@ -28,7 +36,7 @@ from clearlstm.tasks.series import (
     Scaler,
     Series,
     Split,
-    check_length,
+    choose_split,
     origins,
     read_series,
     windows,
@@ -51,8 +59,6 @@ from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock
 from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
 
-METHODS = ("LSTM", "naive", "seasonal naive", "Holt-Winters (ETS)")
-
 
 @dataclass(frozen=True)
 class SeriesOptions:
@@ -71,20 +77,11 @@ class SeriesOptions:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     season: int | None = None  # None: detected from the training part
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Test-part scores of every method on one target column."""
-
-    target: str
-    season: int | None
-    origins: int
-    scores: dict[str, Scores]  # method -> scores
-
-    def verdict(self) -> str:
-        """One plain sentence: does the LSTM win, lose or tie on MASE and RMSE, against what."""
-        return baselines.verdict(self.target, self.scores)
+    val_size: int | None = None  # rows; None: val_fraction
+    test_size: int | None = None  # rows; None: test_fraction (or test_start)
+    test_start: str | None = None  # the test part's first time label
+    backtest_horizon: int | None = None  # steps forecast from each test origin; None: horizon
+    refit: bool = True  # save a model refitted on all rows (validation-chosen epochs)
 
 
 @dataclass
@@ -96,6 +93,8 @@ class SeriesRun:
     memory: list[UnitMemory]  # the last layer's units on the test part, longest memory first
     fit: FitResult
     seconds: float
+    backtest: Backtest | None = None  # the test part's rolling-origin forecasts
+    refit_seconds: float = 0.0  # 0: the saved model is the validation-chosen one
 
 
 def load_data(options: SeriesOptions) -> Series:
@@ -141,9 +140,10 @@ def train_series(
     check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
     check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
     series = load_data(options)
-    split = check_length(
-        series, options.window, options.horizon, options.val_fraction, options.test_fraction
-    )
+    split = choose_split(
+        series, options.window, options.horizon, options.val_size, options.test_size,
+        options.test_start, options.val_fraction, options.test_fraction,
+    )  # fmt: skip
     if options.season is not None:
         baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
@@ -166,26 +166,37 @@ def train_series(
             return None
         model.load_state_dict(result.weights)
         model.eval()
-        evaluations = evaluate(model, series, split, scaler, season, w, h)
+        summary = ForecasterResult(
+            result.best_epoch, finite_or_none(result.best_val), result.epochs_run, {}
+        )
+        settings = ForecasterSettings(
+            model=shape, data=described, train=config, result=summary,
+            example=_example(series.values[-w:]), fitted_rows=split.train,
+        )  # fmt: skip
+        tested = backtest_model(model, settings, series, split, options.backtest_horizon or h)
+        steps = max(tested.horizon, FUTURE_STEPS)
+        intervals = future_intervals(model, settings, series, split, steps)
+        evaluations = tested_evaluations(tested)
         memory = model.trace(data["test"][0]).memory_summary()
         scores = {
             e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
         }
-        summary = ForecasterResult(
-            best_epoch=result.best_epoch,
-            best_val_loss=finite_or_none(result.best_val),
-            epochs_run=result.epochs_run,
-            test=scores,
-        )
+        summary = dataclasses.replace(summary, test=scores)
+        refit_started = time.perf_counter()
+        if options.refit and result.best_epoch >= 1:
+            model, settings = refit.refit(settings, series.values, n, result.best_epoch)
+            settings = dataclasses.replace(settings, fitted_rows=n)
+        refit_seconds = time.perf_counter() - refit_started if settings.refitted else 0.0
         weights = checkpoint.encode_weights(model.state_dict())
-        settings = ForecasterSettings(
-            model=shape, data=described, train=config, result=summary,
-            weights_sha256=checkpoint.sha256(weights), example=_example(series.values[-w:]),
+        settings = dataclasses.replace(
+            settings, result=summary, weights_sha256=checkpoint.sha256(weights),
+            intervals=intervals,
         )  # fmt: skip
         document = settings.to_json()
         ForecasterSettings.from_json(document)  # what is written must load again
         checkpoint.save_model(out_dir, weights, document)
-    return SeriesRun(settings, evaluations, memory, result, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return SeriesRun(settings, evaluations, memory, result, seconds, tested, refit_seconds)
 
 
 def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
@@ -227,40 +238,6 @@ def _settings(
         scaler=ScalerSettings.of(scaler),
     )
     return shape, data
-
-
-def predict(model: Forecaster, scaled: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """``(S, H, K)`` scaled forecasts from the origins ``starts`` of ``scaled (N, C)``."""
-    x = _tensor(np.stack([scaled[t - window : t] for t in starts]))
-    with torch.no_grad():
-        return model(x).double().numpy()
-
-
-def evaluate(
-    model: Forecaster,
-    series: Series,
-    split: Split,
-    scaler: Scaler,
-    season: int | None,
-    window: int,
-    horizon: int,
-) -> list[Evaluation]:
-    """Score the LSTM and the baselines on the test part, in the data's units."""
-    y = series.values[:, : len(series.targets)]  # (N, K)
-    starts = origins(split, "test", len(series), window, horizon)
-    truth = np.stack([y[t : t + horizon] for t in starts])  # (S, H, K)
-    forecasts = {
-        "LSTM": scaler.inverse(predict(model, scaler.transform(series.values), starts, window)),
-        "naive": baselines.naive(y, starts, horizon),
-        "seasonal naive": baselines.seasonal_naive(y, starts, horizon, season or 1),
-        "Holt-Winters (ETS)": baselines.holt_winters(y, split.test_start, starts, horizon, season),
-    }
-    scale = baselines.mase_scale(y[: split.train], season)
-    scores = {m: baselines.score(f, truth, scale) for m, f in forecasts.items()}
-    return [
-        Evaluation(name, season, len(starts), {m: scores[m][j] for m in METHODS})
-        for j, name in enumerate(series.targets)
-    ]
 
 
 def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, Path]:

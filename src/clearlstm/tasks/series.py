@@ -320,3 +320,55 @@ def windows(
     x = np.stack([scaled[t - window : t] for t in starts])
     y = np.stack([scaled[t : t + horizon, :targets] for t in starts])
     return x, y
+
+
+def choose_split(
+    series: Series,
+    window: int,
+    horizon: int,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    test_start: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> Split:
+    """The split a user asked for: ``--test-size N`` rows or ``--test-start LABEL`` (a time
+    label, or a row number without a time column) and ``--val-size N``; the fractions only
+    for what is not given. A clear error when a part cannot hold a window or a horizon."""
+    if val_size is None and test_size is None and test_start is None:
+        return check_length(series, window, horizon, val_fraction, test_fraction)
+    if test_size is not None and test_start is not None:
+        raise SeriesError("give --test-size or --test-start, not both")
+    n = len(series)
+    if test_start is not None:
+        labels = series.time or [str(i) for i in range(n)]
+        where = [i for i, label in enumerate(labels) if label.strip() == test_start.strip()]
+        if not where:
+            kind = "time label" if series.time else "row number (the file has no time column)"
+            raise SeriesError(
+                f"--test-start {test_start!r}: no such {kind} in {series.source}; its rows run "
+                f"from {labels[0]!r} to {labels[-1]!r}"
+            )
+        test = n - where[0]
+    else:
+        test = test_size if test_size is not None else max(1, round(n * test_fraction))
+    val = val_size if val_size is not None else max(1, round(n * val_fraction))
+    flag = "--test-start" if test_start is not None else "--test-size"
+    if test < horizon:
+        raise SeriesError(
+            f"{flag}: the test part has {test} row(s); it needs at least --horizon ({horizon}) "
+            "for one forecast origin"
+        )
+    if val < horizon:
+        raise SeriesError(
+            f"--val-size must be at least --horizon ({horizon}) rows for one validation "
+            f"origin; got {val}"
+        )
+    train = n - val - test
+    if train < window + horizon:
+        raise SeriesError(
+            f"{series.source}: {n} rows leave {train} for training after a validation part of "
+            f"{val} and a test part of {test}; training needs at least window + horizon "
+            f"({window + horizon}); use a smaller {flag} or --val-size, or a shorter --window"
+        )
+    return Split(train, val, test)

@@ -97,7 +97,8 @@ class SplitSettings(JsonSettings):
 
 @dataclass(frozen=True)
 class ScalerSettings(JsonSettings):
-    """The training part's per-column mean and standard deviation, targets first."""
+    """Per-column mean and standard deviation of the rows the model was fitted on (the
+    training part, or all rows after a refit), targets first."""
 
     mean: tuple[float, ...] = _names(1)
     std: tuple[float, ...] = field(metadata=limits(above=0, length=(1, MAX_COLUMNS)))
@@ -269,6 +270,19 @@ class ForecasterSettings(_Document):
     # The last window of the training series (data units), so a model can be shown without
     # opening its data file again.
     example: tuple[tuple[float, ...], ...] | None = _optional(length=(1, MAX_EXAMPLE_NUMBERS))
+    # The rows model.safetensors was trained on: data.split.train for the validation-chosen
+    # model, data.rows after a refit on all rows (null in folders written before refits).
+    fitted_rows: int | None = _optional(low=1, high=MAX_STEPS)
+    # Conformal half-widths for forecasts past the end, in the data's units: nominal level
+    # ("80", "95") -> one row per horizon step of one number per target.
+    intervals: dict[str, tuple[tuple[float, ...], ...]] | None = field(
+        default=None, metadata=limits(optional=True, length=(1, MAX_HORIZON))
+    )
+
+    @property
+    def refitted(self) -> bool:
+        """Whether the model was trained on all rows (so it has seen the test part)."""
+        return self.fitted_rows is not None and self.fitted_rows > self.data.split.train
 
     def weight_shapes(self) -> Shapes:
         m = self.model
@@ -288,6 +302,16 @@ class ForecasterSettings(_Document):
             if found != want:
                 raise invalid(file, _join(where, path), f"{want} ({what})", found)
         self._check_digest(file, where)
+        if self.fitted_rows is not None and self.fitted_rows not in (data.split.train, data.rows):
+            need = f"data.split.train ({data.split.train}) or data.rows ({data.rows})"
+            raise invalid(file, _join(where, "fitted_rows"), need, self.fitted_rows)
+        for level, steps in (self.intervals or {}).items():
+            if level not in ("80", "95"):
+                raise invalid(file, _join(where, "intervals"), 'keys "80" and "95"', level)
+            for i, row in enumerate(steps):
+                if len(row) != model.targets or min(row) < 0:
+                    need = f"a list of {model.targets} numbers of at least 0 (model.targets)"
+                    raise invalid(file, _join(where, f"intervals.{level}[{i}]"), need, list(row))
         example = self.example or ()
         if example and len(example) != data.window:
             need = f"a list of {data.window} rows (data.window)"
