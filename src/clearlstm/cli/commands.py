@@ -160,11 +160,15 @@ def _train_series(
         covariates=args.covariates,
         time_column=args.time_column,
         fill=args.fill,
-        window=window,
+        window=args.window,  # None: the recipe's choice
         horizon=args.horizon if args.horizon is not None else 1,
         hidden_size=hidden,
         num_layers=args.layers,
         season=args.season,
+        transform=args.transform or "auto",
+        normalise=args.normalise or "auto",
+        members=args.ensemble if args.ensemble is not None else 5,
+        linear=args.linear != "off",
     )
     return forecasting.train_series(options, config, out, args.resume, reporter, context)
 
@@ -173,6 +177,7 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
     from clearlstm.tasks import forecast, forecasting
 
     fit = run.fit
+    console.print(f"Chosen: {run.choices}", markup=False, highlight=False)
     console.print(
         f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}"
     )
@@ -211,6 +216,7 @@ def _train_text(
     from clearlstm.tasks import text
 
     series_only = ("target", "covariates", "time_column", "fill", "horizon", "season", "plot")
+    series_only += ("transform", "normalise", "ensemble", "linear")
     for name in series_only:
         if getattr(args, name) is not None:
             raise ValueError(

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
-from clearlstm.tasks import baselines
+from clearlstm.tasks import baselines, recipe
 from clearlstm.tasks.baselines import Scores
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import Forecaster
@@ -31,6 +31,7 @@ from clearlstm.tasks.series import (
     check_length,
     origins,
     read_series,
+    split_sizes,
     windows,
 )
 from clearlstm.tasks.settings import (
@@ -63,13 +64,18 @@ class SeriesOptions:
     covariates: list[str] | None = None
     time_column: str | None = None
     fill: FillMethod | None = None
-    window: int = 24
+    window: int | None = None  # None: 36 where the training part allows, else 24
     horizon: int = 1
     hidden_size: int = 32
     num_layers: int = 1
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     season: int | None = None  # None: detected from the training part
+    transform: str = "auto"  # auto (chosen on validation), none, log or boxcox
+    # auto: window mean or last value, chosen on validation (last without the linear part)
+    normalise: str = "auto"
+    members: int = 5  # networks in the seed ensemble (their median is the forecast)
+    linear: bool = True  # a linear autoregression beside the LSTM, started at its ridge fit
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class SeriesRun:
     memory: list[UnitMemory]  # the last layer's units on the test part, longest memory first
     fit: FitResult
     seconds: float
+    choices: str = ""  # the automatic choices, in words
 
 
 def load_data(options: SeriesOptions) -> Series:
@@ -122,7 +129,11 @@ def _tensor(a: np.ndarray) -> Tensor:
 
 
 def _loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``."""
+    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``. In training
+    each ensemble member learns on its own (the mean of the members' errors); in evaluation
+    (early stopping) the error is the members' median forecast's."""
+    if model.training:
+        return ((model(x, members=True) - y[:, None]) ** 2).mean(dim=(1, 2, 3))
     return ((model(x) - y) ** 2).mean(dim=(1, 2))
 
 
@@ -139,22 +150,38 @@ def train_series(
     started = time.perf_counter()
     check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
     check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
+    check_option("--ensemble", ForecasterShape, "members", options.members)
     series = load_data(options)
-    split = check_length(
-        series, options.window, options.horizon, options.val_fraction, options.test_fraction
+    rows = split_sizes(len(series), options.val_fraction, options.test_fraction).train
+    w, h, k = (
+        recipe.window(options.window, rows, options.horizon),
+        options.horizon,
+        len(series.targets),
     )
+    split = check_length(series, w, h, options.val_fraction, options.test_fraction)
     if options.season is not None:
         baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
-    scaler = Scaler.fit(series.values[: split.train])
+    recipe.check_normalise(options.normalise, season, w)
+    transform, said = recipe.transform(options.transform, series.values[:, :k], split, season)
+    choices = [f"window {w}" + (" (as asked)" if options.window else ""), said]
+    scaler = Scaler.fit(series.values[: split.train], transform)
     scaled = scaler.transform(series.values)  # (N, C)
-    n, w, h, k = len(series), options.window, options.horizon, len(series.targets)
-    parts = {p: origins(split, p, n, w, h) for p in ("train", "val", "test")}
+    parts = {p: origins(split, p, len(series), w, h) for p in ("train", "val", "test")}
     data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
-    model = Forecaster(len(series.columns), k, h, options.hidden_size, options.num_layers)
-    shape, described = _settings(options, series, split, scaler, season, model)
+    normalise = options.normalise if options.normalise != "auto" else "last"
+    model = Forecaster(
+        len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
+        options.members, season, w if options.linear else None,
+    )  # fmt: skip
+    if options.linear:
+        choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
+    else:
+        choices.append(f"normalise {normalise}; no linear part")
+    choices.append(f"{options.members} member(s) in the ensemble")
+    shape, described = _settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
         result = fit(
@@ -175,6 +202,7 @@ def train_series(
             best_val_loss=result.best_val,
             epochs_run=result.epochs_run,
             test=scores,
+            choices="; ".join(choices),
         )
         weights = checkpoint.encode_weights(model.state_dict())
         settings = ForecasterSettings(
@@ -184,7 +212,8 @@ def train_series(
         document = settings.to_json()
         ForecasterSettings.from_json(document)  # what is written must load again
         checkpoint.save_model(out_dir, weights, document)
-    return SeriesRun(settings, evaluations, memory, result, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return SeriesRun(settings, evaluations, memory, result, seconds, "; ".join(choices))
 
 
 def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
@@ -201,13 +230,18 @@ def _settings(
     scaler: Scaler,
     season: int | None,
     model: Forecaster,
+    window: int,
 ) -> tuple[ForecasterShape, DataSettings]:
     shape = ForecasterShape(
         columns=model.columns,
         targets=model.targets,
         horizon=model.horizon,
-        hidden_size=model.lstm.hidden_size,
+        hidden_size=model.hidden_size,
         num_layers=model.lstm.num_layers,
+        normalise=model.normalise,
+        members=model.members,
+        season=model.season,
+        linear_window=model.linear_window,
     )
     data = DataSettings(
         dataset=options.dataset,
@@ -216,7 +250,7 @@ def _settings(
         covariates=tuple(series.covariates),
         time_column=series.time_column,
         fill=options.fill,
-        window=options.window,
+        window=window,
         horizon=options.horizon,
         val_fraction=options.val_fraction,
         test_fraction=options.test_fraction,
@@ -273,6 +307,7 @@ def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, P
     weights = checkpoint.load_weights(directory, shapes, settings.weights_sha256)
     model = Forecaster.from_settings(settings)
     model.load_state_dict(weights)
+    model.check_blocks()
     return model.eval(), settings, directory
 
 
