@@ -97,6 +97,7 @@ RANGES = {
     ("train", "--window"): (1, math.inf), ("train", "--horizon"): (1, math.inf),
     ("train", "--season"): (1, 10**9), ("train", "--hidden-size"): (1, 65_536),
     ("train", "--layers"): (1, 1_024), ("train", "--epochs"): (1, math.inf),
+    ("train", "--ensemble"): (1, 1_024),
     ("train", "--patience"): (1, math.inf), ("train", "--batch-size"): (1, math.inf),
     ("train", "--lr"): (0, 10), ("train", "--clip"): (0, 1e150),
     ("train", "--seed"): (0, flags.MAX_SEED), ("train", "--threads"): (1, flags.MAX_THREADS),

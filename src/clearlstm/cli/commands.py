@@ -178,7 +178,7 @@ def _train_series(
         covariates=args.covariates,
         time_column=args.time_column,
         fill=args.fill,
-        window=window,
+        window=args.window,  # None: the recipe's choice
         horizon=args.horizon if args.horizon is not None else 1,
         hidden_size=hidden,
         num_layers=args.layers,
@@ -188,6 +188,10 @@ def _train_series(
         test_start=args.test_start,
         backtest_horizon=args.backtest_horizon,
         refit=args.refit,
+        transform=args.transform or "auto",
+        normalise=args.normalise or "auto",
+        members=args.ensemble if args.ensemble is not None else 5,
+        linear=args.linear != "off",
     )
     return forecasting.train_series(options, config, out, args.resume, reporter, context)
 
@@ -197,6 +201,7 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
     from clearlstm.tasks import forecasting
 
     fit, settings = run.fit, run.settings
+    _say(console, f"Chosen: {run.choices}")
     _say(
         console,
         f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}",
@@ -248,6 +253,7 @@ def _train_text(
     from clearlstm.tasks import text
 
     series_only = ("target", "covariates", "time_column", "fill", "horizon", "season", "plot")
+    series_only += ("transform", "normalise", "ensemble", "linear")
     for name in series_only:
         if getattr(args, name) is not None:
             raise ValueError(

@@ -30,6 +30,10 @@ from clearlstm.cli.series_flags import add_backtest, add_forecast, add_split_opt
 from clearlstm.errors import UsageError
 
 MAX_UNITS, MAX_LAYERS, MAX_STEPS = 65_536, 1_024, 1_000_000_000  # as clearlstm.tasks.settings
+MAX_MEMBERS = 1_024  # as clearlstm.tasks.settings
+TRANSFORMS = ("auto", "none", "log", "boxcox")  # as clearlstm.tasks.transforms
+NORMALISE = ("auto", "last", "mean", "seasonal", "none")  # auto and clearlstm.tasks.models'
+MAX_FORECAST = 100_000  # forecast --steps: one model call per step
 MAX_CHARACTERS = 1_000_000  # generate --length
 
 
@@ -138,6 +142,22 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add("--seed", type=integer("--seed", 0, MAX_SEED), default=0, help="random seed (default 0)")
     threads = integer("--threads", 1, MAX_THREADS)
     add("--threads", type=threads, default=1, help="CPU threads per process (1: fastest here)")
+    add(
+        "--transform", choices=TRANSFORMS,
+        help="series: the targets' transform (default auto: none, log or Box-Cox, chosen on "
+        "validation)",
+    )  # fmt: skip
+    add(
+        "--normalise", choices=NORMALISE,
+        help="series: what each window is read relative to (default auto: its mean or last "
+        "value, chosen on validation)",
+    )  # fmt: skip
+    members = integer("--ensemble", 1, MAX_MEMBERS)
+    add("--ensemble", type=members, help="series: networks whose median forecasts (default 5)")
+    add(
+        "--linear", choices=["on", "off"],
+        help="series: a linear autoregression beside the LSTM, started at its ridge fit (on)",
+    )  # fmt: skip
     parser.add_argument("--out", default="clearlstm-model", help="model directory to write")
     parser.add_argument("--plot", help="also write a PNG of history, test truth and forecast")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
-from clearlstm.tasks import baselines, refit
+from clearlstm.tasks import baselines, recipe, refit
 from clearlstm.tasks.backtest import (
     FUTURE_STEPS,
     Backtest,
@@ -30,7 +30,7 @@ from clearlstm.tasks.backtest import (
     tested_evaluations,
 )
 from clearlstm.tasks.datasets import get_dataset
-from clearlstm.tasks.models import Forecaster
+from clearlstm.tasks.models import Forecaster, forecast_loss
 from clearlstm.tasks.series import (
     FillMethod,
     Scaler,
@@ -70,7 +70,7 @@ class SeriesOptions:
     covariates: list[str] | None = None
     time_column: str | None = None
     fill: FillMethod | None = None
-    window: int = 24
+    window: int | None = None  # None: 36 where the training part allows, else 24
     horizon: int = 1
     hidden_size: int = 32
     num_layers: int = 1
@@ -82,6 +82,11 @@ class SeriesOptions:
     test_start: str | None = None  # the test part's first time label
     backtest_horizon: int | None = None  # steps forecast from each test origin; None: horizon
     refit: bool = True  # save a model refitted on all rows (validation-chosen epochs)
+    transform: str = "auto"  # auto (chosen on validation), none, log or boxcox
+    # auto: window mean or last value, chosen on validation (last without the linear part)
+    normalise: str = "auto"
+    members: int = 5  # networks in the seed ensemble (their median is the forecast)
+    linear: bool = True  # a linear autoregression beside the LSTM, started at its ridge fit
 
 
 @dataclass
@@ -95,6 +100,7 @@ class SeriesRun:
     seconds: float
     backtest: Backtest | None = None  # the test part's rolling-origin forecasts
     refit_seconds: float = 0.0  # 0: the saved model is the validation-chosen one
+    choices: str = ""  # the automatic choices, in words
 
 
 def load_data(options: SeriesOptions) -> Series:
@@ -121,11 +127,6 @@ def _tensor(a: np.ndarray) -> Tensor:
     return torch.as_tensor(a, dtype=torch.float32)
 
 
-def _loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``."""
-    return ((model(x) - y) ** 2).mean(dim=(1, 2))
-
-
 def train_series(
     options: SeriesOptions,
     config: TrainConfig,
@@ -139,27 +140,47 @@ def train_series(
     started = time.perf_counter()
     check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
     check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
+    check_option("--ensemble", ForecasterShape, "members", options.members)
     series = load_data(options)
-    split = choose_split(
-        series, options.window, options.horizon, options.val_size, options.test_size,
-        options.test_start, options.val_fraction, options.test_fraction,
+    # The window may depend on the training part's length, and the split on the window.
+    first = choose_split(
+        series, options.window or recipe.SHORT_WINDOW, options.horizon, options.val_size,
+        options.test_size, options.test_start, options.val_fraction, options.test_fraction,
     )  # fmt: skip
+    n, h, k = len(series), options.horizon, len(series.targets)
+    w = recipe.window(options.window, first.train, h)
+    split = choose_split(
+        series, w, h, options.val_size, options.test_size, options.test_start,
+        options.val_fraction, options.test_fraction,
+    )  # fmt: skip
+
     if options.season is not None:
         baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
-    scaler = Scaler.fit(series.values[: split.train])
+    recipe.check_normalise(options.normalise, season, w)
+    transform, said = recipe.transform(options.transform, series.values[:, :k], split, season)
+    choices = [f"window {w}" + (" (as asked)" if options.window else ""), said]
+    scaler = Scaler.fit(series.values[: split.train], transform)
     scaled = scaler.transform(series.values)  # (N, C)
-    n, w, h, k = len(series), options.window, options.horizon, len(series.targets)
-    parts = {p: origins(split, p, n, w, h) for p in ("train", "val", "test")}
+    parts = {p: origins(split, p, len(series), w, h) for p in ("train", "val", "test")}
     data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
-    model = Forecaster(len(series.columns), k, h, options.hidden_size, options.num_layers)
-    shape, described = _settings(options, series, split, scaler, season, model)
+    normalise = options.normalise if options.normalise != "auto" else "last"
+    model = Forecaster(
+        len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
+        options.members, season, w if options.linear else None,
+    )  # fmt: skip
+    if options.linear:
+        choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
+    else:
+        choices.append(f"normalise {normalise}; no linear part")
+    choices.append(f"{options.members} member(s) in the ensemble")
+    shape, described = _settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
         result = fit(
-            model, data["train"], data["val"], _loss, config, out_dir, fingerprint, resume,
+            model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
             reporter, context,
         )  # fmt: skip
         if not context.is_main:
@@ -181,7 +202,7 @@ def train_series(
         scores = {
             e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
         }
-        summary = dataclasses.replace(summary, test=scores)
+        summary = dataclasses.replace(summary, test=scores, choices="; ".join(choices))
         refit_started = time.perf_counter()
         if options.refit and result.best_epoch >= 1:
             model, settings = refit.refit(settings, series.values, n, result.best_epoch)
@@ -196,7 +217,9 @@ def train_series(
         ForecasterSettings.from_json(document)  # what is written must load again
         checkpoint.save_model(out_dir, weights, document)
     seconds = time.perf_counter() - started
-    return SeriesRun(settings, evaluations, memory, result, seconds, tested, refit_seconds)
+    return SeriesRun(
+        settings, evaluations, memory, result, seconds, tested, refit_seconds, "; ".join(choices)
+    )
 
 
 def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
@@ -213,13 +236,18 @@ def _settings(
     scaler: Scaler,
     season: int | None,
     model: Forecaster,
+    window: int,
 ) -> tuple[ForecasterShape, DataSettings]:
     shape = ForecasterShape(
         columns=model.columns,
         targets=model.targets,
         horizon=model.horizon,
-        hidden_size=model.lstm.hidden_size,
+        hidden_size=model.hidden_size,
         num_layers=model.lstm.num_layers,
+        normalise=model.normalise,
+        members=model.members,
+        season=model.season,
+        linear_window=model.linear_window,
     )
     data = DataSettings(
         dataset=options.dataset,
@@ -228,7 +256,7 @@ def _settings(
         covariates=tuple(series.covariates),
         time_column=series.time_column,
         fill=options.fill,
-        window=options.window,
+        window=window,
         horizon=options.horizon,
         val_fraction=options.val_fraction,
         test_fraction=options.test_fraction,
@@ -251,6 +279,7 @@ def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, P
     weights = checkpoint.load_weights(directory, shapes, settings.weights_sha256)
     model = Forecaster.from_settings(settings)
     model.load_state_dict(weights)
+    model.check_blocks()
     return model.eval(), settings, directory
 
 

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clearlstm.tasks.models import Forecaster
+from clearlstm.tasks import recipe
+from clearlstm.tasks.models import Forecaster, forecast_loss
 from clearlstm.tasks.series import Scaler, Split, origins, windows
 from clearlstm.tasks.settings import ForecasterSettings, ScalerSettings
+from clearlstm.tasks.transforms import Transform
 from clearlstm.train.loop import FitResult, fit
 
 
@@ -27,9 +29,9 @@ def _tensor(a: np.ndarray) -> Tensor:
     return torch.as_tensor(a, dtype=torch.float32)
 
 
-def _loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``."""
-    return ((model(x) - y) ** 2).mean(dim=(1, 2))
+def _transform(settings: ForecasterSettings) -> Transform:
+    """The targets' transform the model was trained with (chosen on validation once)."""
+    return settings.data.scaler.to_scaler().target_transform
 
 
 def with_scaler(settings: ForecasterSettings, scaler: Scaler) -> ForecasterSettings:
@@ -55,14 +57,17 @@ def refit(
         raise ValueError(
             f"refit: {rows} rows are fewer than window + horizon ({d.window + d.horizon})"
         )
-    scaler = Scaler.fit(values[:rows])
+    scaler = Scaler.fit(values[:rows], _transform(settings))
     scaled = scaler.transform(values[:rows])
     starts = np.arange(d.window, rows - d.horizon + 1)
     torch.manual_seed(settings.train.seed)
     model = Forecaster.from_settings(settings)
+    samples = _samples(settings, scaled, starts)
+    if model.linear is not None:  # no validation part left: the penalty is chosen on all rows
+        recipe.start_linear(model, samples, samples, settings.model.normalise)
     with tempfile.TemporaryDirectory(prefix="clearlstm-refit-") as state:
         result = fit(
-            model, _samples(settings, scaled, starts), None, _loss, settings.train, Path(state),
+            model, samples, None, forecast_loss, settings.train, Path(state),
             {}, stop_after=epochs,
         )  # fmt: skip
     model.load_state_dict(result.weights)
@@ -77,15 +82,18 @@ def validated(
     bit, on the same data), for backtesting a folder whose model was refitted on all rows."""
     d = settings.data
     n = split.train + split.val + split.test
-    scaler = Scaler.fit(values[: split.train])
+    scaler = Scaler.fit(values[: split.train], _transform(settings))
     scaled = scaler.transform(values[:n])
     parts = {p: origins(split, p, n, d.window, d.horizon) for p in ("train", "val")}
     torch.manual_seed(settings.train.seed)
     model = Forecaster.from_settings(settings)
+    train, val = (
+        _samples(settings, scaled, parts["train"]),
+        _samples(settings, scaled, parts["val"]),
+    )
+    if model.linear is not None:  # as clearlstm train starts it
+        recipe.start_linear(model, train, val, settings.model.normalise)
     with tempfile.TemporaryDirectory(prefix="clearlstm-validated-") as state:
-        result = fit(
-            model, _samples(settings, scaled, parts["train"]),
-            _samples(settings, scaled, parts["val"]), _loss, settings.train, Path(state), {},
-        )  # fmt: skip
+        result = fit(model, train, val, forecast_loss, settings.train, Path(state), {})
     model.load_state_dict(result.weights)
     return model.eval(), with_scaler(settings, scaler), result
