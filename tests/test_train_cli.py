@@ -38,7 +38,7 @@ def weights(directory: Path) -> dict:
 @pytest.fixture(scope="module")
 def nile_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("nile") / "model"
-    result = run("train", "--dataset", "nile", *TINY, "--out", str(out))
+    result = run("train", "--dataset", "nile", *TINY, "--ensemble", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
