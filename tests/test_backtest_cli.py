@@ -13,6 +13,7 @@ import pytest
 from test_train_cli import TINY, run, weights
 
 from clearlstm.tasks.datasets import DATA_DIR
+from clearlstm.tasks.transforms import Transform
 
 SPLIT = ["--test-size", "20", "--val-size", "15", "--backtest-horizon", "3"]
 METHODS = ["LSTM", "naive", "seasonal naive", "AutoETS", "AutoARIMA", "AutoTheta"]
@@ -87,9 +88,17 @@ def test_train_refits_on_all_rows_unless_told_not_to(runs):
     assert refit["fitted_rows"] == 100 and kept["fitted_rows"] == 65
     assert "Refitted on all 100 rows for" in runs["refit"]["stdout"]
     assert "validation-chosen one (--no-refit)" in runs["kept"]["stdout"]
-    flow = [float(r["flow"]) for r in csv.DictReader((DATA_DIR / "nile.csv").open())]
-    assert refit["data"]["scaler"]["mean"][0] == pytest.approx(np.mean(flow))
-    assert kept["data"]["scaler"]["mean"][0] == pytest.approx(np.mean(flow[:65]))
+    flow = np.array([float(r["flow"]) for r in csv.DictReader((DATA_DIR / "nile.csv").open())])
+    # The scaler is fitted on the rows it saw, after the targets' transform (one choice).
+    scaler = refit["data"]["scaler"]
+    assert (scaler["transform"], scaler["lambdas"]) == (
+        kept["data"]["scaler"]["transform"],
+        kept["data"]["scaler"]["lambdas"],
+    )
+    moved = Transform(scaler["transform"], scaler["lambdas"] and tuple(scaler["lambdas"]))
+    z = moved.forward(flow[:, None])[:, 0]
+    assert scaler["mean"][0] == pytest.approx(np.mean(z))
+    assert kept["data"]["scaler"]["mean"][0] == pytest.approx(np.mean(z[:65]))
     a, b = weights(runs["refit"]["dir"]), weights(runs["kept"]["dir"])
     assert any(not (a[k] == b[k]).all() for k in a)
     # The test scores are the validation-chosen model's in both.

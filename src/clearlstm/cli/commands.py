@@ -190,7 +190,7 @@ def _train_series(
         refit=args.refit,
         transform=args.transform or "auto",
         normalise=args.normalise or "auto",
-        members=args.ensemble if args.ensemble is not None else 5,
+        members=args.ensemble if args.ensemble is not None else 9,
         linear=args.linear != "off",
     )
     return forecasting.train_series(options, config, out, args.resume, reporter, context)

@@ -153,7 +153,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "value, chosen on validation)",
     )  # fmt: skip
     members = integer("--ensemble", 1, MAX_MEMBERS)
-    add("--ensemble", type=members, help="series: networks whose median forecasts (default 5)")
+    add("--ensemble", type=members, help="series: networks whose median forecasts (default 9)")
     add(
         "--linear", choices=["on", "off"],
         help="series: a linear autoregression beside the LSTM, started at its ridge fit (on)",

@@ -85,7 +85,7 @@ class SeriesOptions:
     transform: str = "auto"  # auto (chosen on validation), none, log or boxcox
     # auto: window mean or last value, chosen on validation (last without the linear part)
     normalise: str = "auto"
-    members: int = 5  # networks in the seed ensemble (their median is the forecast)
+    members: int = 9  # networks in the seed ensemble (their median is the forecast)
     linear: bool = True  # a linear autoregression beside the LSTM, started at its ridge fit
 
 
