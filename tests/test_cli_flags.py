@@ -97,9 +97,13 @@ RANGES = {
     ("train", "--window"): (1, math.inf), ("train", "--horizon"): (1, math.inf),
     ("train", "--season"): (1, 10**9), ("train", "--hidden-size"): (1, 65_536),
     ("train", "--layers"): (1, 1_024), ("train", "--epochs"): (1, math.inf),
+    ("train", "--ensemble"): (1, 1_024),
     ("train", "--patience"): (1, math.inf), ("train", "--batch-size"): (1, math.inf),
     ("train", "--lr"): (0, 10), ("train", "--clip"): (0, 1e150),
     ("train", "--seed"): (0, flags.MAX_SEED), ("train", "--threads"): (1, flags.MAX_THREADS),
+    ("train", "--test-size"): (1, 10**9), ("train", "--val-size"): (1, 10**9),
+    ("train", "--backtest-horizon"): (1, 10**9),
+    ("backtest", "--horizon"): (1, 10**9), ("backtest", "--refit-every"): (1, 10**9),
     ("forecast", "--steps"): (1, 100_000), ("generate", "--temperature"): (0, 100),
     ("generate", "--length"): (1, 10**6), ("generate", "--seed"): (0, flags.MAX_SEED),
     ("figure", "--step"): (1, math.inf), ("figure", "--start"): (1, math.inf),
@@ -113,6 +117,7 @@ for command in ("explain", "figure", "report"):
         (command, "--short-term"): (-1e150, 1e150),
     }
 REQUIRED = {"forecast": ["--model", "m"], "generate": ["--model", "m"], "figure": ["heatmap"]}
+REQUIRED["backtest"] = ["--model", "m"]
 COUNTS = {"tried": 0, "clean errors": 0, "accepted": 0}
 
 values = st.one_of(

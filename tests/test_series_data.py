@@ -134,7 +134,7 @@ def test_the_table_marks_ties_best_prints_names_as_they_are_and_nan_as_na():
     console.print(evaluation_table(Evaluation("[red]y:smile:", 12, 5, methods), 1))
     text = console.export_text()
     assert "[red]y:smile:" in text and text.count("(best)") == 2
-    flat = {m: scores(math.nan, 1.0, mae=1.0 + i) for i, m in enumerate(methods)}
+    flat = {m: Scores(1.0 + i, 1.0, math.nan, 5.0, 5.0) for i, m in enumerate(methods)}
     console.print(evaluation_table(Evaluation("y", None, 5, flat), 1))
     assert console.export_text().count("n/a") == 3
 

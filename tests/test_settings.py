@@ -158,7 +158,11 @@ FORECASTER_CASES = [
     ("data.scaler.mean[0]", "0", r"data\.scaler\.mean\[0\] must be a finite number"),
     ("data.scaler.mean", [], r"data\.scaler\.mean must be a list of 1 to 100000 items"),
     ("data.scaler.std", [1.0, 2.0], r"data\.scaler\.std must be a list of 1 numbers"),
-    ("data.scaler", None, r"data\.scaler must be an object with the keys mean, std; found null"),
+    (
+        "data.scaler",
+        None,
+        r"data\.scaler must be an object with the keys mean, std, transform, lambdas; found null",
+    ),
     ("data.targets", "y", r"data\.targets must be a list of 1 to 100000 items, each a string"),
     ("data.targets[0]", 3, r"data\.targets\[0\] must be a string; found 3"),
     ("data.covariates", ["y"], r"data\.covariates names the column 'y' twice"),
@@ -263,6 +267,6 @@ def test_a_loaded_forecaster_equals_the_saved_one(models_folder):
     from clearlstm.train.checkpoint import load_weights
 
     model, settings, directory = load_forecaster(models_folder / "wave")
-    assert isinstance(settings, S.ForecasterSettings) and model.lstm.hidden_size == 6
+    assert isinstance(settings, S.ForecasterSettings) and model.hidden_size == 6
     for name, value in load_weights(directory, settings.weight_shapes()).items():
         assert torch.equal(model.state_dict()[name], value)

@@ -38,7 +38,7 @@ def weights(directory: Path) -> dict:
 @pytest.fixture(scope="module")
 def nile_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("nile") / "model"
-    result = run("train", "--dataset", "nile", *TINY, "--out", str(out))
+    result = run("train", "--dataset", "nile", *TINY, "--ensemble", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -60,8 +60,11 @@ def test_train_prints_the_evaluation_table_retention_and_writes_the_plot(tmp_pat
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    for word in ("LSTM", "naive", "seasonal naive", "Holt-Winters", "MAE", "RMSE", "MASE"):
+    for word in ("LSTM", "naive", "seasonal naive", "AutoETS", "AutoARIMA", "AutoTheta"):
         assert word in text
+    for word in ("MAE", "RMSE", "MASE", "sMAPE", "MAPE"):
+        assert word in text
+    assert "80% nominal covers" in " ".join(text.split())
     assert "season 12" in text
     assert "the LSTM LOSES to" in text or "the LSTM beats every baseline" in text
     assert "half-life" in text and "Longest memory: unit" in text
@@ -69,12 +72,13 @@ def test_train_prints_the_evaluation_table_retention_and_writes_the_plot(tmp_pat
     settings = json.loads((out / "settings.json").read_text())
     assert settings["format"] == "clearlstm" and settings["kind"] == "forecaster"
     assert settings["data"]["split"] == {"train": 368, "val": 79, "test": 79}
-    # The scaler is fitted on the training part only.
-    rows = list(csv.DictReader((DATA_DIR / "co2.csv").open()))
-    train = [float(r["co2_ppm"]) for r in rows[:368]]
-    assert settings["data"]["scaler"]["mean"][0] == pytest.approx(sum(train) / len(train))
+    # The saved model is refitted on all rows, and its scaler with it.
+    assert settings["fitted_rows"] == 526 and "Refitted on all 526 rows" in text
+    rows = [float(r["co2_ppm"]) for r in csv.DictReader((DATA_DIR / "co2.csv").open())]
+    assert settings["data"]["scaler"]["mean"][0] == pytest.approx(sum(rows) / len(rows))
     test_scores = settings["result"]["test"]["co2_ppm"]
-    assert set(test_scores) == {"LSTM", "naive", "seasonal naive", "Holt-Winters (ETS)"}
+    want = {"LSTM", "naive", "seasonal naive", "AutoETS", "AutoARIMA", "AutoTheta"}
+    assert set(test_scores) == want
 
 
 def test_forecast_writes_csv_and_plot_past_the_end(nile_model, tmp_path):
@@ -85,7 +89,7 @@ def test_forecast_writes_csv_and_plot_past_the_end(nile_model, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(out.open()))
-    assert rows[0] == ["year", "flow"]
+    assert rows[0][:2] == ["year", "flow"]  # then the intervals' columns
     assert [r[0] for r in rows[1:]] == ["1971", "1972", "1973", "1974", "1975"]
     assert all(float(r[1]) > 0 for r in rows[1:])
     assert png.stat().st_size > 10_000
@@ -122,7 +126,7 @@ def test_covariates_and_two_targets(tmp_path):
         "--time-column", "date", "--horizon", "2", *TINY, "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "Test part: a," in result.stdout and "Test part: b," in result.stdout
+    assert "test part: a," in result.stdout and "test part: b," in result.stdout
     more = run("forecast", "--model", str(out), "--steps", "3", "--out", str(tmp_path / "f.csv"))
     assert more.returncode == 1
     assert "covariates" in more.stderr and "Traceback" not in more.stderr
@@ -229,7 +233,7 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr
-    assert two.stdout.count("Test part:") == 1  # only rank 0 prints
+    assert two.stdout.count("test part:") == 1  # only rank 0 prints
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for name in a:  # equal within float tolerance (the gradient sums run in another order)
         assert (a[name] - b[name]).abs().max() < 1e-5, name
@@ -342,7 +346,7 @@ def test_truncated_checkpoint(nile_model, tmp_path):
 def test_checkpoint_from_another_model_shape(nile_model, tmp_path):
     other = tmp_path / "other"
     assert run("train", "--dataset", "nile", *TINY[:2], "--hidden-size", "6", *TINY[4:],
-               "--out", str(other)).returncode == 0  # fmt: skip
+               "--ensemble", "1", "--out", str(other)).returncode == 0  # fmt: skip
     mixed = tmp_path / "mixed"
     shutil.copytree(nile_model, mixed)
     shutil.copy(other / "model.safetensors", mixed / "model.safetensors")

@@ -74,8 +74,13 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
 def _run_train(args: argparse.Namespace, console: Console) -> int:
     from clearlstm.train import distributed
 
-    context = distributed.setup()
     text = _is_text(args)
+    series_only = ("val_size", "test_size", "test_start", "backtest_horizon", "backtest_csv")
+    for name in series_only:
+        if text and getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} is for series; a text model splits by --val-fraction only")
+    context = distributed.setup()
     defaults = TEXT_DEFAULTS if text else SERIES_DEFAULTS
     config = _config(args, defaults)
     out = Path(args.out)
@@ -149,6 +154,12 @@ def _reporter(
     return train_report.ProgressReporter(console, "val loss")
 
 
+def run_backtest(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.cli import backtest_report
+
+    return backtest_report.run(args, console)
+
+
 def _train_series(
     args: argparse.Namespace,
     config: TrainConfig,
@@ -167,34 +178,57 @@ def _train_series(
         covariates=args.covariates,
         time_column=args.time_column,
         fill=args.fill,
-        window=window,
+        window=args.window,  # None: the recipe's choice
         horizon=args.horizon if args.horizon is not None else 1,
         hidden_size=hidden,
         num_layers=args.layers,
         season=args.season,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        test_start=args.test_start,
+        backtest_horizon=args.backtest_horizon,
+        refit=args.refit,
+        transform=args.transform or "auto",
+        normalise=args.normalise or "auto",
+        members=args.ensemble if args.ensemble is not None else 9,
+        linear=args.linear != "off",
     )
     return forecasting.train_series(options, config, out, args.resume, reporter, context)
 
 
 def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: Console) -> None:
-    from clearlstm.tasks import forecast, forecasting
+    from clearlstm.cli import backtest_report
+    from clearlstm.tasks import forecasting
 
-    fit = run.fit
+    fit, settings = run.fit, run.settings
+    _say(console, f"Chosen: {run.choices}")
     _say(
         console,
         f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}",
     )
-    for evaluation in run.evaluations:
-        console.print(train_report.evaluation_table(evaluation, run.settings.data.horizon))
-        _say(console, evaluation.verdict())
+    assert run.backtest is not None
+    backtest_report.show(run.backtest, console)
     console.print(train_report.memory_table(run.memory))
     _say(console, train_report.memory_sentence(run.memory))
+    if settings.refitted:
+        _say(
+            console,
+            f"Refitted on all {settings.data.rows} rows for {fit.best_epoch} epochs (the "
+            f"validation-chosen number) in {run.refit_seconds:.1f} s: that is the saved model, "
+            "for forecasting past the end (--no-refit keeps the validation-chosen one).",
+        )
+    else:
+        why = "--no-refit" if not args.refit else "no epoch improved on validation"
+        _say(console, f"The saved model is the validation-chosen one ({why}).")
+    if args.backtest_csv:
+        rows = backtest_report.write(Path(args.backtest_csv), run.backtest)
+        _say(console, f"Backtest forecasts ({rows} rows) written to {args.backtest_csv}")
     if args.plot:
-        model, settings, _ = forecasting.load_forecaster(out)
+        from clearlstm.tasks import forecast
+
         series = forecasting.series_for_model(settings, args.csv, out)
-        on_test = forecast.forecast_test_part(model, series, settings)
-        start = forecast.test_start(series, settings)
-        forecast.plot(Path(args.plot), series, start, on_test, None, _title(settings))
+        start = settings.data.split.test_start
+        forecast.plot(Path(args.plot), series, start, _title(settings), run.backtest)
         _say(console, f"Plot written to {args.plot}")
 
 
@@ -219,6 +253,7 @@ def _train_text(
     from clearlstm.tasks import text
 
     series_only = ("target", "covariates", "time_column", "fill", "horizon", "season", "plot")
+    series_only += ("transform", "normalise", "ensemble", "linear")
     for name in series_only:
         if getattr(args, name) is not None:
             raise ValueError(
@@ -259,12 +294,23 @@ def run_forecast(args: argparse.Namespace, console: Console) -> int:
     series = forecasting.series_for_model(settings, args.csv, directory)
     future = forecast.forecast_future(model, series, settings, args.steps)
     forecast.write_csv(Path(args.out), future, series.time_column)
-    _say(console, f"{args.steps} step(s) forecast past {series.source}: {args.out}")
+    which = (
+        f"refitted on all {settings.fitted_rows} rows"
+        if settings.refitted
+        else "the validation-chosen model"
+    )
+    _say(console, f"{args.steps} step(s) forecast past {series.source} ({which}): {args.out}")
+    if future.bands:
+        calibrated = len(next(iter(settings.intervals.values())))
+        _say(
+            console,
+            f"With 80% and 95% conformal intervals for the first {min(calibrated, args.steps)} "
+            "step(s) (calibrated on the validation and test parts' errors; none further out).",
+        )
     if args.plot:
-        on_test = forecast.forecast_test_part(model, series, settings)
         start = forecast.test_start(series, settings)
         title = _title(settings) + f", {args.steps} steps ahead"
-        forecast.plot(Path(args.plot), series, start, on_test, future, title)
+        forecast.plot(Path(args.plot), series, start, title, None, future)
         _say(console, f"Plot written to {args.plot}")
     return 0
 

@@ -26,9 +26,13 @@ from clearlstm.cli.flags import (
     number_list,
     temperature,
 )
+from clearlstm.cli.series_flags import add_backtest, add_forecast, add_split_options
 from clearlstm.errors import UsageError
 
 MAX_UNITS, MAX_LAYERS, MAX_STEPS = 65_536, 1_024, 1_000_000_000  # as clearlstm.tasks.settings
+MAX_MEMBERS = 1_024  # as clearlstm.tasks.settings
+TRANSFORMS = ("auto", "none", "log", "boxcox")  # as clearlstm.tasks.transforms
+NORMALISE = ("auto", "last", "mean", "seasonal", "none")  # auto and clearlstm.tasks.models'
 MAX_FORECAST = 100_000  # forecast --steps: one model call per step
 MAX_CHARACTERS = 1_000_000  # generate --length
 
@@ -91,9 +95,12 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         description=(
             "Train on a CSV series (--csv FILE), a bundled dataset (--dataset NAME; default "
             "co2) or a text (--text FILE). A series is split in time into train / validation "
-            "/ test parts (70/15/15); the test part's scores are printed beside naive, "
-            "seasonal-naive and Holt-Winters forecasts. Under torchrun the same command trains "
-            "on several processes (DistributedDataParallel, gloo)."
+            "/ test parts (70/15/15 unless --val-size, --test-size or --test-start say "
+            "otherwise); the LSTM is backtested from every origin of the test part beside "
+            "naive, seasonal-naive, AutoETS, AutoARIMA and AutoTheta forecasts from the same "
+            "origins, with conformal intervals, then refitted on all rows (--no-refit keeps "
+            "the validation-chosen model). Under torchrun the same command trains on several "
+            "processes (DistributedDataParallel, gloo)."
         ),
     )
     source = parser.add_mutually_exclusive_group()
@@ -112,6 +119,19 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add("--window", type=integer("--window", 1), help="steps read (24; text: 100 characters)")
     add("--horizon", type=integer("--horizon", 1), help="steps forecast at once (default 1)")
     add("--season", type=integer("--season", 1, MAX_STEPS), help="season (default: detected)")
+    add_split_options(parser)
+    add(
+        "--backtest-horizon",
+        type=integer("--backtest-horizon", 1, MAX_STEPS),
+        help="steps forecast from each test origin (default: --horizon)",
+    )
+    add("--backtest-csv", help="write the test part's backtest forecasts to this CSV file")
+    add(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="save the validation-chosen model, not one refitted on all rows",
+    )
     add("--hidden-size", type=integer("--hidden-size", 1, MAX_UNITS), help="units (32; text 256)")
     add("--layers", type=integer("--layers", 1, MAX_LAYERS), default=1, help="LSTM layers (1)")
     add("--epochs", type=integer("--epochs", 1), help="most epochs (default 100; text: 10)")
@@ -122,26 +142,27 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add("--seed", type=integer("--seed", 0, MAX_SEED), default=0, help="random seed (default 0)")
     threads = integer("--threads", 1, MAX_THREADS)
     add("--threads", type=threads, default=1, help="CPU threads per process (1: fastest here)")
+    add(
+        "--transform", choices=TRANSFORMS,
+        help="series: the targets' transform (default auto: none, log or Box-Cox, chosen on "
+        "validation)",
+    )  # fmt: skip
+    add(
+        "--normalise", choices=NORMALISE,
+        help="series: what each window is read relative to (default auto: its mean or last "
+        "value, chosen on validation)",
+    )  # fmt: skip
+    members = integer("--ensemble", 1, MAX_MEMBERS)
+    add("--ensemble", type=members, help="series: networks whose median forecasts (default 9)")
+    add(
+        "--linear", choices=["on", "off"],
+        help="series: a linear autoregression beside the LSTM, started at its ridge fit (on)",
+    )  # fmt: skip
     parser.add_argument("--out", default="clearlstm-model", help="model directory to write")
     parser.add_argument("--plot", help="also write a PNG of history, test truth and forecast")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     parser.set_defaults(run=lambda args, console: _commands().run_train(args, console))
-
-
-def add_forecast(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "forecast",
-        help="forecast past the end of a series with a trained model",
-        description="Recursive multi-step forecast with a model from `clearlstm train`.",
-    )
-    parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
-    steps = integer("--steps", 1, MAX_FORECAST)
-    parser.add_argument("--steps", type=steps, default=12, help="steps past the end (default 12)")
-    parser.add_argument("--csv", help="forecast this CSV file (same columns) instead")
-    parser.add_argument("--out", default="forecast.csv", help="CSV file to write")
-    parser.add_argument("--plot", help="PNG of history, test truth and forecast")
-    parser.set_defaults(run=lambda args, console: _commands().run_forecast(args, console))
 
 
 def add_generate(commands: argparse._SubParsersAction) -> None:
@@ -294,6 +315,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_explain,
     add_train,
     add_forecast,
+    add_backtest,
     add_generate,
     add_datasets,
     add_figure,

@@ -20,9 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from clearlstm.core.trace import Trace, UnitMemory
+from clearlstm.tasks.backtest import Backtest, Evaluation
 from clearlstm.tasks.baselines import compare
 from clearlstm.tasks.datasets import DATASETS
-from clearlstm.tasks.forecasting import Evaluation
 from clearlstm.train.loop import EpochReport
 
 
@@ -41,12 +41,12 @@ def evaluation_table(evaluation: Evaluation, horizon: int) -> Table:
     training part), and "(best)" marks the lowest MASE (MAE then) and its ties."""
     season = f"season {evaluation.season}" if evaluation.season else "no season found"
     title = (
-        f"Test part: {evaluation.target}, {evaluation.origins} forecast origins, "
-        f"{horizon} step(s) ahead ({season})"
+        f"Backtest on the test part: {evaluation.target}, {evaluation.origins} forecast "
+        f"origins, {horizon} step(s) ahead from each ({season})"
     )
     table = Table(title=Text(title))  # Text: a column named "[red]" is no markup
     table.add_column("method")
-    for column in ("MAE", "RMSE", "MASE"):
+    for column in ("MAE", "RMSE", "MASE", "sMAPE %", "MAPE %"):
         table.add_column(column, justify="right")
     scores = evaluation.scores.values()
     key = "mase" if all(math.isfinite(s.mase) for s in scores) else "mae"
@@ -55,8 +55,71 @@ def evaluation_table(evaluation: Evaluation, horizon: int) -> Table:
         mark = " (best)" if compare(getattr(s, key), best) == 0 else ""  # ties share it
         name = Text(method + mark, style="bold" if method == "LSTM" else "")
         mase = f"{s.mase:.3f}" if math.isfinite(s.mase) else "n/a"
-        table.add_row(name, f"{s.mae:.4g}", f"{s.rmse:.4g}", mase)
+        smape, mape = (f"{x:.2f}" if math.isfinite(x) else "n/a" for x in (s.smape, s.mape))
+        table.add_row(name, f"{s.mae:.4g}", f"{s.rmse:.4g}", mase, smape, mape)
+    table.caption = "Lower is better; MAPE is undefined where a true value is 0."
     return table
+
+
+def steps_table(backtest: Backtest, j: int) -> Table:
+    """Target ``j``'s scores per horizon step: the LSTM's, the best baseline's (by MASE, MAE
+    where MASE has no scale) and the intervals' coverage."""
+    name = backtest.targets[j]
+    table = Table(title=Text(f"{name} per horizon step (test part)"))
+    for column in ("step", "LSTM MAE", "LSTM RMSE", "LSTM MASE", "best baseline", "its MASE"):
+        table.add_column(column, justify="left" if column == "best baseline" else "right")
+    levels = sorted(backtest.widths)
+    for level in levels:
+        table.add_column(f"{level:.0%} covers", justify="right")
+    per_step = {m: backtest.step_scores(m) for m in backtest.forecasts}
+    inside = {lv: _inside(backtest, lv) for lv in levels}
+    for h in range(backtest.horizon):
+        lstm = per_step["LSTM"][h][j]
+        key = "mase" if math.isfinite(lstm.mase) else "mae"
+        others = {m: s[h][j] for m, s in per_step.items() if m != "LSTM"}
+        best = min(others, key=lambda m: getattr(others[m], key))
+        cells = [f"{lstm.mae:.4g}", f"{lstm.rmse:.4g}", _mase(lstm.mase), best]
+        cells.append(_mase(others[best].mase))
+        cells += [f"{inside[lv][:, h, j].mean():.0%}" for lv in levels]
+        table.add_row(str(h + 1), *cells)
+    return table
+
+
+def _mase(x: float) -> str:
+    return f"{x:.3f}" if math.isfinite(x) else "n/a"
+
+
+def _inside(backtest: Backtest, level: float):
+    low, high = backtest.bounds(level)
+    return (backtest.truth >= low) & (backtest.truth <= high)
+
+
+def intervals_sentence(backtest: Backtest) -> str:
+    """The intervals' empirical coverage on the test part beside their nominal level."""
+    if not backtest.widths:
+        return (
+            "No intervals: the validation part holds no whole horizon to calibrate them on; "
+            "use a larger --val-size or a shorter --backtest-horizon."
+        )
+    covered = "; ".join(
+        f"{level:.0%} nominal covers {_coverage(backtest.coverage(level))} of the test part"
+        for level in sorted(backtest.widths)
+    )
+    text = (
+        f"Prediction intervals (split conformal per horizon step, from the LSTM's errors on "
+        f"{backtest.calibration} validation origins): {covered}."
+    )
+    short = [f"{lv:.0%}" for lv in sorted(backtest.widths) if not backtest.guaranteed[lv]]
+    if short:
+        text += (
+            f" Too few validation origins for the {' and '.join(short)} level: the largest "
+            "error is used, so expect less coverage there."
+        )
+    return text
+
+
+def _coverage(fractions) -> str:
+    return ", ".join(f"{100 * f:.1f}%" for f in fractions)
 
 
 def memory_table(

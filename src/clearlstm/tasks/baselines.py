@@ -1,5 +1,5 @@
-"""What a forecaster compares against: naive, seasonal naive and Holt-Winters, with MAE,
-RMSE and MASE.
+"""What a forecaster compares against: naive, seasonal naive, Holt-Winters and statsforecast's
+AutoETS, AutoARIMA and AutoTheta, with MAE, RMSE, MASE, sMAPE and MAPE.
 
 Every forecast here is made from each origin ``t`` of the test part for the ``H`` steps
 ``[t, t + H)``, from the data before ``t`` only. Shapes: ``N`` rows, ``K`` targets, ``S``
@@ -25,6 +25,8 @@ class Scores:
     mae: float
     rmse: float
     mase: float  # MAE over the training part's in-sample seasonal-naive MAE
+    smape: float = math.nan  # percent: mean of 2|error| / (|truth| + |forecast|)
+    mape: float = math.nan  # percent; NaN where a truth is 0 (undefined there)
 
 
 def detect_season(y: np.ndarray, max_lag: int | None = None) -> int | None:
@@ -112,14 +114,65 @@ def mase_scale(y_train: np.ndarray, season: int | None) -> np.ndarray:
     return np.where(scale > 0, scale, math.nan)
 
 
-def score(forecast: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> list[Scores]:
-    """One :class:`Scores` per target from ``(S, H, K)`` forecasts and truths."""
+def score(
+    forecast: np.ndarray, truth: np.ndarray, scale: np.ndarray, axis: tuple[int, ...] = (0, 1)
+) -> list[Scores]:
+    """One :class:`Scores` per target from ``(S, H, K)`` forecasts and truths, averaged over
+    ``axis`` (origins and steps; ``(0,)`` with one step's ``(S, K)`` slice)."""
     error = forecast - truth
-    mae = np.abs(error).mean(axis=(0, 1))
-    rmse = np.sqrt((error**2).mean(axis=(0, 1)))
+    mae = np.abs(error).mean(axis=axis)
+    rmse = np.sqrt((error**2).mean(axis=axis))
+    size = np.abs(truth) + np.abs(forecast)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(size > 0, 2 * np.abs(error) / size, 0.0)  # both 0: no error
+        smape = 100 * ratio.mean(axis=axis)
+        defined = (truth != 0).all(axis=axis)
+        mape = np.where(
+            defined, 100 * np.abs(error / np.where(truth != 0, truth, 1)).mean(axis=axis), math.nan
+        )
     return [
-        Scores(float(a), float(r), float(a / s)) for a, r, s in zip(mae, rmse, scale, strict=True)
+        Scores(float(a), float(r), float(a / s), float(sm), float(mp))
+        for a, r, s, sm, mp in zip(mae, rmse, scale, smape, mape, strict=True)
     ]
+
+
+CLASSICAL = ("AutoETS", "AutoARIMA", "AutoTheta")
+
+
+def classical(
+    y: np.ndarray, fit_rows: int, starts: np.ndarray, horizon: int, season: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``{name: (S, H, K)}`` from statsforecast's AutoETS, AutoARIMA and AutoTheta: each
+    chosen and fitted once on rows ``[0, fit_rows)``, then run with those parameters on the
+    data up to each origin (``forward``), as :func:`holt_winters` does. A constant fitting
+    part has nothing to fit: those methods then forecast its value (the naive forecast).
+    The second dict names the methods left out and why (statsforecast refused the data, or
+    forecast a non-finite number)."""
+    from statsforecast.models import AutoARIMA, AutoETS, AutoTheta
+
+    m = season or 1
+    makers = {"AutoETS": AutoETS, "AutoARIMA": AutoARIMA, "AutoTheta": AutoTheta}
+    out = {name: np.empty((len(starts), horizon, y.shape[1])) for name in makers}
+    skipped: dict[str, str] = {}
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for name, make in makers.items():
+            for k in range(y.shape[1]):
+                part = y[:fit_rows, k]
+                if np.ptp(part) == 0:
+                    out[name][:, :, k] = y[starts - 1, k][:, None]
+                    continue
+                try:
+                    fitted = make(season_length=m).fit(part)
+                    for s, t in enumerate(starts):
+                        out[name][s, :, k] = fitted.forward(y=y[:t, k], h=horizon)["mean"]
+                except Exception as error:  # statsforecast's own checks, e.g. "tiny datasets"
+                    skipped[name] = f"statsforecast: {error}".strip()
+                    break
+                if not np.isfinite(out[name][:, :, k]).all():
+                    skipped[name] = "statsforecast forecast a non-finite number"
+                    break
+    return {n: f for n, f in out.items() if n not in skipped}, skipped
 
 
 def check_season(season: int, train_rows: int) -> None:

@@ -9,18 +9,21 @@ forecast can only run where their values are in the data. Shapes: ``N`` rows, ``
 from __future__ import annotations
 
 import csv
+import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from clearlstm.files import write_atomically
 from clearlstm.tasks.models import Forecaster
-from clearlstm.tasks.series import Scaler, Series
+from clearlstm.tasks.series import Series
 
 if TYPE_CHECKING:
+    from clearlstm.tasks.backtest import Backtest
     from clearlstm.tasks.settings import ForecasterSettings
 
 
@@ -31,6 +34,8 @@ class Forecast:
     labels: list[str]  # (steps,) time labels
     columns: list[str]  # (K,) target names
     values: np.ndarray  # (steps, K)
+    # nominal level in percent -> lower and upper ends (steps, K); NaN where not calibrated
+    bands: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def recursive_forecast(
@@ -63,36 +68,31 @@ def recursive_forecast(
     return np.array(out)
 
 
-def _prepare(series: Series, settings: ForecasterSettings) -> tuple[Scaler, np.ndarray, int]:
-    scaler = settings.data.scaler.to_scaler()
-    window = settings.data.window
-    if len(series) <= window:
-        raise ValueError(
-            f"{series.source}: {len(series)} rows; the model reads windows of {window}, so it "
-            f"needs at least {window + 1}"
-        )
-    return scaler, scaler.transform(series.values), window
-
-
-def forecast_test_part(model: Forecaster, series: Series, settings: ForecasterSettings) -> Forecast:
-    """The recursive forecast over the test part, from its start to the end of the data."""
-    scaler, scaled, window = _prepare(series, settings)
-    start = test_start(series, settings)
-    values = scaler.inverse(recursive_forecast(model, scaled, start, len(series) - start, window))
-    labels = series.time or [str(i) for i in range(len(series))]
-    return Forecast(labels[start:], series.targets, values)
-
-
 def forecast_future(
     model: Forecaster, series: Series, settings: ForecasterSettings, steps: int
 ) -> Forecast:
-    """``steps`` rows past the end of the data."""
+    """``steps`` rows past the end of the data, with the conformal intervals the settings
+    record for each step they were calibrated for (:func:`clearlstm.tasks.backtest.forecast_origins`
+    makes the forecast)."""
+    from clearlstm.tasks.backtest import forecast_origins
+
     if steps < 1:
         raise ValueError(f"--steps must be at least 1; got {steps}")
-    scaler, scaled, window = _prepare(series, settings)
-    values = scaler.inverse(recursive_forecast(model, scaled, len(series), steps, window))
+    window = settings.data.window
+    if len(series) < window:
+        raise ValueError(
+            f"{series.source}: {len(series)} rows; the model reads windows of {window}, so it "
+            f"needs at least {window}"
+        )
+    values = forecast_origins(model, settings, series.values, np.array([len(series)]), steps)[0]
     labels = series.time or [str(i) for i in range(len(series))]
-    return Forecast(future_labels(labels, steps), series.targets, values)
+    bands = {}
+    for level, widths in (settings.intervals or {}).items():
+        w = np.full_like(values, np.nan)
+        known = min(steps, len(widths))
+        w[:known] = np.array(widths)[:known]
+        bands[int(level)] = (values - w, values + w)
+    return Forecast(future_labels(labels, steps), series.targets, values, bands)
 
 
 def test_start(series: Series, settings: ForecasterSettings) -> int:
@@ -118,24 +118,43 @@ def future_labels(labels: list[str], steps: int) -> list[str]:
 
 
 def write_csv(path: Path, forecast: Forecast, time_column: str | None) -> None:
-    """One row per forecast step: the time label, then one column per target."""
+    """One row per forecast step: the time label, then per target its forecast and, where
+    intervals are known, ``TARGET_lower_80``, ``TARGET_upper_80`` (empty past the steps
+    they were calibrated for)."""
+    header = [time_column or "step"]
+    for name in forecast.columns:
+        header.append(name)
+        for level in sorted(forecast.bands):
+            header += [f"{name}_lower_{level}", f"{name}_upper_{level}"]
+    rows = [header]
+    for i, label in enumerate(forecast.labels):
+        row = [label]
+        for j in range(len(forecast.columns)):
+            row.append(f"{forecast.values[i, j]:.6g}")
+            for level in sorted(forecast.bands):
+                row += [_cell(end[i, j]) for end in forecast.bands[level]]
+        rows.append(row)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([time_column or "step", *forecast.columns])
-        for label, row in zip(forecast.labels, forecast.values, strict=True):
-            writer.writerow([label, *(f"{v:.6g}" for v in row)])
+    write_atomically(path, buffer.getvalue().encode())
+
+
+def _cell(x: float) -> str:
+    return "" if np.isnan(x) else f"{x:.6g}"
 
 
 def plot(
     path: Path,
     series: Series,
     test_start: int,
-    on_test: Forecast,
-    future: Forecast | None,
     title: str,
+    backtest: Backtest | None = None,
+    future: Forecast | None = None,
 ) -> None:
-    """A PNG of the history, the test part's truth and the forecasts, one panel per target."""
+    """A PNG of the history, the test part's truth, the backtest's forecasts as scored (from
+    every ``H``-th origin, ``H`` steps each, with their 80% and 95% conformal bands) and the
+    forecast past the end with its bands; one panel per target."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,13 +168,16 @@ def plot(
         y = series.values[:, j]
         ax.plot(steps[: test_start + 1], y[: test_start + 1], color="0.3", lw=1, label="history")
         ax.plot(steps[test_start:], y[test_start:], color="tab:green", lw=1.2, label="test truth")
-        ax.plot(
-            steps[test_start:], on_test.values[:, j], color="tab:orange", ls="--", lw=1.2,
-            label="LSTM forecast from the test start",
-        )  # fmt: skip
+        if backtest is not None:
+            _draw_backtest(ax, backtest, j)
         if future is not None:
             ahead = np.arange(n, n + len(future.values))
             ax.plot(ahead, future.values[:, j], color="tab:red", lw=1.5, label="forecast")
+            for level, alpha in ((95, 0.15), (80, 0.3)):
+                if level in future.bands:
+                    low, high = future.bands[level]
+                    ax.fill_between(ahead, low[:, j], high[:, j], color="tab:red", alpha=alpha,
+                                    lw=0, label=f"{level}% interval")  # fmt: skip
         ax.axvline(test_start, color="0.6", lw=0.8, ls=":")
         ax.set_ylabel(series.targets[j])
         ax.legend(loc="upper left", fontsize=8)
@@ -168,3 +190,27 @@ def plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _draw_backtest(ax: Any, backtest: Backtest, j: int) -> None:
+    """The LSTM's backtest forecasts from origins ``H`` apart, each over its ``H`` steps."""
+    h = backtest.horizon
+    what = "one-step forecasts" if h == 1 else f"{h}-step forecasts from origins {h} apart"
+    bands = {round(100 * lv): backtest.bounds(lv) for lv in backtest.widths}
+    for i, s in enumerate(range(0, len(backtest.starts), h)):
+        x = backtest.starts[s] + np.arange(h)
+        if h == 1:  # one line through all origins
+            x, rows = backtest.starts, slice(None)
+        else:
+            rows = s
+        first = i == 0
+        centre = backtest.forecasts["LSTM"][rows, :, j].reshape(-1)
+        for level, alpha in ((95, 0.15), (80, 0.3)):
+            if level in bands:
+                low, high = (b[rows, :, j].reshape(-1) for b in bands[level])
+                label = f"{level}% conformal interval" if first else None
+                ax.fill_between(x, low, high, color="tab:orange", alpha=alpha, lw=0, label=label)
+        label = f"LSTM backtest: {what} (as scored)" if first else None
+        ax.plot(x, centre, color="tab:orange", ls="--", lw=1.2, label=label)
+        if h == 1:
+            break

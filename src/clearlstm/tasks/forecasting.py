@@ -2,14 +2,15 @@
 
 :func:`train_series` reads the data, splits it in time (train / validation / test), fits the
 scaler on the training part, trains a :class:`~clearlstm.tasks.models.Forecaster` with early
-stopping on the validation part, saves it, and scores it on the test part beside naive,
-seasonal naive and Holt-Winters forecasts from the same origins. Shapes: ``N`` rows, ``C``
-columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
+stopping on the validation part, backtests it on the test part beside the baselines from the
+same origins (:mod:`clearlstm.tasks.backtest`), refits it on all rows (by default) and saves
+it. Shapes: ``N`` rows, ``C`` columns, ``K`` targets, ``S`` origins, ``W`` window, ``H`` horizon.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +20,23 @@ import torch
 from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
-from clearlstm.tasks import baselines
-from clearlstm.tasks.baselines import Scores
+from clearlstm.tasks import baselines, recipe, refit
+from clearlstm.tasks.backtest import (
+    FUTURE_STEPS,
+    Backtest,
+    Evaluation,
+    backtest_model,
+    future_intervals,
+    tested_evaluations,
+)
 from clearlstm.tasks.datasets import get_dataset
-from clearlstm.tasks.models import Forecaster
+from clearlstm.tasks.models import Forecaster, forecast_loss
 from clearlstm.tasks.series import (
     FillMethod,
     Scaler,
     Series,
     Split,
-    check_length,
+    choose_split,
     origins,
     read_series,
     windows,
@@ -51,8 +59,6 @@ from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock
 from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
 
-METHODS = ("LSTM", "naive", "seasonal naive", "Holt-Winters (ETS)")
-
 
 @dataclass(frozen=True)
 class SeriesOptions:
@@ -64,27 +70,23 @@ class SeriesOptions:
     covariates: list[str] | None = None
     time_column: str | None = None
     fill: FillMethod | None = None
-    window: int = 24
+    window: int | None = None  # None: 36 where the training part allows, else 24
     horizon: int = 1
     hidden_size: int = 32
     num_layers: int = 1
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     season: int | None = None  # None: detected from the training part
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Test-part scores of every method on one target column."""
-
-    target: str
-    season: int | None
-    origins: int
-    scores: dict[str, Scores]  # method -> scores
-
-    def verdict(self) -> str:
-        """One plain sentence: does the LSTM win, lose or tie on MASE and RMSE, against what."""
-        return baselines.verdict(self.target, self.scores)
+    val_size: int | None = None  # rows; None: val_fraction
+    test_size: int | None = None  # rows; None: test_fraction (or test_start)
+    test_start: str | None = None  # the test part's first time label
+    backtest_horizon: int | None = None  # steps forecast from each test origin; None: horizon
+    refit: bool = True  # save a model refitted on all rows (validation-chosen epochs)
+    transform: str = "auto"  # auto (chosen on validation), none, log or boxcox
+    # auto: window mean or last value, chosen on validation (last without the linear part)
+    normalise: str = "auto"
+    members: int = 9  # networks in the seed ensemble (their median is the forecast)
+    linear: bool = True  # a linear autoregression beside the LSTM, started at its ridge fit
 
 
 @dataclass
@@ -96,6 +98,9 @@ class SeriesRun:
     memory: list[UnitMemory]  # the last layer's units on the test part, longest memory first
     fit: FitResult
     seconds: float
+    backtest: Backtest | None = None  # the test part's rolling-origin forecasts
+    refit_seconds: float = 0.0  # 0: the saved model is the validation-chosen one
+    choices: str = ""  # the automatic choices, in words
 
 
 def load_data(options: SeriesOptions) -> Series:
@@ -122,11 +127,6 @@ def _tensor(a: np.ndarray) -> Tensor:
     return torch.as_tensor(a, dtype=torch.float32)
 
 
-def _loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``."""
-    return ((model(x) - y) ** 2).mean(dim=(1, 2))
-
-
 def train_series(
     options: SeriesOptions,
     config: TrainConfig,
@@ -140,52 +140,86 @@ def train_series(
     started = time.perf_counter()
     check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
     check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
+    check_option("--ensemble", ForecasterShape, "members", options.members)
     series = load_data(options)
-    split = check_length(
-        series, options.window, options.horizon, options.val_fraction, options.test_fraction
-    )
+    # The window may depend on the training part's length, and the split on the window.
+    first = choose_split(
+        series, options.window or recipe.SHORT_WINDOW, options.horizon, options.val_size,
+        options.test_size, options.test_start, options.val_fraction, options.test_fraction,
+    )  # fmt: skip
+    n, h, k = len(series), options.horizon, len(series.targets)
+    w = recipe.window(options.window, first.train, h)
+    split = choose_split(
+        series, w, h, options.val_size, options.test_size, options.test_start,
+        options.val_fraction, options.test_fraction,
+    )  # fmt: skip
+
     if options.season is not None:
         baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
-    scaler = Scaler.fit(series.values[: split.train])
+    recipe.check_normalise(options.normalise, season, w)
+    transform, said = recipe.transform(options.transform, series.values[:, :k], split, season)
+    choices = [f"window {w}" + (" (as asked)" if options.window else ""), said]
+    scaler = Scaler.fit(series.values[: split.train], transform)
     scaled = scaler.transform(series.values)  # (N, C)
-    n, w, h, k = len(series), options.window, options.horizon, len(series.targets)
-    parts = {p: origins(split, p, n, w, h) for p in ("train", "val", "test")}
+    parts = {p: origins(split, p, len(series), w, h) for p in ("train", "val", "test")}
     data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
-    model = Forecaster(len(series.columns), k, h, options.hidden_size, options.num_layers)
-    shape, described = _settings(options, series, split, scaler, season, model)
+    normalise = options.normalise if options.normalise != "auto" else "last"
+    model = Forecaster(
+        len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
+        options.members, season, w if options.linear else None,
+    )  # fmt: skip
+    if options.linear:
+        choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
+    else:
+        choices.append(f"normalise {normalise}; no linear part")
+    choices.append(f"{options.members} member(s) in the ensemble")
+    shape, described = _settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
         result = fit(
-            model, data["train"], data["val"], _loss, config, out_dir, fingerprint, resume,
+            model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
             reporter, context,
         )  # fmt: skip
         if not context.is_main:
             return None
         model.load_state_dict(result.weights)
         model.eval()
-        evaluations = evaluate(model, series, split, scaler, season, w, h)
+        summary = ForecasterResult(
+            result.best_epoch, finite_or_none(result.best_val), result.epochs_run, {}
+        )
+        settings = ForecasterSettings(
+            model=shape, data=described, train=config, result=summary,
+            example=_example(series.values[-w:]), fitted_rows=split.train,
+        )  # fmt: skip
+        tested = backtest_model(model, settings, series, split, options.backtest_horizon or h)
+        steps = max(tested.horizon, FUTURE_STEPS)
+        intervals = future_intervals(model, settings, series, split, steps)
+        evaluations = tested_evaluations(tested)
         memory = model.trace(data["test"][0]).memory_summary()
         scores = {
             e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
         }
-        summary = ForecasterResult(
-            best_epoch=result.best_epoch,
-            best_val_loss=finite_or_none(result.best_val),
-            epochs_run=result.epochs_run,
-            test=scores,
-        )
+        summary = dataclasses.replace(summary, test=scores, choices="; ".join(choices))
+        refit_started = time.perf_counter()
+        if options.refit and result.best_epoch >= 1:
+            model, settings = refit.refit(settings, series.values, n, result.best_epoch)
+            settings = dataclasses.replace(settings, fitted_rows=n)
+        refit_seconds = time.perf_counter() - refit_started if settings.refitted else 0.0
         weights = checkpoint.encode_weights(model.state_dict())
-        settings = ForecasterSettings(
-            model=shape, data=described, train=config, result=summary,
-            weights_sha256=checkpoint.sha256(weights), example=_example(series.values[-w:]),
+        settings = dataclasses.replace(
+            settings, result=summary, weights_sha256=checkpoint.sha256(weights),
+            intervals=intervals,
         )  # fmt: skip
         document = settings.to_json()
         ForecasterSettings.from_json(document)  # what is written must load again
         checkpoint.save_model(out_dir, weights, document)
-    return SeriesRun(settings, evaluations, memory, result, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return SeriesRun(
+        settings, evaluations, memory, result, seconds, tested, refit_seconds, "; ".join(choices)
+    )
 
 
 def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
@@ -202,13 +236,18 @@ def _settings(
     scaler: Scaler,
     season: int | None,
     model: Forecaster,
+    window: int,
 ) -> tuple[ForecasterShape, DataSettings]:
     shape = ForecasterShape(
         columns=model.columns,
         targets=model.targets,
         horizon=model.horizon,
-        hidden_size=model.lstm.hidden_size,
+        hidden_size=model.hidden_size,
         num_layers=model.lstm.num_layers,
+        normalise=model.normalise,
+        members=model.members,
+        season=model.season,
+        linear_window=model.linear_window,
     )
     data = DataSettings(
         dataset=options.dataset,
@@ -217,7 +256,7 @@ def _settings(
         covariates=tuple(series.covariates),
         time_column=series.time_column,
         fill=options.fill,
-        window=options.window,
+        window=window,
         horizon=options.horizon,
         val_fraction=options.val_fraction,
         test_fraction=options.test_fraction,
@@ -227,40 +266,6 @@ def _settings(
         scaler=ScalerSettings.of(scaler),
     )
     return shape, data
-
-
-def predict(model: Forecaster, scaled: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """``(S, H, K)`` scaled forecasts from the origins ``starts`` of ``scaled (N, C)``."""
-    x = _tensor(np.stack([scaled[t - window : t] for t in starts]))
-    with torch.no_grad():
-        return model(x).double().numpy()
-
-
-def evaluate(
-    model: Forecaster,
-    series: Series,
-    split: Split,
-    scaler: Scaler,
-    season: int | None,
-    window: int,
-    horizon: int,
-) -> list[Evaluation]:
-    """Score the LSTM and the baselines on the test part, in the data's units."""
-    y = series.values[:, : len(series.targets)]  # (N, K)
-    starts = origins(split, "test", len(series), window, horizon)
-    truth = np.stack([y[t : t + horizon] for t in starts])  # (S, H, K)
-    forecasts = {
-        "LSTM": scaler.inverse(predict(model, scaler.transform(series.values), starts, window)),
-        "naive": baselines.naive(y, starts, horizon),
-        "seasonal naive": baselines.seasonal_naive(y, starts, horizon, season or 1),
-        "Holt-Winters (ETS)": baselines.holt_winters(y, split.test_start, starts, horizon, season),
-    }
-    scale = baselines.mase_scale(y[: split.train], season)
-    scores = {m: baselines.score(f, truth, scale) for m, f in forecasts.items()}
-    return [
-        Evaluation(name, season, len(starts), {m: scores[m][j] for m in METHODS})
-        for j, name in enumerate(series.targets)
-    ]
 
 
 def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, Path]:
@@ -274,6 +279,7 @@ def load_forecaster(path: str | Path) -> tuple[Forecaster, ForecasterSettings, P
     weights = checkpoint.load_weights(directory, shapes, settings.weights_sha256)
     model = Forecaster.from_settings(settings)
     model.load_state_dict(weights)
+    model.check_blocks()
     return model.eval(), settings, directory
 
 

@@ -8,7 +8,8 @@ window (steps read), ``C`` input columns, ``K`` targets, ``H`` horizon, ``T`` st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -20,43 +21,168 @@ if TYPE_CHECKING:
     from clearlstm.tasks.settings import CharModelSettings, ForecasterSettings
 
 
+Normalise = Literal["last", "mean", "seasonal", "none"]
+NORMALISE: tuple[str, ...] = ("last", "mean", "seasonal", "none")
+
+
 class Forecaster(nn.Module):
     """Reads a window of scaled rows and forecasts the next ``horizon`` rows of the targets.
 
-    The network sees each target relative to its last value in the window and predicts the
-    change from that value: a trend that carries the series beyond the training range then
-    needs no extrapolation of levels. Covariates are read as they are.
+    The network sees each target relative to a *base* taken from its window and predicts the
+    change from that base (per-window level normalisation, as N-BEATS and DeepAR do), so a
+    trend that carries the series beyond the training range needs no extrapolation of levels:
+
+    - ``"last"``: the window's last value;
+    - ``"mean"``: the window's mean (a noisy series' level is better read from many steps);
+    - ``"seasonal"``: the value one ``season`` back plus the last seasonal change
+      (``y[t-m+h] + y[t-1] - y[t-1-m]``: a seasonal random walk with drift), so the network
+      models what that misses; needs ``window > season``;
+    - ``"none"``: the scaled values as they are, predicted directly.
+
+    Covariates are read as they are. With ``members > 1`` the module holds that many
+    independent networks (a seed ensemble) trained in one pass: one LSTM of
+    ``members * hidden_size`` units whose recurrent (and deeper input) weights and head are
+    block-diagonal, each block initialised as a network of ``hidden_size`` units would be; the
+    forecast is the members' median.
     """
 
     def __init__(
-        self, columns: int, targets: int, horizon: int, hidden_size: int, num_layers: int
+        self,
+        columns: int,
+        targets: int,
+        horizon: int,
+        hidden_size: int,
+        num_layers: int,
+        normalise: Normalise = "last",
+        members: int = 1,
+        season: int | None = None,
+        linear_window: int | None = None,
     ) -> None:
         super().__init__()
+        if normalise not in NORMALISE:
+            raise ValueError(f"normalise must be one of {', '.join(NORMALISE)}; got {normalise!r}")
+        if members < 1:
+            raise ValueError(f"members must be at least 1; got {members}")
+        if normalise == "seasonal" and (season is None or season < 2):
+            raise ValueError(
+                f"normalise 'seasonal' needs a season of at least 2 steps; got {season}"
+            )
         self.columns, self.targets, self.horizon = columns, targets, horizon
-        self.lstm = LSTM(columns, hidden_size, num_layers, batch_first=True)
-        self.head = nn.Linear(hidden_size, horizon * targets)
+        self.hidden_size, self.members = hidden_size, members
+        self.normalise, self.season = normalise, season if normalise == "seasonal" else None
+        self.lstm = LSTM(columns, members * hidden_size, num_layers, batch_first=True)
+        self.head = nn.Linear(members * hidden_size, members * horizon * targets)
+        if members > 1:
+            self._block_diagonal()
+        # A linear autoregression on the normalised window beside the LSTM (LSTNet's
+        # "highway"): started at its least-squares fit, the LSTM learns what it misses.
+        self.linear_window = linear_window
+        self.linear = None
+        if linear_window is not None:
+            self.linear = nn.Linear(linear_window * targets, horizon * targets)
 
     @classmethod
     def from_settings(cls, settings: ForecasterSettings) -> Forecaster:
         m = settings.model
-        return cls(m.columns, m.targets, m.horizon, m.hidden_size, m.num_layers)
+        return cls(
+            m.columns, m.targets, m.horizon, m.hidden_size, m.num_layers, m.normalise,
+            m.members, m.season, m.linear_window,
+        )  # fmt: skip
+
+    def _masks(self) -> dict[str, Tensor]:
+        """Which weights couple units of one member only: 1 there, 0 across members."""
+        n, u = self.members, self.hidden_size
+        same = torch.kron(torch.eye(n), torch.ones(u, u))  # (N*U, N*U)
+        out = torch.kron(torch.eye(n), torch.ones(self.horizon * self.targets, u))
+        masks = {"head.weight": out}
+        for k in range(self.lstm.num_layers):
+            masks[f"lstm.weight_hh_l{k}"] = same.repeat(4, 1)  # gates i, f, g, o
+            if k > 0:
+                masks[f"lstm.weight_ih_l{k}"] = same.repeat(4, 1)
+        return masks
+
+    def _block_diagonal(self) -> None:
+        """Initialise as ``members`` networks of ``hidden_size`` units, and keep the weights
+        across members at zero: their gradients are masked, so Adam never moves them."""
+        bound = 1 / math.sqrt(self.hidden_size)
+        masks = self._masks()
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.uniform_(-bound, bound)
+                if name in masks:
+                    p.mul_(masks[name])
+        for name, p in self.named_parameters():
+            if name in masks:
+                p.register_hook(lambda g, m=masks[name]: g * m)
+
+    def check_blocks(self) -> None:
+        """A ``ValueError`` when weights across members are not zero (a damaged file)."""
+        for name, mask in (self._masks() if self.members > 1 else {}).items():
+            p = dict(self.named_parameters())[name]
+            if bool((p.detach() * (1 - mask)).abs().max() > 0):
+                raise ValueError(
+                    f"{name}: an ensemble of {self.members} members keeps the weights between "
+                    "members at zero; this file's are not"
+                )
+
+    def base(self, x: Tensor) -> Tensor:
+        """``(B, W, C) -> (B, H, K)``: what the network's output is added to."""
+        y = x[..., : self.targets]  # (B, W, K)
+        last = y[:, -1:]
+        if self.normalise == "last":
+            return last.expand(-1, self.horizon, -1)
+        if self.normalise == "mean":
+            return y.mean(dim=1, keepdim=True).expand(-1, self.horizon, -1)
+        if self.normalise == "none":
+            return torch.zeros_like(last).expand(-1, self.horizon, -1)
+        m, w = self.season or 1, y.shape[1]
+        if w <= m:
+            raise ValueError(
+                f"normalise 'seasonal' reads one season ({m}) and a step back: the window must "
+                f"be longer than {m} steps; got {w}"
+            )
+        h = torch.arange(self.horizon)
+        change = last - y[:, w - 1 - m : w - m]  # (B, 1, K)
+        return y[:, w - m + h % m] + (h // m + 1).to(y.dtype)[None, :, None] * change
 
     def features(self, x: Tensor) -> Tensor:
-        """``(B, W, C) -> (B, W, C)``: targets minus their last value in the window."""
-        last = x[:, -1:, : self.targets]  # (B, 1, K)
-        return torch.cat([x[..., : self.targets] - last, x[..., self.targets :]], dim=-1)
+        """``(B, W, C) -> (B, W, C)``: targets relative to their level in the window."""
+        y = x[..., : self.targets]
+        if self.normalise == "none":
+            return x
+        level = y.mean(dim=1, keepdim=True) if self.normalise == "mean" else y[:, -1:]
+        return torch.cat([y - level, x[..., self.targets :]], dim=-1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, W, C) -> (B, H, K)`` scaled forecasts."""
-        output, _ = self.lstm(self.features(x))  # (B, W, U)
-        change = self.head(output[:, -1]).view(-1, self.horizon, self.targets)  # (B, H, K)
-        return x[:, -1:, : self.targets] + change
+    def lags(self, x: Tensor) -> Tensor:
+        """``(B, W, C) -> (B, W * K)``: the targets relative to their level, what the linear
+        part reads."""
+        return self.features(x)[..., : self.targets].reshape(len(x), -1)
+
+    def forward(self, x: Tensor, members: bool = False) -> Tensor:
+        """``(B, W, C) -> (B, H, K)`` scaled forecasts, the members' median; with
+        ``members=True`` each member's, ``(B, N, H, K)``."""
+        output, _ = self.lstm(self.features(x))  # (B, W, N*U)
+        n, h, k = self.members, self.horizon, self.targets
+        each = self.base(x)[:, None] + self.head(output[:, -1]).view(-1, n, h, k)
+        if self.linear is not None:
+            each = each + self.linear(self.lags(x)).view(-1, 1, h, k)
+        return each if members else median(each)
 
     def trace(self, x: Tensor) -> Trace:
-        """The LSTM's trace on ``(B, W, C)`` scaled rows."""
+        """The LSTM's trace on ``(B, W, C)`` scaled rows (all members' units side by side)."""
         with torch.no_grad():
             _, _, trace = self.lstm(self.features(x), trace=True)
         return trace
+
+
+def median(each: Tensor) -> Tensor:
+    """``(B, N, ...) -> (B, ...)``: the median over axis 1 (the mean of the middle two for an
+    even ``N``), robust to one member that went astray."""
+    n = each.shape[1]
+    if n == 1:
+        return each[:, 0]
+    ordered = each.sort(dim=1).values
+    return ordered[:, (n - 1) // 2 : n // 2 + 1].mean(dim=1)
 
 
 class CharModel(nn.Module):
@@ -87,3 +213,12 @@ class CharModel(nn.Module):
         with torch.no_grad():
             _, _, trace = self.lstm(self.embedding(tokens), trace=True)
         return trace
+
+
+def forecast_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Per-sample mean squared error of ``(B, H, K)`` scaled forecasts: ``(B,)``. In training
+    each ensemble member learns on its own (the mean of the members' errors); in evaluation
+    (early stopping) the error is the members' median forecast's."""
+    if model.training:
+        return ((model(x, members=True) - y[:, None]) ** 2).mean(dim=(1, 2, 3))
+    return ((model(x) - y) ** 2).mean(dim=(1, 2))

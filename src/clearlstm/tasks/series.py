@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from clearlstm.errors import SeriesError
+from clearlstm.tasks.transforms import Transform
 
 FillMethod = Literal["previous", "linear"]
 FILL_METHODS: tuple[str, ...] = ("previous", "linear")
@@ -260,10 +262,13 @@ def check_length(
 
 @dataclass(frozen=True)
 class Scaler:
-    """Per-column standardisation fitted on the training part only."""
+    """Per-column standardisation fitted on the training part only, after an optional
+    transform of the leading (target) columns (:class:`~clearlstm.tasks.transforms.Transform`:
+    log or Box-Cox); the mean and standard deviation are then the transformed values'."""
 
     mean: list[float]  # (C,)
     std: list[float]  # (C,)
+    target_transform: Transform = field(default_factory=lambda: Transform("none"))
 
     def __post_init__(self) -> None:
         numbers = np.asarray([*self.mean, *self.std], dtype=np.float64)
@@ -274,17 +279,20 @@ class Scaler:
             )
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> Scaler:
+    def fit(cls, values: np.ndarray, transform: Transform | None = None) -> Scaler:
         """Fit on ``(N_train, C)``; a constant column gets std 1."""
+        transform = transform or Transform("none")
+        values = _apply(transform.forward, values, transform)
         std = values.std(axis=0)
-        return cls(values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+        return cls(values.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist(), transform)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """``(N, C') -> (N, C')`` for the first ``C'`` columns; a value more than
         :data:`MAX_SCALED` standard deviations from the mean is an error (its squared error
         would overflow the model's float32)."""
         c = values.shape[-1]
-        scaled = (values - np.array(self.mean[:c])) / np.array(self.std[:c])
+        moved = _apply(self.target_transform.forward, values, self.target_transform)
+        scaled = (moved - np.array(self.mean[:c])) / np.array(self.std[:c])
         far = ~(np.abs(scaled) <= MAX_SCALED)  # NaN counts as far
         if far.any():
             row, j = np.argwhere(far.reshape(-1, c))[0]
@@ -299,7 +307,20 @@ class Scaler:
     def inverse(self, scaled: np.ndarray) -> np.ndarray:
         """``(..., C') -> (..., C')`` back in the data's units, for the first ``C'`` columns."""
         c = scaled.shape[-1]
-        return scaled * np.array(self.std[:c]) + np.array(self.mean[:c])
+        moved = scaled * np.array(self.std[:c]) + np.array(self.mean[:c])
+        return _apply(self.target_transform.inverse, moved, self.target_transform)
+
+
+def _apply(
+    function: Callable[[np.ndarray], np.ndarray], values: np.ndarray, transform: Transform
+) -> np.ndarray:
+    """``function`` on the leading columns of ``(..., C')`` that ``transform`` covers."""
+    k = min(len(transform.lambdas or ()), values.shape[-1])
+    if k == 0:
+        return values
+    out = np.array(values, dtype=float, copy=True)
+    out[..., :k] = function(out[..., :k])
+    return out
 
 
 def origins(split: Split, part: str, n: int, window: int, horizon: int) -> np.ndarray:
@@ -320,3 +341,55 @@ def windows(
     x = np.stack([scaled[t - window : t] for t in starts])
     y = np.stack([scaled[t : t + horizon, :targets] for t in starts])
     return x, y
+
+
+def choose_split(
+    series: Series,
+    window: int,
+    horizon: int,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    test_start: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> Split:
+    """The split a user asked for: ``--test-size N`` rows or ``--test-start LABEL`` (a time
+    label, or a row number without a time column) and ``--val-size N``; the fractions only
+    for what is not given. A clear error when a part cannot hold a window or a horizon."""
+    if val_size is None and test_size is None and test_start is None:
+        return check_length(series, window, horizon, val_fraction, test_fraction)
+    if test_size is not None and test_start is not None:
+        raise SeriesError("give --test-size or --test-start, not both")
+    n = len(series)
+    if test_start is not None:
+        labels = series.time or [str(i) for i in range(n)]
+        where = [i for i, label in enumerate(labels) if label.strip() == test_start.strip()]
+        if not where:
+            kind = "time label" if series.time else "row number (the file has no time column)"
+            raise SeriesError(
+                f"--test-start {test_start!r}: no such {kind} in {series.source}; its rows run "
+                f"from {labels[0]!r} to {labels[-1]!r}"
+            )
+        test = n - where[0]
+    else:
+        test = test_size if test_size is not None else max(1, round(n * test_fraction))
+    val = val_size if val_size is not None else max(1, round(n * val_fraction))
+    flag = "--test-start" if test_start is not None else "--test-size"
+    if test < horizon:
+        raise SeriesError(
+            f"{flag}: the test part has {test} row(s); it needs at least --horizon ({horizon}) "
+            "for one forecast origin"
+        )
+    if val < horizon:
+        raise SeriesError(
+            f"--val-size must be at least --horizon ({horizon}) rows for one validation "
+            f"origin; got {val}"
+        )
+    train = n - val - test
+    if train < window + horizon:
+        raise SeriesError(
+            f"{series.source}: {n} rows leave {train} for training after a validation part of "
+            f"{val} and a test part of {test}; training needs at least window + horizon "
+            f"({window + horizon}); use a smaller {flag} or --val-size, or a shorter --window"
+        )
+    return Split(train, val, test)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,68 +22,63 @@ from clearlstm import __version__
 from clearlstm.errors import CheckpointError
 from clearlstm.tasks.baselines import Scores
 from clearlstm.tasks.series import FillMethod, Scaler, Split
-from clearlstm.train import checkpoint, codec
+from clearlstm.tasks.settings_base import (
+    EXAMPLE_CHARS,
+    MAX_COLUMNS,
+    MAX_EXAMPLE_NUMBERS,
+    MAX_HORIZON,
+    MAX_LAYERS,
+    MAX_MEMBERS,
+    MAX_STEPS,
+    MAX_UNITS,
+    MAX_VOCABULARY,
+    Document,
+    Shapes,
+    fraction,
+    join,
+    lstm_shapes,
+    names,
+    one_source,
+    optional,
+    size,
+)
+from clearlstm.tasks.transforms import LAMBDA_RANGE, Transform
+from clearlstm.train import checkpoint
 from clearlstm.train.codec import JsonSettings, expected, invalid, limits, limits_of, to_json
 from clearlstm.train.loop import TrainConfig
-
-MAX_UNITS = 65_536  # hidden and embedding sizes
-MAX_LAYERS = 1_024
-MAX_COLUMNS = 100_000
-MAX_HORIZON = 1_000_000
-MAX_STEPS = 1_000_000_000  # rows, window, characters per piece
-MAX_VOCABULARY = 1_000_000
-MAX_EXAMPLE_NUMBERS = 100_000  # a longer last window is not recorded
-EXAMPLE_CHARS = 80
-Shapes = dict[str, tuple[int, ...]]
-
-
-def _size(high: int) -> Any:
-    return field(metadata=limits(low=1, high=high))
-
-
-def _fraction() -> Any:
-    return field(metadata=limits(above=0, below=1))
-
-
-def _names(fewest: int) -> Any:
-    return field(metadata=limits(length=(fewest, MAX_COLUMNS)))
-
-
-def _optional(**kwargs: Any) -> Any:
-    """A field that folders written before it lack: null there."""
-    return field(default=None, metadata=limits(optional=True, **kwargs))
-
-
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _one_source(file: str, where: str, first: str, second: str, a: Any, b: Any) -> None:
-    if (a is None) == (b is None):
-        raise CheckpointError(
-            f"{file}: {_join(where, first)} and {_join(where, second)}: exactly one must be "
-            f"given (the other null); found {json.dumps(a)} and {json.dumps(b)}"
-        )
 
 
 @dataclass(frozen=True)
 class ForecasterShape(JsonSettings):
     """The sizes of a :class:`~clearlstm.tasks.models.Forecaster` (``model`` in the file)."""
 
-    columns: int = _size(MAX_COLUMNS)
-    targets: int = _size(MAX_COLUMNS)
-    horizon: int = _size(MAX_HORIZON)
-    hidden_size: int = _size(MAX_UNITS)
-    num_layers: int = _size(MAX_LAYERS)
+    columns: int = size(MAX_COLUMNS)
+    targets: int = size(MAX_COLUMNS)
+    horizon: int = size(MAX_HORIZON)
+    hidden_size: int = size(MAX_UNITS)  # per member
+    num_layers: int = size(MAX_LAYERS)
+    # Added after format version 1's first release: folders without them hold the old model
+    # (last-value normalisation, one member).
+    normalise: Literal["last", "mean", "seasonal", "none"] = field(
+        default="last", metadata=limits(optional=True)
+    )
+    members: int = field(default=1, metadata=limits(optional=True, low=1, high=MAX_MEMBERS))
+    season: int | None = optional(low=2, high=MAX_STEPS)  # for normalise "seasonal" only
+    linear_window: int | None = optional(low=1, high=MAX_STEPS)  # the linear part's lags
+
+    def check_json(self, file: str, where: str) -> None:
+        if (self.normalise == "seasonal") != (self.season is not None):
+            need = "a season of at least 2 with normalise 'seasonal', else null"
+            raise invalid(file, join(where, "season"), need, self.season)
 
 
 @dataclass(frozen=True)
 class SplitSettings(JsonSettings):
     """Rows ``[0, train)`` train, ``[train, train + val)`` validate, the rest test."""
 
-    train: int = _size(MAX_STEPS)
-    val: int = _size(MAX_STEPS)
-    test: int = _size(MAX_STEPS)
+    train: int = size(MAX_STEPS)
+    val: int = size(MAX_STEPS)
+    test: int = size(MAX_STEPS)
 
     @property
     def test_start(self) -> int:
@@ -97,22 +91,40 @@ class SplitSettings(JsonSettings):
 
 @dataclass(frozen=True)
 class ScalerSettings(JsonSettings):
-    """The training part's per-column mean and standard deviation, targets first."""
+    """Per-column mean and standard deviation of the rows the model was fitted on (the
+    training part, or all rows after a refit), targets first."""
 
-    mean: tuple[float, ...] = _names(1)
+    mean: tuple[float, ...] = names(1)
     std: tuple[float, ...] = field(metadata=limits(above=0, length=(1, MAX_COLUMNS)))
+    # The targets' transform before scaling (absent in older folders: none), with one Box-Cox
+    # lambda per target (0 for log).
+    transform: Literal["none", "log", "boxcox"] = field(
+        default="none", metadata=limits(optional=True)
+    )
+    lambdas: tuple[float, ...] | None = optional(
+        low=LAMBDA_RANGE[0], high=LAMBDA_RANGE[1], length=(1, MAX_COLUMNS)
+    )
 
     @classmethod
     def of(cls, scaler: Scaler) -> ScalerSettings:
-        return cls(tuple(scaler.mean), tuple(scaler.std))
+        t = scaler.target_transform
+        return cls(tuple(scaler.mean), tuple(scaler.std), t.name, t.lambdas)
 
     def to_scaler(self) -> Scaler:
-        return Scaler(list(self.mean), list(self.std))
+        return Scaler(list(self.mean), list(self.std), Transform(self.transform, self.lambdas))
 
     def check_json(self, file: str, where: str) -> None:
         if len(self.std) != len(self.mean):
-            need = f"a list of {len(self.mean)} numbers (one per item of {_join(where, 'mean')})"
-            raise invalid(file, _join(where, "std"), need, list(self.std))
+            need = f"a list of {len(self.mean)} numbers (one per item of {join(where, 'mean')})"
+            raise invalid(file, join(where, "std"), need, list(self.std))
+        if (self.transform == "none") != (self.lambdas is None):
+            need = "null for transform none, else one lambda per target"
+            raise invalid(file, join(where, "lambdas"), need, self.lambdas)
+        if self.transform == "log" and any(v != 0 for v in self.lambdas or ()):
+            raise invalid(file, join(where, "lambdas"), "zeros for log", list(self.lambdas))
+        if self.lambdas is not None and len(self.lambdas) > len(self.mean):
+            need = f"at most {len(self.mean)} lambdas (one per target)"
+            raise invalid(file, join(where, "lambdas"), need, list(self.lambdas))
 
 
 @dataclass(frozen=True)
@@ -121,16 +133,16 @@ class DataSettings(JsonSettings):
 
     dataset: str | None  # a bundled dataset, or None for a CSV file
     csv: str | None  # the CSV file's absolute path: a hint, opened only inside the folder
-    targets: tuple[str, ...] = _names(1)
-    covariates: tuple[str, ...] = _names(0)
+    targets: tuple[str, ...] = names(1)
+    covariates: tuple[str, ...] = names(0)
     time_column: str | None
     fill: FillMethod | None
-    window: int = _size(MAX_STEPS)
-    horizon: int = _size(MAX_HORIZON)
-    val_fraction: float = _fraction()
-    test_fraction: float = _fraction()
-    season: int | None = _size(MAX_STEPS)  # None: no season found
-    rows: int = _size(MAX_STEPS)
+    window: int = size(MAX_STEPS)
+    horizon: int = size(MAX_HORIZON)
+    val_fraction: float = fraction()
+    test_fraction: float = fraction()
+    season: int | None = size(MAX_STEPS)  # None: no season found
+    rows: int = size(MAX_STEPS)
     split: SplitSettings
     scaler: ScalerSettings
 
@@ -140,22 +152,26 @@ class DataSettings(JsonSettings):
         return self.targets + self.covariates
 
     def check_json(self, file: str, where: str) -> None:
-        _one_source(file, where, "dataset", "csv", self.dataset, self.csv)
+        one_source(file, where, "dataset", "csv", self.dataset, self.csv)
         total = self.split.train + self.split.val + self.split.test
         if total != self.rows:
-            need = f"parts adding up to {_join(where, 'rows')} ({self.rows})"
-            raise invalid(file, _join(where, "split"), need, to_json(self.split))
+            need = f"parts adding up to {join(where, 'rows')} ({self.rows})"
+            raise invalid(file, join(where, "split"), need, to_json(self.split))
         if self.split.train < self.window + self.horizon:
             need = f"at least window + horizon ({self.window + self.horizon}) rows"
-            raise invalid(file, _join(where, "split.train"), need, self.split.train)
+            raise invalid(file, join(where, "split.train"), need, self.split.train)
         names = self.columns
         for i, name in enumerate(names):
             if name in names[:i]:
-                path = _join(where, "covariates" if i >= len(self.targets) else "targets")
+                path = join(where, "covariates" if i >= len(self.targets) else "targets")
                 raise CheckpointError(f"{file}: {path} names the column {name!r} twice")
         if len(self.scaler.mean) != len(names):
             need = f"{len(names)} numbers (one per target and covariate)"
-            raise invalid(file, _join(where, "scaler.mean"), need, list(self.scaler.mean))
+            raise invalid(file, join(where, "scaler.mean"), need, list(self.scaler.mean))
+        lambdas = self.scaler.lambdas
+        if lambdas is not None and len(lambdas) != len(self.targets):
+            need = f"{len(self.targets)} numbers (one per target)"
+            raise invalid(file, join(where, "scaler.lambdas"), need, list(lambdas))
 
 
 def finite_or_none(value: float) -> float | None:
@@ -192,15 +208,18 @@ class ForecasterResult(JsonSettings):
     best_val_loss: float | None = _measure()  # null when no epoch improved
     epochs_run: int = field(metadata=limits(low=0))
     test: dict[str, dict[str, MethodScores]]  # target -> method -> scores
+    # The automatic choices in words (window, transform, normalisation, linear part, ensemble);
+    # absent in older folders.
+    choices: str | None = optional(length=(1, 10_000))
 
 
 @dataclass(frozen=True)
 class CharModelShape(JsonSettings):
     """The sizes of a :class:`~clearlstm.tasks.models.CharModel` (``model`` in the file)."""
 
-    embedding_size: int = _size(MAX_UNITS)
-    hidden_size: int = _size(MAX_UNITS)
-    num_layers: int = _size(MAX_LAYERS)
+    embedding_size: int = size(MAX_UNITS)
+    hidden_size: int = size(MAX_UNITS)
+    num_layers: int = size(MAX_LAYERS)
 
 
 @dataclass(frozen=True)
@@ -209,11 +228,11 @@ class TextDataSettings(JsonSettings):
 
     dataset: str | None  # a bundled text, or None for a file
     text: str | None  # the file's absolute path: a hint, opened only inside the folder
-    seq_len: int = _size(MAX_STEPS)
-    val_fraction: float = _fraction()
+    seq_len: int = size(MAX_STEPS)
+    val_fraction: float = fraction()
 
     def check_json(self, file: str, where: str) -> None:
-        _one_source(file, where, "dataset", "text", self.dataset, self.text)
+        one_source(file, where, "dataset", "text", self.dataset, self.text)
 
 
 @dataclass(frozen=True)
@@ -223,40 +242,8 @@ class CharModelResult(JsonSettings):
     val_bits_per_char: float | None = _measure()  # null when no epoch improved
 
 
-def lstm_shapes(inputs: int, hidden: int, layers: int, prefix: str = "lstm.") -> Shapes:
-    """The state-dict shapes of a :class:`clearlstm.LSTM` (one direction, biases)."""
-    shapes: Shapes = {}
-    for k in range(layers):
-        shapes[f"{prefix}weight_ih_l{k}"] = (4 * hidden, inputs if k == 0 else hidden)
-        shapes[f"{prefix}weight_hh_l{k}"] = (4 * hidden, hidden)
-        shapes[f"{prefix}bias_ih_l{k}"] = (4 * hidden,)
-        shapes[f"{prefix}bias_hh_l{k}"] = (4 * hidden,)
-    return shapes
-
-
-class _Document(JsonSettings):
-    """A whole ``settings.json``: its ``format`` and ``version`` keys are checked and written
-    here, around the fields."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": checkpoint.FORMAT, "version": checkpoint.FORMAT_VERSION} | to_json(self)
-
-    @classmethod
-    def from_json(cls, document: Any, file: str | Path = "settings.json") -> Any:
-        return codec.from_json(cls, checkpoint.settings_body(document, file), file)
-
-    def weight_shapes(self) -> Shapes:
-        raise NotImplementedError
-
-    def _check_digest(self, file: str, where: str) -> None:
-        digest = getattr(self, "weights_sha256", None)
-        if digest is not None and not re.fullmatch("[0-9a-f]{64}", digest):
-            need = "64 lowercase hexadecimal digits (a SHA-256)"
-            raise invalid(file, _join(where, "weights_sha256"), need, digest)
-
-
 @dataclass(frozen=True, kw_only=True)
-class ForecasterSettings(_Document):
+class ForecasterSettings(Document):
     """Everything saved with a trained forecaster."""
 
     kind: Literal["forecaster"] = "forecaster"
@@ -265,16 +252,33 @@ class ForecasterSettings(_Document):
     data: DataSettings
     train: TrainConfig
     result: ForecasterResult
-    weights_sha256: str | None = _optional(length=(64, 64))  # of model.safetensors
+    weights_sha256: str | None = optional(length=(64, 64))  # of model.safetensors
     # The last window of the training series (data units), so a model can be shown without
     # opening its data file again.
-    example: tuple[tuple[float, ...], ...] | None = _optional(length=(1, MAX_EXAMPLE_NUMBERS))
+    example: tuple[tuple[float, ...], ...] | None = optional(length=(1, MAX_EXAMPLE_NUMBERS))
+    # The rows model.safetensors was trained on: data.split.train for the validation-chosen
+    # model, data.rows after a refit on all rows (null in folders written before refits).
+    fitted_rows: int | None = optional(low=1, high=MAX_STEPS)
+    # Conformal half-widths for forecasts past the end, in the data's units: nominal level
+    # ("80", "95") -> one row per horizon step of one number per target.
+    intervals: dict[str, tuple[tuple[float, ...], ...]] | None = field(
+        default=None, metadata=limits(optional=True, length=(1, MAX_HORIZON))
+    )
+
+    @property
+    def refitted(self) -> bool:
+        """Whether the model was trained on all rows (so it has seen the test part)."""
+        return self.fitted_rows is not None and self.fitted_rows > self.data.split.train
 
     def weight_shapes(self) -> Shapes:
         m = self.model
-        out = m.horizon * m.targets
-        shapes = lstm_shapes(m.columns, m.hidden_size, m.num_layers)
-        return shapes | {"head.weight": (out, m.hidden_size), "head.bias": (out,)}
+        out, units = m.members * m.horizon * m.targets, m.members * m.hidden_size
+        shapes = lstm_shapes(m.columns, units, m.num_layers)
+        shapes |= {"head.weight": (out, units), "head.bias": (out,)}
+        if m.linear_window is not None:
+            one = m.horizon * m.targets
+            shapes |= {"linear.weight": (one, m.linear_window * m.targets), "linear.bias": (one,)}
+        return shapes
 
     def check_json(self, file: str, where: str) -> None:
         data, model = self.data, self.model
@@ -283,23 +287,36 @@ class ForecasterSettings(_Document):
             ("model.targets", len(data.targets), "the number of data.targets"),
             ("model.horizon", data.horizon, "data.horizon"),
         ]
+        if model.normalise == "seasonal" and data.window <= (model.season or 0):
+            need = f"a season shorter than data.window ({data.window})"
+            raise invalid(file, join(where, "model.season"), need, model.season)
         for path, want, what in agree:
             found = getattr(model, path.split(".")[1])
             if found != want:
-                raise invalid(file, _join(where, path), f"{want} ({what})", found)
+                raise invalid(file, join(where, path), f"{want} ({what})", found)
         self._check_digest(file, where)
+        if self.fitted_rows is not None and self.fitted_rows not in (data.split.train, data.rows):
+            need = f"data.split.train ({data.split.train}) or data.rows ({data.rows})"
+            raise invalid(file, join(where, "fitted_rows"), need, self.fitted_rows)
+        for level, steps in (self.intervals or {}).items():
+            if level not in ("80", "95"):
+                raise invalid(file, join(where, "intervals"), 'keys "80" and "95"', level)
+            for i, row in enumerate(steps):
+                if len(row) != model.targets or min(row) < 0:
+                    need = f"a list of {model.targets} numbers of at least 0 (model.targets)"
+                    raise invalid(file, join(where, f"intervals.{level}[{i}]"), need, list(row))
         example = self.example or ()
         if example and len(example) != data.window:
             need = f"a list of {data.window} rows (data.window)"
-            raise invalid(file, _join(where, "example"), need, list(example))
+            raise invalid(file, join(where, "example"), need, list(example))
         for i, row in enumerate(example):
             if len(row) != model.columns:
                 need = f"a list of {model.columns} numbers (model.columns)"
-                raise invalid(file, _join(where, f"example[{i}]"), need, list(row))
+                raise invalid(file, join(where, f"example[{i}]"), need, list(row))
 
 
 @dataclass(frozen=True, kw_only=True)
-class CharModelSettings(_Document):
+class CharModelSettings(Document):
     """Everything saved with a trained character model."""
 
     kind: Literal["char_lm"] = "char_lm"
@@ -309,8 +326,8 @@ class CharModelSettings(_Document):
     vocabulary: str = field(metadata=limits(length=(1, MAX_VOCABULARY)))  # sorted characters
     train: TrainConfig
     result: CharModelResult
-    weights_sha256: str | None = _optional(length=(64, 64))  # of model.safetensors
-    example: str | None = _optional(length=(1, EXAMPLE_CHARS))  # the training text's start
+    weights_sha256: str | None = optional(length=(64, 64))  # of model.safetensors
+    example: str | None = optional(length=(1, EXAMPLE_CHARS))  # the training text's start
 
     def weight_shapes(self) -> Shapes:
         m, v = self.model, len(self.vocabulary)
@@ -322,14 +339,14 @@ class CharModelSettings(_Document):
         if len(set(self.vocabulary)) != len(self.vocabulary):
             twice = next(ch for ch in self.vocabulary if self.vocabulary.count(ch) > 1)
             raise CheckpointError(
-                f"{file}: {_join(where, 'vocabulary')} must hold each character once; "
+                f"{file}: {join(where, 'vocabulary')} must hold each character once; "
                 f"{twice!r} appears {self.vocabulary.count(twice)} times"
             )
         self._check_digest(file, where)
         unknown = sorted(set(self.example or "") - set(self.vocabulary))
         if unknown:
             need = "characters of the vocabulary"
-            raise invalid(file, _join(where, "example"), need, "".join(unknown))
+            raise invalid(file, join(where, "example"), need, "".join(unknown))
 
 
 ModelSettings = ForecasterSettings | CharModelSettings

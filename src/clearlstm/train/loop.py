@@ -179,7 +179,7 @@ def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 def fit(
     model: nn.Module,
     train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor] | None,
     loss_fn: LossFn,
     config: TrainConfig,
     out_dir: Path,
@@ -187,11 +187,14 @@ def fit(
     resume: bool = False,
     reporter: Reporter | None = None,
     context: Distributed | None = None,
+    stop_after: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` and keep the weights with the lowest validation loss.
 
     ``fingerprint`` (JSON-able settings of the run) is saved with the state; ``resume``
-    refuses to continue a run whose fingerprint differs.
+    refuses to continue a run whose fingerprint differs. Without ``val`` (a refit on all
+    rows) the last epoch's weights are kept; ``stop_after`` ends the run after that many
+    epochs, on the schedule of ``config.epochs`` (as the run that chose them).
     """
     context = context or Distributed()
     reporter = reporter or _Quiet()
@@ -219,7 +222,7 @@ def fit(
     reporter.start(config.epochs * per_epoch, done * per_epoch)
     stop_after = int(os.environ.get(STOP_AFTER_EPOCH, "0"))
 
-    for epoch in range(done, config.epochs):
+    for epoch in range(done, min(config.epochs, stop_after or config.epochs)):
         if bad_epochs >= config.patience:
             break
         model.train()
@@ -237,8 +240,8 @@ def fit(
             reporter.batch(epoch + 1, total / count)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
-        val_loss = evaluate(model, *val, loss_fn)
-        improved = val_loss < best_val
+        val_loss = math.nan if val is None else evaluate(model, *val, loss_fn)
+        improved = val is None or val_loss < best_val
         if improved:
             best_val, best_epoch, bad_epochs = val_loss, epoch + 1, 0
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}

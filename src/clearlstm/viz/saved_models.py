@@ -3,7 +3,7 @@
 Files are read through :mod:`clearlstm.train.checkpoint` (safetensors and JSON, no pickle), so
 opening a model from someone else cannot run code. A :class:`SavedModel` knows how its LSTM
 reads a sequence: a forecaster's rows are scaled with the training scaler and shown to the
-LSTM relative to the last row (as :meth:`Forecaster.features` does); a text model's characters
+LSTM relative to their level (as :meth:`Forecaster.features` does); a text model's characters
 go through its embedding. :class:`ModelFolder` lists the models of one folder and opens them
 by name without ever reaching outside that folder (the explorer's ``--models DIR``).
 """
@@ -111,9 +111,11 @@ class SavedModel:
         features = getattr(self.module, "features", lambda v: v)
         with torch.no_grad():
             inputs = features(x)[0][:, None, :]  # (T, 1, C) as the LSTM reads them
+        normalise = getattr(self.module, "normalise", "last")
+        level = {"mean": "mean", "none": "zero"}.get(normalise, "last row")
         notes = [
             "The LSTM reads each row scaled with the training scaler, the targets relative to "
-            "the last row of the sequence (the model's own input features)."
+            f"the sequence's {level} (the model's own input features)."
         ]
         return Subject(f"model {self.name}", self.lstm, inputs, rows, columns, notes=notes)
 
