@@ -208,13 +208,13 @@ def future_intervals(
     n, window = len(series), settings.data.window
     starts = np.arange(max(split.train, window), n)
     steps = min(steps, n - starts[0])  # the last step some origin reaches
-    forecasts = forecast_origins(model, settings, series.values, starts, steps)  # (S, H, K)
     out: dict[str, list[tuple[float, ...]]] = {f"{lv:.0%}"[:-1]: [] for lv in LEVELS}
     for h in range(steps):
-        reach = starts + h < n  # origins whose step h + 1 is a known row
-        errors = forecasts[reach, h] - y[starts[reach] + h]  # (S_h, K)
+        reach = starts[starts + h < n]  # origins whose step h + 1 is a known row
+        # (per step: a covariate model reads covariates up to that step only)
+        errors = forecast_origins(model, settings, series.values, reach, h + 1)[:, h] - y[reach + h]
         for level in LEVELS:
-            widths, _ = conformal_widths(errors[:, None], level)
+            widths, _ = conformal_widths(errors[:, None], level)  # errors (S_h, K)
             out[f"{level:.0%}"[:-1]].append(tuple(widths[0].tolist()))
     return {level: tuple(rows) for level, rows in out.items()}
 
