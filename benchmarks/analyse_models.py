@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from clearlstm.analysis import (
+    beats_chance,
     best_units,
     explain_forgetting,
     gate_statistics,
@@ -69,8 +70,9 @@ def table(title: str, scores, steps: int) -> list[str]:
     )
     lines = [f"{title} ({steps} steps)", head, "-" * len(head)]
     for feature, (s,) in best_units(scores).items():
-        beats = abs(s.r) > s.chance_r_max and s.all_units_r2 > max(s.chance_all_units_r2, 0)
-        verdict = "constant here" if np.isnan(s.all_units_r2) else "yes" if beats else "NO"
+        verdict = (
+            "constant here" if np.isnan(s.all_units_r2) else "yes" if beats_chance(s) else "NO"
+        )
         lines.append(
             f"{feature:<18} {s.quantity + str(s.unit):>5} {s.r:>7.3f} {s.chance_r_max:>13.3f} "
             f"{s.p_value:>6.3f} {s.probe_r2:>8.3f} {s.chance_probe_r2:>8.3f} "

@@ -23,10 +23,11 @@ def make_forecaster(folder: Path, name: str = "wave") -> Path:
     return out
 
 
-def make_text_model(folder: Path, name: str = "words") -> Path:
-    """A character model with 8 units, trained for one epoch on a short text."""
+def make_text_model(folder: Path, name: str = "words", words: str | None = None) -> Path:
+    """A character model with 8 units, trained for one epoch on a short text (``words``, by
+    default a line of Hamlet 30 times)."""
     text = folder / f"{name}.txt"
-    text.write_text("to be or not to be that is the question\n" * 30)
+    text.write_text(words or "to be or not to be that is the question\n" * 30)
     out = folder / "models" / name
     _train("--text", str(text), "--hidden-size", "8", "--out", str(out))
     return out

@@ -32,6 +32,7 @@ def one_line_error(capsys) -> str:
         (["train", "--patience", "0"], "--patience must be at least 1; got 0"),
         (["train", "--lr", "1e300"], "--lr must be a finite number greater than 0 and at most 10"),
         (["train", "--lr", "0"], "--lr must be a finite number greater than 0"),
+        (["train", "--lr", "nan"], "--lr must be a finite number greater than 0 and at most 10"),
         (["train", "--hidden-size", "100000"], "--hidden-size must be an integer from 1 to 65536"),
         (["train", "--season", "0"], "--season must be an integer from 1 to 1000000000; got 0"),
         (["train", "--threads", "100000"], f"--threads must be an integer from 1 to {THREADS}"),
@@ -170,3 +171,24 @@ def test_figure_and_report_print_their_paths_as_they_are(tmp_path, capsys):
     out = tmp_path / "x[red]:thumbs_up:[b].png"
     assert main(["figure", "unit", "--out", str(out)]) == 0
     assert f"wrote {out} (" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_train_and_forecast_print_paths_and_column_names_as_they_are(tmp_path, capsys):
+    """Paths and a column named like markup: ``[/]`` made rich raise (MarkupError), ``[red]``
+    and ``:thumbs_up:`` were rewritten into a colour and an emoji."""
+    column = "[red]units:thumbs_up:"
+    csv = tmp_path / "a[/]b.csv"  # the folder "a[" and the file "]b.csv"
+    csv.parent.mkdir()
+    csv.write_text(f"{column}\n" + "".join(f"{math.sin(t / 3):.4f}\n" for t in range(60)))
+    out = tmp_path / "m[/]x[red]y[/red]:thumbs_up:"
+    tiny = ["--epochs", "1", "--hidden-size", "4", "--window", "4"]
+    assert main(["train", "--csv", str(csv), *tiny, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert f"Model saved in {out} (took" in printed
+    assert f"{column}: the LSTM" in printed  # the verdict names the target as it is
+    forecast = tmp_path / "f[/][bold]:smile:.csv"
+    forecast.parent.mkdir()
+    argv = ["forecast", "--model", str(out), "--csv", str(csv), "--steps", "2"]
+    assert main([*argv, "--out", str(forecast)]) == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert f"2 step(s) forecast past {csv} (refitted on all 60 rows): {forecast}" in printed

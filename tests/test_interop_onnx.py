@@ -205,10 +205,9 @@ def test_onnx_node_test_cases(tmp_path):
             ours["Y"] = out.reshape(*out.shape[:2], -1, model.hidden_size)
         for name, value in expected.items():
             worst = max(worst, float(np.abs(ours[name].numpy() - value).max()))
-    assert set(refused) == {"test_lstm_with_peepholes", "test_lstm_reverse"} & names
-    for name, message in refused.items():
-        variant = "peepholes" if "peephole" in name else "reverse"
-        assert f"({variant})" in message and "clearlstm.LSTM has no" in message
+    assert set(refused) == {"test_lstm_reverse"} & names
+    for message in refused.values():
+        assert "(reverse)" in message and "clearlstm.LSTM has no" in message
     assert worst < 1e-6, worst
 
 
@@ -261,8 +260,6 @@ def test_layers_of_other_sizes_give_a_chain(tmp_path):
 @pytest.mark.parametrize(
     "attrs, variant",
     [
-        ({"clip": 1.0}, "clip"),
-        ({"input_forget": 1}, "input_forget"),
         ({"activations": ["Sigmoid", "Relu", "Tanh"]}, "activations"),
         ({"activation_alpha": [0.5]}, "activations"),
         ({"direction": "reverse"}, "reverse"),
@@ -277,8 +274,6 @@ def test_variants_are_refused_by_name(tmp_path, attrs, variant):
 def test_hostile_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="external"):
         clearlstm_onnx.import_onnx(lstm_model(tmp_path / "ext.onnx", external=True))
-    with pytest.raises(NotImplementedError, match=r"\(peepholes\)"):
-        clearlstm_onnx.import_onnx(lstm_model(tmp_path / "p.onnx", peepholes=True))
     with pytest.raises(ValueError, match="limit is 100 bytes"):
         clearlstm_onnx.import_onnx(lstm_model(tmp_path / "big.onnx"), max_bytes=100)
     (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +15,11 @@ import torch
 from folder_tools import as_old_folder, copy_model, edit_settings, one_line_error, run_cli
 
 from clearlstm.cli.main import main
-from clearlstm.errors import CheckpointError
+from clearlstm.errors import CheckpointError, ModelNotFound
 from clearlstm.tasks.forecasting import load_forecaster
 from clearlstm.train import checkpoint
 from clearlstm.viz.saved_models import ModelFolder, load_saved_model
+from clearlstm.web.api import Context, list_models
 
 SECRET = "TOP SECRET: the launch codes are 0000\n" * 4
 
@@ -150,6 +154,25 @@ def test_the_cli_never_hangs_or_runs_out_of_memory(models_folder, tmp_path, case
     one_line_error(result.stderr, want)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["forecast", "figure"])
+def test_forecast_and_figure_never_wait_on_a_fifo(models_folder, tmp_path, command):
+    folder = copy_model(models_folder / "wave", tmp_path / "wave")
+    os.mkfifo(folder / "data.csv")
+    edit_settings(folder, lambda d: (as_old_folder(d), d["data"].update(csv="data.csv")))
+    argv = {"forecast": ["forecast", "--out", str(tmp_path / "f.csv")],
+            "figure": ["figure", "heatmap", "--out", str(tmp_path / "h.png")]}[command]  # fmt: skip
+    result = run_cli(*argv, "--model", str(folder), timeout=180)
+    assert result.returncode == 1
+    # figure shows the recorded example's window only when it can: here it asks for one
+    one_line_error(result.stderr, "FIFO" if command == "forecast" else "give the sequence")
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    result = run_cli(*argv, "--model", str(folder), timeout=180)
+    assert result.returncode == 1
+    one_line_error(result.stderr, "model.safetensors is a FIFO")
+
+
 def test_a_huge_settings_file_is_refused_before_reading(models_folder, tmp_path):
     folder = copy_model(models_folder / "wave", tmp_path / "wave")
     with open(folder / "settings.json", "r+b") as file:
@@ -200,3 +223,62 @@ def test_the_explorer_lists_a_broken_model_as_its_own_error(models_folder, tmp_p
     with pytest.raises(CheckpointError, match="FIFO"):
         folder.open("bad")
     assert torch.is_tensor(folder.open("wave").lstm.weight_ih_l0)
+
+
+def test_links_that_loop_or_lead_out_are_left_out_of_the_listing(models_folder, tmp_path):
+    """A loop of links made ``Path.resolve`` raise RuntimeError out of ``names()``."""
+    root = tmp_path / "models"
+    copy_model(models_folder / "wave", root / "wave")
+    (root / "loop").symlink_to(root / "loop")
+    (root / "ping").symlink_to(root / "pong")
+    (root / "pong").symlink_to(root / "ping")
+    (root / "out").symlink_to(models_folder / "words")  # a model, but outside the folder
+    folder = ModelFolder(root)
+    assert folder.names() == ["wave"]
+    for name in ("loop", "ping", "out"):
+        with pytest.raises(ModelNotFound, match="outside the models folder"):
+            folder.directory(name)
+    listing = list_models(None, Context(folder))["models"]
+    assert [m["name"] for m in listing] == ["wave"] and "error" not in listing[0]
+
+
+def test_a_text_file_inside_the_folder_that_is_a_fifo_is_never_waited_on(models_folder, tmp_path):
+    folder = copy_model(models_folder / "words", tmp_path / "words")
+    os.mkfifo(folder / "train.txt")
+    edit_settings(folder, lambda d: (as_old_folder(d), d["data"].update(text="train.txt")))
+    signal.alarm(60)  # a blocking open would hang the test run: fail it instead
+    try:
+        assert load_saved_model(folder).example is None
+    finally:
+        signal.alarm(0)
+
+
+CLAIMED = """
+import resource, sys
+from clearlstm.errors import CheckpointError, ModelNotFound
+from clearlstm.tasks.forecasting import load_forecaster
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_forecaster(sys.argv[1])
+except CheckpointError as error:
+    print(str(error).splitlines()[0])
+print("grew", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.parametrize("hidden", [8000, 30000])
+def test_sizes_claimed_in_the_settings_are_not_allocated_before_the_weights_check(
+    models_folder, tmp_path, hidden
+):
+    """hidden_size 30000 asks for 14 GB of weights; the weights file holds 6 units (a few KB):
+    refused from its header, and the process grows by far less than one such matrix."""
+    folder = copy_model(models_folder / "wave", tmp_path / "wave")
+    edit_settings(folder, lambda d: d["model"].update(hidden_size=hidden))
+    assert (folder / "model.safetensors").stat().st_size < 20_000
+    result = subprocess.run(
+        [sys.executable, "-c", CLAIMED, str(folder)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    message, grew = result.stdout.strip().splitlines()
+    assert "weight 'lstm.weight_ih_l0' has shape (24, 1) but the model in the settings" in message
+    assert int(grew.split()[1]) < 100_000, result.stdout  # KiB: under 100 MB

@@ -1,5 +1,6 @@
 """kill -9 at random moments of `clearlstm train --overwrite`: the folder always loads, as the
-old model or the new one, never a mixture of the two."""
+old model or the new one, never a mixture of the two; and ``--resume`` in a folder a kill
+left ends bit-identical to the run uninterrupted."""
 
 from __future__ import annotations
 
@@ -59,14 +60,28 @@ rng, log = random.Random(1234), []
 for i in range(tries):
     now = hashes.index(digest(out))
     pid = start(1 - now, out)
-    moment = took * (i + rng.random()) / tries  # spread over the run, start to end
+    moment = 1.2 * took * (i + rng.random()) / tries  # over the run and a little past its end
     time.sleep(moment)
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     shutil.copytree(out, copies / str(i), symlinks=True)
     log.append({"moment": moment, "old": hashes[now], "new": hashes[1 - now],
                 "finished": os.WIFEXITED(status)})
-print(json.dumps({"seconds per run": took, "tries": log}))
+# --resume in three of the folders a kill left: the run the training state belongs to ends
+# with the same weights, bit for bit, as that run uninterrupted.
+from clearlstm.train.checkpoint import load_training_state
+
+resumed = []
+for i in (0, tries // 2, tries - 1):
+    seed = load_training_state(copies / str(i))[1]["fingerprint"]["train"]["seed"]
+    pid = os.fork()
+    if pid == 0:
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1), os.dup2(quiet, 2)
+        os._exit(main([*ARGS, "--seed", str(seed), "--out", str(copies / str(i)), "--resume"]))
+    _, status = os.waitpid(pid, 0)
+    resumed.append({"try": i, "status": status, "same": digest(copies / str(i)) == hashes[seed]})
+print(json.dumps({"seconds per run": took, "tries": log, "resumed": resumed}))
 """
 
 
@@ -76,7 +91,7 @@ def test_a_kill_at_any_moment_leaves_the_old_or_the_new_model(tmp_path: Path):
     copies.mkdir()
     args = [str(tmp_path / "m"), str(tmp_path / "ref"), str(copies), str(TRIES)]
     done = subprocess.run(
-        [sys.executable, "-c", HELPER, *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", HELPER, *args], capture_output=True, text=True, timeout=480
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
@@ -96,3 +111,7 @@ def test_a_kill_at_any_moment_leaves_the_old_or_the_new_model(tmp_path: Path):
         f"{summary['seconds per run']:.2f} s per run)"
     )
     assert loadable == TRIES
+    resumed = summary["resumed"]
+    same = sum(r["same"] for r in resumed)
+    print(f"--resume after {len(resumed)} of the kills: {same} bit-identical")
+    assert all(r["status"] == 0 and r["same"] for r in resumed), resumed

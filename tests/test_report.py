@@ -225,3 +225,19 @@ def test_retention_and_report_of_a_saved_model_on_one_or_two_steps(
     report = tmp_path / "report.html"
     assert main(["report", "--model", wave, "--sequence", sequence, "--out", str(report)]) == 0
     assert "Retention" in report.read_text()
+
+
+@pytest.mark.parametrize("chars", ["t", "to"])
+def test_report_and_retention_of_a_text_model_on_one_or_two_characters(
+    tmp_path: Path, models_folder: Path, chars: str
+):
+    text = tmp_path / "short.txt"
+    text.write_text(chars)
+    words = str(models_folder / "words")
+    report = tmp_path / "report.html"
+    assert main(["report", "--model", words, "--text", str(text), "--out", str(report)]) == 0
+    assert f"Text ({len(chars)} character" in report.read_text()
+    out = tmp_path / "retention.png"
+    assert main(["figure", "retention", "--model", words, "--text", str(text),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert out.stat().st_size > 10_000

@@ -68,3 +68,24 @@ def test_stream_errors() -> None:
     stream.step(torch.randn(2, 3))
     with pytest.raises(ValueError, match=r"LSTM\.stream: expected a batch of 2"):
         stream.step(torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+def test_stream_reads_views_and_leaves_inputs_alone(dtype) -> None:
+    # The fast stream reads the step's memory in place: a strided view, a tensor that
+    # requires grad and a 1-D step must give the contiguous step's numbers, input untouched.
+    torch.manual_seed(3)
+    lstm = clearlstm.LSTM(3, 5, 2, dtype=dtype)
+    x = torch.randn(4, 3, 2, dtype=dtype)  # steps along the last axis: x[..., t] is strided
+    expected = lstm.stream()
+    views, grads = lstm.stream(), lstm.stream()
+    for t in range(2):
+        step = x[..., t]
+        assert not step.is_contiguous()
+        before = step.clone()
+        want = expected.step(step.contiguous())
+        assert torch.equal(views.step(step), want)
+        assert torch.equal(grads.step(step.clone().requires_grad_()), want)
+        assert torch.equal(step, before)
+    single = lstm.stream()
+    assert torch.equal(single.step(x[0, :, 0]), lstm.stream().step(x[:1, :, 0])[0])

@@ -16,6 +16,7 @@ from clearlstm.analysis.attribution import (
 from clearlstm.analysis.cells import (
     ProbeScore,
     UnitScore,
+    beats_chance,
     best_units,
     probe_all_units,
     rank_units,
@@ -34,6 +35,7 @@ __all__ = [
     "SpanMatch",
     "SpanSearch",
     "UnitScore",
+    "beats_chance",
     "best_units",
     "explain_forgetting",
     "find_spans",

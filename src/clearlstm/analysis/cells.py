@@ -305,3 +305,13 @@ def best_units(scores: list[UnitScore], top: int = 1) -> dict[str, list[UnitScor
         if len(chosen) < top:
             chosen.append(s)
     return out
+
+
+def beats_chance(score: UnitScore) -> bool:
+    """Whether a unit picked as the best of its quantity beats chance: its |r| above
+    ``chance_r_max`` (the bar for the best of ``H`` units) and the all-units probe's held-out
+    R² above its own chance level and above 0."""
+    return bool(
+        abs(score.r) > score.chance_r_max
+        and score.all_units_r2 > max(score.chance_all_units_r2, 0.0)
+    )

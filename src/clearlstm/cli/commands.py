@@ -30,6 +30,12 @@ TEXT_DEFAULTS = {"window": 100, "hidden_size": 256, "epochs": 10, "batch_size": 
 TEXT_DEFAULTS |= {"patience": 3}
 
 
+def _say(console: Console, text: str) -> None:
+    """Print ``text`` as it is: it holds the user's paths, column names and generated text,
+    so ``[red]``, ``[/]`` or ``:thumbs_up:`` in it are no markup and no emoji codes."""
+    console.print(text, markup=False, emoji=False, highlight=False)
+
+
 def _is_text(args: argparse.Namespace) -> bool:
     if args.text is not None:
         return True
@@ -91,9 +97,10 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
                 run = train(args, config, out, reporter, context, hidden, window)
         except KeyboardInterrupt:
             if context.is_main:
-                console.print(
+                _say(
+                    console,
                     f"interrupted: the last finished epoch is saved in {out}; run the same "
-                    "command with --resume to continue"
+                    "command with --resume to continue",
                 )
             return 130
         finally:
@@ -101,7 +108,7 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
     if run is None:
         return 0
     (_show_text if text else _show_series)(args, run, out, console)
-    console.print(f"Model saved in {out} (took {time.perf_counter() - started:.0f} s)")
+    _say(console, f"Model saved in {out} (took {time.perf_counter() - started:.0f} s)")
     return 0
 
 
@@ -190,32 +197,34 @@ def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: C
     from clearlstm.tasks import forecasting
 
     fit, settings = run.fit, run.settings
-    console.print(
-        f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}"
+    _say(
+        console,
+        f"Best validation loss {fit.best_val:.4f} at epoch {fit.best_epoch} of {fit.epochs_run}",
     )
     assert run.backtest is not None
     backtest_report.show(run.backtest, console)
     console.print(train_report.memory_table(run.memory))
-    console.print(train_report.memory_sentence(run.memory))
+    _say(console, train_report.memory_sentence(run.memory))
     if settings.refitted:
-        console.print(
+        _say(
+            console,
             f"Refitted on all {settings.data.rows} rows for {fit.best_epoch} epochs (the "
             f"validation-chosen number) in {run.refit_seconds:.1f} s: that is the saved model, "
-            "for forecasting past the end (--no-refit keeps the validation-chosen one)."
+            "for forecasting past the end (--no-refit keeps the validation-chosen one).",
         )
     else:
         why = "--no-refit" if not args.refit else "no epoch improved on validation"
-        console.print(f"The saved model is the validation-chosen one ({why}).")
+        _say(console, f"The saved model is the validation-chosen one ({why}).")
     if args.backtest_csv:
         rows = backtest_report.write(Path(args.backtest_csv), run.backtest)
-        console.print(f"Backtest forecasts ({rows} rows) written to {args.backtest_csv}")
+        _say(console, f"Backtest forecasts ({rows} rows) written to {args.backtest_csv}")
     if args.plot:
         from clearlstm.tasks import forecast
 
         series = forecasting.series_for_model(settings, args.csv, out)
         start = settings.data.split.test_start
         forecast.plot(Path(args.plot), series, start, _title(settings), run.backtest)
-        console.print(f"Plot written to {args.plot}")
+        _say(console, f"Plot written to {args.plot}")
 
 
 def _title(settings: ForecasterSettings) -> str:
@@ -253,15 +262,16 @@ def _train_text(
 
 
 def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Console) -> None:
-    console.print(
+    _say(
+        console,
         f"Validation bits per character: {run.bits_per_char:.3f} (best epoch "
         f"{run.fit.best_epoch} of {run.fit.epochs_run}; a model that knew nothing would score "
-        f"{math.log2(len(run.settings.vocabulary)):.2f})"
+        f"{math.log2(len(run.settings.vocabulary)):.2f})",
     )
     console.print(train_report.memory_table(run.memory, "on validation text"))
-    console.print(train_report.memory_sentence(run.memory))
-    console.print("Sample (temperature 0.8):", highlight=False)
-    console.print(run.sample, markup=False, highlight=False)
+    _say(console, train_report.memory_sentence(run.memory))
+    _say(console, "Sample (temperature 0.8):")
+    _say(console, run.sample)
 
 
 def run_forecast(args: argparse.Namespace, console: Console) -> int:
@@ -283,18 +293,19 @@ def run_forecast(args: argparse.Namespace, console: Console) -> int:
         if settings.refitted
         else "the validation-chosen model"
     )
-    console.print(f"{args.steps} step(s) forecast past {series.source} ({which}): {args.out}")
+    _say(console, f"{args.steps} step(s) forecast past {series.source} ({which}): {args.out}")
     if future.bands:
         calibrated = len(next(iter(settings.intervals.values())))
-        console.print(
+        _say(
+            console,
             f"With 80% and 95% conformal intervals for the first {min(calibrated, args.steps)} "
-            "step(s) (calibrated on the validation and test parts' errors; none further out)."
+            "step(s) (calibrated on the validation and test parts' errors; none further out).",
         )
     if args.plot:
         start = forecast.test_start(series, settings)
         title = _title(settings) + f", {args.steps} steps ahead"
         forecast.plot(Path(args.plot), series, start, title, None, future)
-        console.print(f"Plot written to {args.plot}")
+        _say(console, f"Plot written to {args.plot}")
     return 0
 
 
@@ -348,5 +359,5 @@ def run_explain_model(args: argparse.Namespace, console: Console) -> int:
     console.print(train_report.gates_table(trace, inputs))
     memory = trace.memory_summary()
     console.print(train_report.memory_table(memory, "on this sequence"))
-    console.print(train_report.memory_sentence(memory))
+    _say(console, train_report.memory_sentence(memory))
     return 0

@@ -354,8 +354,11 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         print_error(str(error))
         return 1
-    # Tables need more than the 80 columns rich assumes when output is piped.
-    console = Console() if sys.stdout.isatty() else Console(width=120)
+    # Tables need more than the 80 columns rich assumes when output is piped. What commands
+    # print holds the user's paths, column names and messages: plain text, never markup or
+    # emoji codes (styles come as rich Text and tables).
+    plain = {"markup": False, "emoji": False, "highlight": False}
+    console = Console(**plain) if sys.stdout.isatty() else Console(width=120, **plain)
     try:
         return args.run(args, console)
     except (UsageError, ValueError, TypeError, OSError) as error:
@@ -364,7 +367,7 @@ def _run(argv: Sequence[str] | None) -> int:
         print_error(str(error))
         return 1
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted")
+        Console(stderr=True, markup=False).print("interrupted")
         return 130
 
 

@@ -11,15 +11,21 @@ import argparse
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
 
 from clearlstm.errors import UsageError
 from clearlstm.viz.subject import Subject, read_numbers_csv, statquest_subject
 
+if TYPE_CHECKING:
+    from clearlstm.viz.saved_models import SavedModel
 
-def subject_from_args(args: argparse.Namespace) -> Subject:
-    """The LSTM and sequence the options name (StatQuest's unit on Company A by default)."""
+
+def subject_from_args(args: argparse.Namespace, model: SavedModel | None = None) -> Subject:
+    """The LSTM and sequence the options name (StatQuest's unit on Company A by default);
+    ``model``: the saved model ``--model`` names, when it is open already."""
     given = [k for k in ("sequence", "csv", "text") if getattr(args, k, None) is not None]
     if len(given) > 1:
         raise UsageError(f"give one of --sequence, --csv or --text; got {', '.join(given)}")
@@ -37,7 +43,7 @@ def subject_from_args(args: argparse.Namespace) -> Subject:
         return statquest_subject(args.sequence, c0, h0)
     from clearlstm.viz.saved_models import load_saved_model
 
-    model = load_saved_model(args.model)
+    model = model or load_saved_model(args.model)
     if args.long_term is not None or args.short_term is not None:
         raise UsageError(
             "--long-term / --short-term set the seed's unit's memories; a saved "
@@ -135,11 +141,23 @@ def run_report(args: argparse.Namespace, console: Console) -> int:
     from clearlstm.files import write_atomically
     from clearlstm.viz.report import build_report
 
-    subject = subject_from_args(args)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    document = build_report(subject, image_format=args.images)
+    analysis = model = None
+    if args.model is not None:
+        from clearlstm.viz.saved_models import load_saved_model
+
+        model = load_saved_model(args.model)
+    subject = subject_from_args(args, model)
+    if model is not None:
+        from clearlstm.cli.report_summary import print_summary
+        from clearlstm.viz.cell_analysis import analyse
+
+        given = any(getattr(args, k) is not None for k in ("text", "csv", "sequence"))
+        analysis = analyse(model, subject, given)
+        print_summary(console, analysis)
+    document = build_report(subject, image_format=args.images, analysis=analysis)
     write_atomically(out, document.encode("utf-8"))
     plain(console, f"wrote {out} ({out.stat().st_size:,} bytes): open it in any browser")
     return 0
@@ -161,9 +179,10 @@ def run_serve(args: argparse.Namespace, console: Console) -> int:
     # it in the background told it to ignore SIGINT; a second Ctrl-C stops it at once.
     signal.signal(signal.SIGINT, lambda signum, frame: server.stop())
     signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())
-    console.print(f"clearlstm explorer: {server.url}  (Ctrl-C stops it)", highlight=False)
+    plain(console, f"clearlstm explorer: {server.url}  (Ctrl-C stops it)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]note:[/] listening on {args.host}: other machines may reach it")
+        note = f" listening on {args.host}: other machines may reach it"
+        console.print(Text.assemble(("note:", "yellow"), note), markup=False, emoji=False)
     try:
         server.serve_forever()
     finally:

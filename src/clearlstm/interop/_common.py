@@ -2,9 +2,9 @@
 place that refuses LSTM variants clearlstm.LSTM cannot run yet, and building the module.
 
 Every importer turns its file into :class:`LayerSpec` records in torch's layout (gates i, f,
-g, o) and calls :func:`build`; so supporting a variant later (peepholes, a coupled
-input-forget gate, cell clip, layer norm) means adding it to clearlstm.LSTM and passing it
-on in :func:`build` — one place, for every format.
+g, o) and calls :func:`build`; so supporting a variant (peepholes, a coupled input-forget
+gate and cell clip are; layer norm is not yet) means adding it to clearlstm.LSTM and passing
+it on in :func:`build` (``LayerSpec.options``) — one place, for every format.
 """
 
 from __future__ import annotations
@@ -20,21 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from clearlstm.nn.lstm import LSTM
+from clearlstm.nn.variants import DEFAULTS
 
 MAX_FILE_BYTES = 2 * 1024**3  # files are untrusted: nothing larger is read
 
 # Variant -> (what clearlstm.LSTM lacks, what to do instead). A variant supported later moves
-# from here into `build`.
+# from here into `build` (peepholes, input_forget and clip have: LayerSpec.options).
 VARIANTS: dict[str, tuple[str, str]] = {
-    "peepholes": (
-        "peephole connections",
-        "export the model without peepholes (ONNX input P absent or all zeros)",
-    ),
-    "input_forget": (
-        "coupled input-forget gate",
-        "export the model with separate input and forget gates (ONNX input_forget=0)",
-    ),
-    "clip": ("cell clipping", "export the model without a cell clip (ONNX clip absent)"),
     "layer_norm": ("layer-normalised gates", "use a model without layer normalisation"),
     "activations": (
         "other activation functions than sigmoid, tanh, tanh",
@@ -91,13 +83,17 @@ def check_size(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> Path:
 @dataclass
 class LayerSpec:
     """One imported layer in torch's layout: per direction a dict of numpy arrays
-    ``weight_ih`` (4H, I), ``weight_hh`` (4H, H) and optionally ``bias_ih``, ``bias_hh`` (4H,).
-    ``variants``: the features beyond a plain LSTM the file asks for (refused by `build`)."""
+    ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), optionally ``bias_ih``, ``bias_hh`` (4H,)
+    and, with ``options["peephole"]``, ``weight_peephole`` (3, H) rows p_i, p_f, p_o.
+    ``variants``: the features beyond a plain LSTM the file asks for that clearlstm cannot run
+    (refused by `build`); ``options``: the clearlstm.LSTM variant arguments it can
+    (``peephole``, ``coupled_input_forget``, ``cell_clip``), passed on by `build`."""
 
     input_size: int
     hidden_size: int
     directions: list[dict[str, np.ndarray]]
     variants: dict[str, str] = field(default_factory=dict)  # variant -> "attribute=value"
+    options: dict[str, object] = field(default_factory=dict)  # LSTM keyword -> value
 
     @property
     def bidirectional(self) -> bool:
@@ -136,9 +132,10 @@ def build(
     groups: list[list[LayerSpec]] = []
     for spec in layers:
         last = groups[-1][-1] if groups else None
-        fits = last is not None and (spec.hidden_size, spec.bidirectional) == (
+        fits = last is not None and (spec.hidden_size, spec.bidirectional, spec.options) == (
             last.hidden_size,
             last.bidirectional,
+            last.options,
         )
         if fits:
             groups[-1].append(spec)
@@ -158,12 +155,14 @@ def _stack(group: list[LayerSpec], batch_first: bool, dtype: torch.dtype) -> LST
         batch_first=batch_first,
         bidirectional=first.bidirectional,
         dtype=dtype,
+        **first.options,
     )
     state = {}
     for layer, spec in enumerate(group):
         for direction, weights in enumerate(spec.directions):
             sfx = f"_l{layer}" + ("_reverse" if direction else "")
-            for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ()):
+            names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ())
+            for name in names + (("weight_peephole",) if "peephole" in spec.options else ()):
                 value = weights.get(name)
                 if value is None:  # a layer without bias in a stack with bias
                     value = np.zeros(4 * spec.hidden_size)
@@ -172,14 +171,24 @@ def _stack(group: list[LayerSpec], batch_first: bool, dtype: torch.dtype) -> LST
     return module.eval()
 
 
-def torch_layers(model: nn.Module, source: str) -> tuple[list[LayerSpec], torch.dtype]:
-    """A clearlstm.LSTM's or torch.nn.LSTM's layers as LayerSpecs (numpy, torch layout)."""
+# The clearlstm.LSTM arguments that only set initial values: nothing to export.
+_INIT_ONLY = ("forget_bias", "init", "chrono_max_steps")
+
+
+def torch_layers(
+    model: nn.Module, source: str, cell_variants: tuple[str, ...] = ()
+) -> tuple[list[LayerSpec], torch.dtype]:
+    """A clearlstm.LSTM's or torch.nn.LSTM's layers as LayerSpecs (numpy, torch layout).
+
+    ``cell_variants``: the variant arguments the target format holds (they go to
+    ``LayerSpec.options``); any other variant the model runs raises NotImplementedError."""
     if not isinstance(model, (LSTM, nn.LSTM)):
         raise TypeError(
             f"{source}: model must be a clearlstm.LSTM or torch.nn.LSTM; got {type(model).__name__}"
         )
     if model.proj_size:
         refuse(source, "proj_size", f"proj_size={model.proj_size}")
+    options = _cell_options(model, source, cell_variants)
     params = {name: p.detach().cpu().numpy() for name, p in model.named_parameters()}
     dtype = model.weight_ih_l0.dtype
     if dtype not in (torch.float32, torch.float64):
@@ -190,7 +199,26 @@ def torch_layers(model: nn.Module, source: str) -> tuple[list[LayerSpec], torch.
         for direction in range(2 if model.bidirectional else 1):
             sfx = f"_l{layer}" + ("_reverse" if direction else "")
             names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if model.bias else ())
+            names += ("weight_peephole",) if "peephole" in options else ()
             directions.append({name: params[name + sfx] for name in names})
         input_size = directions[0]["weight_ih"].shape[1]
-        layers.append(LayerSpec(input_size, model.hidden_size, directions))
+        layers.append(LayerSpec(input_size, model.hidden_size, directions, options=options))
     return layers, dtype
+
+
+def _cell_options(model: nn.Module, source: str, allowed: tuple[str, ...]) -> dict[str, object]:
+    """The model's non-default variant arguments that change the cell, all within ``allowed``."""
+    if not isinstance(model, LSTM):
+        return {}
+    options = {}
+    for name, value in model.variant_config().items():
+        if name in _INIT_ONLY or value == DEFAULTS.get(name):
+            continue
+        if name not in allowed:
+            held = f"it holds only {', '.join(allowed)}" if allowed else "it holds no variant"
+            raise NotImplementedError(
+                f"{source}: {name}={value!r} is not supported: the format cannot hold it "
+                f"({held}); export a model without {name}"
+            )
+        options[name] = value
+    return options

@@ -31,9 +31,12 @@ def import_onnx(path: str | os.PathLike, *, max_bytes: int = 2 * 1024**3):
     """A clearlstm.LSTM (or an :class:`~clearlstm.interop._common.LSTMChain` when the layers
     differ in size or direction) with the weights of the file's LSTM ops, in eval mode.
 
-    Refused with NotImplementedError: ``direction="reverse"`` (clearlstm runs a reverse
-    direction only inside a bidirectional layer), peepholes ``P`` (unless all zero), ``clip``,
-    ``input_forget=1``, activations other than Sigmoid, Tanh, Tanh, activation alpha/beta.
+    Peepholes ``P`` (unless all zero), ``clip`` and ``input_forget=1`` become the model's
+    ``peephole``, ``cell_clip`` and ``coupled_input_forget`` (``input_forget`` read as
+    onnxruntime computes it: see :mod:`clearlstm.interop.onnx`). Refused with
+    NotImplementedError: ``direction="reverse"`` (clearlstm runs a reverse direction only
+    inside a bidirectional layer), activations other than Sigmoid, Tanh, Tanh, activation
+    alpha/beta.
     """
     onnx = require("onnx")
     path = check_size(path, max_bytes)
@@ -150,6 +153,7 @@ def _layer(onnx, node, constants: dict, where: str) -> tuple[LayerSpec, torch.dt
         raise ValueError(f"{where}: layout must be 0 or 1; got {layout!r}")
     dirs = 2 if direction == "bidirectional" else 1
     variants = _variants(attrs, direction, dirs)
+    options = _options(attrs, where)
     inputs = list(node.input) + [""] * (8 - len(node.input))
     w = _tensor(onnx, constants, inputs[1], "W", where, required=True)
     dtype = w.dtype
@@ -164,7 +168,7 @@ def _layer(onnx, node, constants: dict, where: str) -> tuple[LayerSpec, torch.dt
     if p is not None:
         _expect(p, (dirs, 3 * hidden), "P", where)
         if np.any(p != 0):
-            variants["peepholes"] = f"peepholes P (non-zero, shape {p.shape})"
+            options["peephole"] = True
     for index, name in ((5, "initial_h"), (6, "initial_c")):
         state = _tensor(onnx, constants, inputs[index], name, where, dtype=dtype)
         if state is not None and np.any(state != 0):
@@ -172,15 +176,49 @@ def _layer(onnx, node, constants: dict, where: str) -> tuple[LayerSpec, torch.dt
                 f"{where}: a constant non-zero {name} is not imported: a clearlstm.LSTM "
                 "holds no initial state; pass it at call time as hx=(h_0, c_0)"
             )
+    coupled = bool(options.get("coupled_input_forget"))
     directions = []
     for d in range(dirs):
-        weights = {"weight_ih": to_torch_gates(w[d]), "weight_hh": to_torch_gates(r[d])}
+        weights = {"weight_ih": _torch_rows(w[d], coupled), "weight_hh": _torch_rows(r[d], coupled)}
         if b is not None:
-            weights["bias_ih"] = to_torch_gates(b[d, : 4 * hidden])
-            weights["bias_hh"] = to_torch_gates(b[d, 4 * hidden :])
+            weights["bias_ih"] = _torch_rows(b[d, : 4 * hidden], coupled)
+            weights["bias_hh"] = _torch_rows(b[d, 4 * hidden :], coupled)
+        if options.get("peephole"):
+            p_i, p_o, p_f = np.split(p[d], 3)
+            if coupled:  # f = 1 - sigmoid(z_i + P_i c) = sigmoid(-z_i - P_i c)
+                p_i, p_f = np.zeros_like(p_i), -p_i
+            weights["weight_peephole"] = np.stack([p_i, p_f, p_o])
         directions.append(weights)
     torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
-    return LayerSpec(input_size, hidden, directions, variants), torch_dtype, layout
+    spec = LayerSpec(input_size, hidden, directions, variants, options)
+    return spec, torch_dtype, layout
+
+
+def _torch_rows(weight: np.ndarray, coupled: bool) -> np.ndarray:
+    """:func:`to_torch_gates`; ``coupled`` (input_forget=1, onnxruntime's ``f = 1 - i``): the
+    forget block is the negated input slot, the unused input block zero."""
+    i, o, _, c = np.split(weight, 4)
+    if not coupled:
+        return to_torch_gates(weight)
+    return np.concatenate([np.zeros_like(i), -i, c, o])
+
+
+def _options(attrs: dict, where: str) -> dict[str, object]:
+    """The clearlstm.LSTM variant arguments of the node's ``clip`` and ``input_forget``."""
+    options: dict[str, object] = {}
+    if "clip" in attrs:
+        clip = attrs["clip"]
+        if not (isinstance(clip, float) and np.isfinite(clip) and clip > 0):
+            raise ValueError(
+                f"{where}: attribute clip must be a positive finite float; got {clip!r}"
+            )
+        options["cell_clip"] = float(str(np.float32(clip)))  # 0.8, not 0.800000011920929
+    forget = attrs.get("input_forget", 0)
+    if forget not in (0, 1):
+        raise ValueError(f"{where}: attribute input_forget must be 0 or 1; got {forget!r}")
+    if forget:
+        options["coupled_input_forget"] = True
+    return options
 
 
 def _variants(attrs: dict, direction: str, dirs: int) -> dict[str, str]:
@@ -196,10 +234,6 @@ def _variants(attrs: dict, direction: str, dirs: int) -> dict[str, str]:
     for name in ("activation_alpha", "activation_beta"):
         if attrs.get(name):
             found["activations"] = f"{name}={list(attrs[name])}"
-    if "clip" in attrs:
-        found["clip"] = f"clip={attrs['clip']}"
-    if attrs.get("input_forget", 0):
-        found["input_forget"] = f"input_forget={attrs['input_forget']}"
     return found
 
 

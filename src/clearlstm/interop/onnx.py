@@ -12,6 +12,21 @@ Reshape. Dropout is an inference graph's no-op and is left out.
 ONNX runtimes agree with us on padded batches: outputs past a sequence's length are zero and
 Y_h is the state at its last valid step.
 
+The variants ONNX's LSTM op expresses travel as its own inputs and attributes:
+
+- ``peephole=True``: input ``P`` (D, 3H), ordered ``[P_i, P_o, P_f]`` (torch's
+  ``weight_peephole`` rows are p_i, p_f, p_o); the input and forget gates peek at the old
+  memory, the output gate at the new one, as in the spec's equations.
+- ``cell_clip``: attribute ``clip``, applied to every gate's pre-activation (peephole terms
+  included), not to the memory before ``h``'s tanh: what onnxruntime does (tested).
+- ``coupled_input_forget=True``: attribute ``input_forget=1``. The spec says only "couple the
+  input and forget gates"; onnxruntime computes ``f = 1 - i`` from the *input* gate's
+  weights, clearlstm ``i = 1 - f`` from the forget gate's. As ``1 - sigmoid(z) =
+  sigmoid(-z)`` (and the clip is symmetric), export writes the forget gate's weights, biases
+  and peephole both in the forget slot and, negated, in the input slot: the graph then means
+  the same under either reading. Import follows onnxruntime: ``z_f = -z_i`` of the file
+  (``p_f = -P_i``); the model's unused input-gate rows (and ``p_i``) are zero.
+
 >>> import os, tempfile, torch, clearlstm
 >>> from clearlstm.interop import onnx as clearlstm_onnx
 >>> model = clearlstm.LSTM(3, 4, num_layers=2)
@@ -41,6 +56,7 @@ __all__ = ["TORCH_TO_ONNX", "export", "import_onnx"]
 
 # ONNX gate k takes torch's gate TORCH_TO_ONNX[k]: i, o, f, c from i, f, g, o.
 TORCH_TO_ONNX = (0, 3, 1, 2)
+ONNX_VARIANTS = ("peephole", "coupled_input_forget", "cell_clip")  # what the LSTM op holds
 MIN_OPSET = 14  # the LSTM op's `layout` attribute
 DEFAULT_OPSET = 17
 
@@ -66,7 +82,9 @@ def export(
     ``batchwise``: a ``batch_first`` model's LSTM ops take (B, T, I) themselves (ONNX
     ``layout=1``); onnxruntime's CPU LSTM refuses layout=1, so by default a batch_first model
     gets layout=0 ops between two Transposes and runs everywhere.
-    ``proj_size`` is refused: ONNX's LSTM has no projection.
+    ``proj_size`` is refused: ONNX's LSTM has no projection; so is any variant the LSTM op
+    cannot express (peepholes, the coupled input-forget gate and the cell clip it can: see
+    the module docstring).
     """
     onnx = require("onnx")
     source = "clearlstm.interop.onnx.export"
@@ -77,7 +95,7 @@ def export(
         raise ValueError(
             f"{source}: opset must be in [{MIN_OPSET}, {newest}] (this onnx package); got {opset}"
         )
-    layers, dtype = torch_layers(model, source)
+    layers, dtype = torch_layers(model, source, ONNX_VARIANTS)
     graph = _Graph(onnx, np.float32 if dtype == torch.float32 else np.float64)
     batch_first = bool(model.batch_first)
     layout = int(batch_first and batchwise)
@@ -126,11 +144,18 @@ class _Graph:
         if batch_first and not layout:  # (B, T, I) -> (T, B, I) for layout=0 ops
             x = self.node("Transpose", [x], "input_tbi", perm=[1, 0, 2])
         for k, spec in enumerate(layers):
-            lstm_inputs = [x, *self._weights(k, spec), "lengths" if lengths else ""]
+            w, r, b, p = self._weights(k, spec)
+            states = ["", ""]
             if initial_state:
-                lstm_inputs += [self._state(name, k, stacked, layout) for name in "hc"]
+                states = [self._state(name, k, stacked, layout) for name in "hc"]
+            lstm_inputs = [x, w, r, b, "lengths" if lengths else "", *states, p]
             y, y_h, y_c = f"Y_l{k}", f"Y_h_l{k}", f"Y_c_l{k}"
             direction = "bidirectional" if spec.bidirectional else "forward"
+            variant = {}
+            if spec.options.get("cell_clip") is not None:
+                variant["clip"] = float(spec.options["cell_clip"])
+            if spec.options.get("coupled_input_forget"):
+                variant["input_forget"] = 1
             self.nodes.append(
                 helper.make_node(
                     "LSTM",
@@ -140,6 +165,7 @@ class _Graph:
                     hidden_size=spec.hidden_size,
                     direction=direction,
                     layout=layout,
+                    **variant,
                 )
             )
             if not layout:  # (T, D, B, H) -> (T, B, D, H); layout=1 gives (B, T, D, H)
@@ -167,20 +193,26 @@ class _Graph:
         return helper.make_model(graph, producer_name="clearlstm")
 
     def _weights(self, k: int, spec) -> list[str]:
-        """W, R and B (or "" without bias) of layer ``k`` in ONNX's layout."""
-        dirs = spec.directions
-        w = np.stack([to_onnx_gates(d["weight_ih"]) for d in dirs]).astype(self.dtype)
-        r = np.stack([to_onnx_gates(d["weight_hh"]) for d in dirs]).astype(self.dtype)
-        names = [self.constant(f"W_l{k}", w), self.constant(f"R_l{k}", r)]
-        if "bias_ih" not in dirs[0]:
-            return [*names, ""]
-        b = np.stack(
-            [
-                np.concatenate([to_onnx_gates(d["bias_ih"]), to_onnx_gates(d["bias_hh"])])
-                for d in dirs
-            ]
-        )
-        return [*names, self.constant(f"B_l{k}", b.astype(self.dtype))]
+        """W, R, B (or "" without bias) and P (or "" without peepholes) of layer ``k`` in
+        ONNX's layout; a coupled input-forget gate's forget rows go negated into the input
+        slot."""
+        dirs, coupled = spec.directions, bool(spec.options.get("coupled_input_forget"))
+
+        def stacked(name: str) -> np.ndarray:
+            rows = [_onnx_rows(np.split(d[name], 4), coupled) for d in dirs]
+            return np.stack(rows).astype(self.dtype)
+
+        names = [self.constant(f"W_l{k}", stacked("weight_ih"))]
+        names.append(self.constant(f"R_l{k}", stacked("weight_hh")))
+        b = None
+        if "bias_ih" in dirs[0]:
+            b = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)
+        names.append("" if b is None else self.constant(f"B_l{k}", b))
+        p = None
+        if "weight_peephole" in dirs[0]:
+            p = np.stack([_onnx_peepholes(d["weight_peephole"], coupled) for d in dirs])
+        names.append("" if p is None else self.constant(f"P_l{k}", p.astype(self.dtype)))
+        return names
 
     def _state(self, name: str, k: int, stacked: int, layout: int) -> str:
         """Layer ``k``'s slice (D, B, H) of ``h_0`` or ``c_0``, as (B, D, H) for layout=1."""
@@ -195,6 +227,19 @@ class _Graph:
         if len(parts) == 1:
             return self.node("Identity", parts, output)
         return self.node("Concat", parts, output, axis=axis)
+
+
+def _onnx_rows(blocks: list[np.ndarray], coupled: bool) -> np.ndarray:
+    """Torch's gate blocks i, f, g, o as ONNX's i, o, f, c; ``coupled``: the input slot holds
+    the negated forget block (module docstring)."""
+    i, f, g, o = blocks
+    return np.concatenate([-f if coupled else i, o, f, g])
+
+
+def _onnx_peepholes(peep: np.ndarray, coupled: bool) -> np.ndarray:
+    """``(3, H)`` rows p_i, p_f, p_o as ONNX's ``P`` (3H,): P_i, P_o, P_f."""
+    p_i, p_f, p_o = peep
+    return np.concatenate([-p_f if coupled else p_i, p_o, p_f])
 
 
 def _strip(names: list[str]) -> list[str]:

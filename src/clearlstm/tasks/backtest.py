@@ -198,7 +198,7 @@ FUTURE_STEPS = 24  # forecasts past the end get intervals for this many steps (o
 
 def future_intervals(
     model: Forecaster, settings: ForecasterSettings, series: Series, split: Split, steps: int
-) -> dict[str, tuple[tuple[float, ...], ...]]:
+) -> dict[str, tuple[tuple[float, ...], ...]] | None:
     """``{"80": ((w_1k, ...), ...), "95": ...}``: conformal half-widths for each of the first
     ``steps`` steps past the end, as settings record them, from the errors of the
     validation-chosen ``model`` at every origin of the validation and test parts (step ``h``
@@ -216,6 +216,8 @@ def future_intervals(
         for level in LEVELS:
             widths, _ = conformal_widths(errors[:, None], level)  # errors (S_h, K)
             out[f"{level:.0%}"[:-1]].append(tuple(widths[0].tolist()))
+    if not all(np.isfinite(rows).all() for rows in out.values()):
+        return None  # errors beyond float64 (values near 1e150): no intervals to record
     return {level: tuple(rows) for level, rows in out.items()}
 
 

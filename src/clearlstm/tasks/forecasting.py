@@ -51,6 +51,7 @@ from clearlstm.tasks.settings import (
     ScalerSettings,
     SplitSettings,
     check_option,
+    finite_or_none,
     read_settings,
 )
 from clearlstm.train import checkpoint
@@ -165,7 +166,8 @@ def train_series(
             return None
         model.load_state_dict(result.weights)
         model.eval()
-        summary = ForecasterResult(result.best_epoch, result.best_val, result.epochs_run, {})
+        best_val = finite_or_none(result.best_val)
+        summary = ForecasterResult(result.best_epoch, best_val, result.epochs_run, {})
         settings = ForecasterSettings(
             model=shape, data=described, train=config, result=summary,
             example=_example(series.values[-w:]), fitted_rows=split.train,

@@ -13,6 +13,7 @@ format version 1, the same since the first release.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,17 +159,30 @@ class DataSettings(JsonSettings):
             raise invalid(file, _join(where, "scaler.mean"), need, list(self.scaler.mean))
 
 
+def finite_or_none(value: float) -> float | None:
+    """``value``, or None where it is NaN or infinite: ``settings.json`` is strict JSON (no
+    ``NaN`` or ``Infinity``), so a number that does not exist is written as null."""
+    return value if math.isfinite(value) else None
+
+
+def _measure() -> Any:
+    # null: the measure does not exist (written so since null replaced NaN and Infinity);
+    # NaN and Infinity are still read from folders written before.
+    return field(metadata=limits(finite=False))
+
+
 @dataclass(frozen=True)
 class MethodScores(JsonSettings):
-    """One method's test errors (NaN where MASE has no scale, as for a constant series)."""
+    """One method's test errors; null where one does not exist (MASE has no scale on a
+    constant series)."""
 
-    mae: float = field(metadata=limits(finite=False))
-    rmse: float = field(metadata=limits(finite=False))
-    mase: float = field(metadata=limits(finite=False))
+    mae: float | None = _measure()
+    rmse: float | None = _measure()
+    mase: float | None = _measure()
 
     @classmethod
     def of(cls, scores: Scores) -> MethodScores:
-        return cls(scores.mae, scores.rmse, scores.mase)
+        return cls(*(finite_or_none(v) for v in (scores.mae, scores.rmse, scores.mase)))
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,7 @@ class ForecasterResult(JsonSettings):
     """What training reached (``result`` in the file)."""
 
     best_epoch: int = field(metadata=limits(low=0))  # 0: no epoch improved on the start
-    best_val_loss: float = field(metadata=limits(finite=False))  # inf when none improved
+    best_val_loss: float | None = _measure()  # null when no epoch improved
     epochs_run: int = field(metadata=limits(low=0))
     test: dict[str, dict[str, MethodScores]]  # target -> method -> scores
 
@@ -207,7 +221,7 @@ class TextDataSettings(JsonSettings):
 class CharModelResult(JsonSettings):
     best_epoch: int = field(metadata=limits(low=0))
     epochs_run: int = field(metadata=limits(low=0))
-    val_bits_per_char: float = field(metadata=limits(finite=False))
+    val_bits_per_char: float | None = _measure()  # null when no epoch improved
 
 
 def lstm_shapes(inputs: int, hidden: int, layers: int, prefix: str = "lstm.") -> Shapes:

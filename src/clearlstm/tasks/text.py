@@ -29,6 +29,7 @@ from clearlstm.tasks.settings import (
     CharModelShape,
     TextDataSettings,
     check_option,
+    finite_or_none,
     read_settings,
 )
 from clearlstm.train import checkpoint
@@ -97,7 +98,10 @@ def encode(text: str, vocabulary: str) -> Tensor:
     return torch.tensor([index[ch] for ch in text], dtype=torch.long)
 
 
-def pieces(ids: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
+PieceSet = tuple[Tensor, Tensor]  # inputs and next-character truths, both (S, T)
+
+
+def pieces(ids: Tensor, seq_len: int) -> PieceSet:
     """Inputs and next-character truths, both ``(S, T)``, from non-overlapping pieces."""
     count = (len(ids) - 1) // seq_len
     x = ids[: count * seq_len].view(count, seq_len)
@@ -105,26 +109,15 @@ def pieces(ids: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def piece_loss(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Per-piece mean cross-entropy in nats: ``(B,)``."""
     logits, _ = model(x)  # (B, T, V)
     return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1)
 
 
-def train_text(
-    options: TextOptions,
-    config: TrainConfig,
-    out_dir: Path,
-    resume: bool = False,
-    reporter: Reporter | None = None,
-    context: Distributed | None = None,
-) -> TextRun | None:
-    """Train a character model, save it to ``out_dir``; None on processes other than rank 0."""
-    context = context or Distributed()
-    started = time.perf_counter()
-    check_option("--hidden-size", CharModelShape, "hidden_size", options.hidden_size)
-    check_option("--layers", CharModelShape, "num_layers", options.num_layers)
-    check_option("embedding_size", CharModelShape, "embedding_size", options.embedding_size)
+def prepare_text(options: TextOptions) -> tuple[Path, str, str, PieceSet, PieceSet]:
+    """The text's path, the text, its vocabulary (sorted characters) and the training and
+    validation pieces ``(S, T)`` as :func:`train_text` trains on them."""
     if options.dataset is not None:
         dataset = get_dataset(options.dataset)
         if dataset.kind != "text":
@@ -148,6 +141,24 @@ def train_text(
             f"{options.seq_len}: the validation part ({options.val_fraction:.0%}) needs a whole "
             f"piece, so at least {need} characters; use a shorter --window or a longer text"
         )
+    return path, text, vocabulary, train, val
+
+
+def train_text(
+    options: TextOptions,
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    context: Distributed | None = None,
+) -> TextRun | None:
+    """Train a character model, save it to ``out_dir``; None on processes other than rank 0."""
+    context = context or Distributed()
+    started = time.perf_counter()
+    check_option("--hidden-size", CharModelShape, "hidden_size", options.hidden_size)
+    check_option("--layers", CharModelShape, "num_layers", options.num_layers)
+    check_option("embedding_size", CharModelShape, "embedding_size", options.embedding_size)
+    path, text, vocabulary, train, val = prepare_text(options)
     torch.manual_seed(config.seed)
     model = CharModel(
         len(vocabulary), options.embedding_size, options.hidden_size, options.num_layers
@@ -156,7 +167,7 @@ def train_text(
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
         result = fit(
-            model, train, val, _loss, config, out_dir, fingerprint, resume, reporter, context
+            model, train, val, piece_loss, config, out_dir, fingerprint, resume, reporter, context
         )
         if not context.is_main:
             return None
@@ -165,7 +176,9 @@ def train_text(
         bpc = result.best_val / math.log(2)
         memory = model.trace(val[0][:64]).memory_summary()
         summary = CharModelResult(
-            best_epoch=result.best_epoch, epochs_run=result.epochs_run, val_bits_per_char=bpc
+            best_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            val_bits_per_char=finite_or_none(bpc),
         )
         weights = checkpoint.encode_weights(model.state_dict())
         settings = CharModelSettings(

@@ -27,6 +27,7 @@ import math
 import os
 import stat
 import struct
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def _parse_header(
     try:
         header = json.loads(head[8 : 8 + length])
     except (ValueError, RecursionError) as error:
-        raise _unreadable(path, size, f"its header is not JSON ({error})") from None
+        raise _unreadable(path, size, f"its header is not JSON ({_why(error)})") from None
     if not isinstance(header, dict):
         raise _unreadable(path, size, "its header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -229,7 +230,13 @@ def save_model(
     moment the folder holds the old pair or the new one."""
     data = weights if isinstance(weights, bytes) else encode_weights(weights)
     document = {"format": FORMAT, "version": FORMAT_VERSION, **settings}
-    text = (json.dumps(document, indent=2) + "\n").encode()
+    try:  # strict JSON: a number that does not exist is null, never NaN or Infinity
+        text = (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
+    except ValueError as error:
+        raise CheckpointError(
+            f"{directory / SETTINGS_FILE}: a setting is not a finite number ({error}); "
+            "nothing was written"
+        ) from None
     for name, content, most in ((MODEL_FILE, data, MAX_WEIGHTS_BYTES),
                                 (SETTINGS_FILE, text, MAX_SETTINGS_BYTES)):  # fmt: skip
         if len(content) > most:
@@ -248,6 +255,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+_AGAIN = "it may be truncated or not a clearlstm file: retrain or copy it again"
+
+
+def _why(error: Exception) -> str:
+    """What is wrong with a JSON text, in the file's terms rather than Python's."""
+    if isinstance(error, RecursionError):
+        return "its lists or objects are nested too deeply"
+    if "integer string conversion" in str(error):  # Python's int_max_str_digits limit
+        return f"it holds an integer of more than {sys.get_int_max_str_digits()} digits"
+    return str(error)
+
+
 def load_settings(directory: Path) -> dict[str, Any]:
     """The parsed ``settings.json`` of a model directory, checked to be clearlstm's (its
     fields are checked by the settings classes of :mod:`clearlstm.tasks.settings`)."""
@@ -258,9 +277,7 @@ def load_settings(directory: Path) -> dict[str, Any]:
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     except (ValueError, RecursionError) as error:  # JSON, UTF-8, a 5000-digit integer
-        raise CheckpointError(
-            f"{path} is not valid JSON ({error}); it may be truncated: retrain or copy it again"
-        ) from None
+        raise CheckpointError(f"{path} is not valid JSON ({_why(error)}); {_AGAIN}") from None
     if not isinstance(settings, dict) or settings.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a clearlstm settings file (no 'format: clearlstm')")
     return settings

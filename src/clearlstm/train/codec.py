@@ -107,6 +107,8 @@ def describe(value: Any) -> str:
         return f"{json.dumps(value)} (a boolean)"
     if isinstance(value, float) and not math.isfinite(value):
         return json.dumps(value)  # NaN, Infinity, -Infinity
+    if isinstance(value, int) and abs(value) >= 10**60:  # no 4000-digit error messages
+        return f"an integer of {len(str(abs(value)))} digits"
     if isinstance(value, (int, float)):
         return f"{value!r} (a number)"
     if isinstance(value, str):

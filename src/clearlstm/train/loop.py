@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from clearlstm.errors import UsageError
 from clearlstm.train import checkpoint
 from clearlstm.train.codec import JsonSettings, limits
 from clearlstm.train.distributed import Distributed
@@ -87,23 +88,37 @@ class _Quiet:
 
 
 def check_config(config: TrainConfig, context: Distributed) -> None:
-    """Clear errors for impossible settings."""
-    for name in ("epochs", "batch_size"):
-        if getattr(config, name) < 1:
-            raise ValueError(
-                f"--{name.replace('_', '-')} must be at least 1; got {getattr(config, name)}"
-            )
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise ValueError(f"--lr must be a positive number; got {config.lr}")
-    if not (config.clip >= 0 and math.isfinite(config.clip)):
-        raise ValueError(f"--clip must be a finite number of at least 0; got {config.clip}")
-    if config.patience < 0:
-        raise ValueError(f"--patience must be at least 0; got {config.patience}")
+    """A :class:`UsageError` naming the setting (and its flag), what it accepts and what it
+    holds, for any setting that would make training fail or silently learn nothing: the
+    library's callers get the same checks as the command line's flags."""
+    integers = [("epochs", 1), ("batch_size", 1), ("patience", 1)]  # patience 0: no epoch
+    for name, low in integers:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise _bad(name, f"an integer of at least {low}", value)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise _bad("seed", "an integer", config.seed)
+    # clip 0 zeroes every gradient (nothing is learnt), below 0 it reverses them
+    for name in ("lr", "clip"):
+        if not _number(getattr(config, name)) or not getattr(config, name) > 0:
+            raise _bad(name, "a finite number greater than 0", getattr(config, name))
+    fraction = config.final_lr_fraction
+    if not _number(fraction) or not 0 <= fraction <= 1:
+        raise _bad("final_lr_fraction", "a number from 0 to 1", fraction)
     if config.batch_size < context.world_size:
-        raise ValueError(
+        raise UsageError(
             f"--batch-size {config.batch_size} is the global batch: it must be at least the "
             f"number of processes ({context.world_size})"
         )
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _bad(name: str, what: str, value: Any) -> UsageError:
+    flag = "" if name == "final_lr_fraction" else f" (--{name.replace('_', '-')})"
+    return UsageError(f"TrainConfig.{name}{flag} must be {what}; got {value!r}")
 
 
 def batches(

@@ -9,10 +9,6 @@ the full-precision value in a ``data-v`` attribute.
 
 from __future__ import annotations
 
-import html
-import math
-import re
-from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
 import numpy as np
@@ -21,76 +17,18 @@ from clearlstm import __version__
 from clearlstm.core.trace import Trace
 from clearlstm.teach.explain import Walkthrough, explain_sequence, percent
 from clearlstm.viz import figures
+from clearlstm.viz.analysis_report import analysis_sections
+from clearlstm.viz.cell_analysis import CellAnalysis
+from clearlstm.viz.html import STYLE
+from clearlstm.viz.html import Figures as _Figures
+from clearlstm.viz.html import cell as _num
+from clearlstm.viz.html import escape as _e
+from clearlstm.viz.html import table as _table
 from clearlstm.viz.subject import Subject
 
 MAX_TABLE_UNITS = 8  # exact-number tables for the longest-memory units only, past this
 MAX_TABLE_ROWS = 500
 MAX_DIAGRAMS = 6  # unit diagrams for every step of short sequences; first and last otherwise
-IMAGE_FORMATS = ("svg", "png")
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1100px; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
-h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
-table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .85rem; }
-th, td { border: 1px solid #ddd; padding: .2rem .45rem; }
-td { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f4f4f6; } td.text { text-align: left; }
-figure { margin: 1rem 0; } figure svg, figure img { max-width: 100%; height: auto; }
-.glance { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0; }
-.glance div { background: #f4f4f6; border-radius: 6px; padding: .5rem .9rem; }
-.glance strong { display: block; font-size: 1.3rem; font-variant-numeric: tabular-nums; }
-figcaption { color: #555; font-size: .85rem; }
-.note { background: #fff8e1; border-left: 4px solid #f0c000; padding: .4rem .8rem; }
-.sentences li { margin: .15rem 0; } footer { color: #777; font-size: .8rem; margin-top: 3rem; }
-"""
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _num(value: float) -> str:
-    """A table cell: six decimals shown, the full value in ``data-v``."""
-    value = float(value)
-    if math.isnan(value):
-        return '<td data-v="nan">—</td>'
-    shown = f"{value:.6f}" if abs(value) >= 1e-4 or value == 0 else f"{value:.6g}"
-    return f'<td data-v="{value!r}">{shown}</td>'
-
-
-def _table(
-    headers: Sequence[str], rows: Iterable[Sequence[str]], *, table_id: str | None = None
-) -> str:
-    """``rows`` hold ready-made ``<td>`` cells."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
-    ident = f' id="{_e(table_id)}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-class _Figures:
-    """Embeds figures one after another; SVG ids get a per-figure prefix so they never clash."""
-
-    def __init__(self, image_format: str) -> None:
-        if image_format not in IMAGE_FORMATS:
-            raise ValueError(
-                f"report: image format must be one of {IMAGE_FORMATS}; got {image_format!r}"
-            )
-        self.image_format = image_format
-        self.count = 0
-
-    def embed(self, fig, caption: str) -> str:
-        self.count += 1
-        if self.image_format == "svg":
-            prefix = f"f{self.count}-"
-            svg = figures.figure_svg(fig)
-            body = re.sub(r'(\bid="|href="#|url\(#)', lambda m: m.group(1) + prefix, svg)
-        else:
-            data = figures.figure_png_base64(fig)
-            body = f'<img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
-        fig.clear()  # free the memory of large figures early
-        return f'<figure class="figure">{body}<figcaption>{_e(caption)}</figcaption></figure>'
 
 
 def _directions(trace: Trace) -> list[tuple[int, int, str]]:
@@ -309,8 +247,11 @@ def _describe_sequence(subject: Subject) -> str:
     return f"Sequence ({', '.join(columns)}): {values}"
 
 
-def build_report(subject: Subject, *, image_format: str = "svg") -> str:
-    """The whole report as one HTML document."""
+def build_report(
+    subject: Subject, *, image_format: str = "svg", analysis: CellAnalysis | None = None
+) -> str:
+    """The whole report as one HTML document; with ``analysis`` (a saved model's), its
+    ranked cells, gate saturation and attributions after the figures."""
     embed = _Figures(image_format)
     trace = subject.run()
     walk = None
@@ -329,7 +270,7 @@ def build_report(subject: Subject, *, image_format: str = "svg") -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>clearlstm report: {_e(subject.name)}</title><style>{_STYLE}</style></head>
+<title>clearlstm report: {_e(subject.name)}</title><style>{STYLE}</style></head>
 <body>
 <h1>What {_e(subject.name)} keeps and forgets</h1>
 <p>{_e(shape)}. {_e(sequence)}.
@@ -340,6 +281,7 @@ Starting memories: C = {subject.c0:g}, h = {subject.h0:g}.</p>
 {words}
 <h2 id="figures">Figures</h2>
 {_figures_section(subject, trace, walk, embed)}
+{analysis_sections(analysis, embed) if analysis is not None else ""}
 <h2 id="retention">Retention summary</h2>
 {_retention_section(trace)}
 <h2 id="numbers">Exact numbers</h2>

@@ -207,15 +207,29 @@ class ModelFolder:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
+        """The names of the model folders, sorted. An entry that cannot be followed (a loop of
+        links, no permission) or leads outside ``root`` is no model and is left out, so one
+        bad entry never hides the others."""
         found = []
-        for entry in sorted(self.root.iterdir()):
-            named = NAME.fullmatch(entry.name) and self._inside(entry)
-            if named and (entry / checkpoint.SETTINGS_FILE).is_file():
-                found.append(entry.name)
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as error:
+            raise CheckpointError(f"models folder {self.root}: {error.strerror or error}") from None
+        for entry in entries:
+            try:
+                named = NAME.fullmatch(entry.name) and self._inside(entry)
+                if named and (entry / checkpoint.SETTINGS_FILE).is_file():
+                    found.append(entry.name)
+            except OSError:
+                continue
         return found
 
     def _inside(self, path: Path) -> bool:
-        resolved = path.resolve()
+        """``path`` lies inside ``root`` once links are resolved (False for a loop of links)."""
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a loop of links (Python < 3.13)
+            return False
         return resolved.parent == self.root or self.root in resolved.parents
 
     def directory(self, name: str) -> Path:

@@ -22,9 +22,9 @@ from clearlstm.errors import ApiError
 from clearlstm.teach.explain import explain_sequence
 from clearlstm.teach.seed import COMPANIES, ONE_STEP_INPUT
 from clearlstm.teach.unit import GateWeights, UnitWeights, statquest_weights
-from clearlstm.train.checkpoint import SETTINGS_FILE, CheckpointError
+from clearlstm.train.checkpoint import CheckpointError
 from clearlstm.viz.figures import QUANTITIES
-from clearlstm.viz.saved_models import NAME, ModelFolder, ModelNotFound
+from clearlstm.viz.saved_models import ModelNotFound
 from clearlstm.viz.subject import Subject, statquest_subject
 from clearlstm.web.analysis_api import ANALYSIS_ROUTES
 from clearlstm.web.checks import (
@@ -146,7 +146,7 @@ def list_models(_body: Any, context: Context) -> dict[str, Any]:
     if context.models is None:
         return {"models": [], "folder": None}
     models = []
-    for name in _model_names(context.models):
+    for name in context.models.names():
         try:
             model = context.models.open(name)
             models.append(
@@ -166,23 +166,6 @@ def list_models(_body: Any, context: Context) -> dict[str, Any]:
             LOG.exception("model %r cannot be listed", name)
             models.append({"name": name, "error": f"cannot be opened: {type(error).__name__}"})
     return {"models": models, "folder": str(context.models.root)}
-
-
-def _model_names(folder: ModelFolder) -> list[str]:
-    """``folder.names()``; when one entry breaks that listing (a symlink loop), the entries
-    that hold a settings file, checked one by one (``open`` still checks each)."""
-    try:
-        return folder.names()
-    except (OSError, RuntimeError):
-        pass
-    names = []
-    for entry in sorted(folder.root.iterdir()):
-        try:
-            if NAME.fullmatch(entry.name) and (entry / SETTINGS_FILE).is_file():
-                names.append(entry.name)
-        except (OSError, RuntimeError):
-            continue
-    return names
 
 
 def model_trace(body: Any, context: Context) -> dict[str, Any]:
