@@ -134,9 +134,8 @@ def test_refit_every_trains_again_before_the_origins(runs):
 
 def test_forecast_writes_intervals_for_the_calibrated_steps(runs, tmp_path):
     out = tmp_path / "f.csv"
-    result = run(
-        "forecast", "--model", str(runs["refit"]["dir"]), "--steps", "5", "--out", str(out)
-    )
+    folder = str(runs["refit"]["dir"])
+    result = run("forecast", "--model", folder, "--steps", "26", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "refitted on all 100 rows" in result.stdout
     header, rows = read_rows(out)

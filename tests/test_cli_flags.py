@@ -192,4 +192,4 @@ def test_train_and_forecast_print_paths_and_column_names_as_they_are(tmp_path, c
     argv = ["forecast", "--model", str(out), "--csv", str(csv), "--steps", "2"]
     assert main([*argv, "--out", str(forecast)]) == 0
     printed = capsys.readouterr().out.replace("\n", "")
-    assert f"2 step(s) forecast past {csv}: {forecast}" in printed
+    assert f"2 step(s) forecast past {csv} (refitted on all 60 rows): {forecast}" in printed

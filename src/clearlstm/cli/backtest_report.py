@@ -12,6 +12,11 @@ from clearlstm.cli import train_report
 from clearlstm.tasks.backtest import Backtest, tested_evaluations, write_csv
 
 
+def _say(console: Console, text: str) -> None:
+    """Plain text: paths and column names in it are no markup and no emoji codes."""
+    console.print(text, markup=False, emoji=False, highlight=False)
+
+
 def show(backtest: Backtest, console: Console) -> None:
     """The scores table, the per-step table (more than one step), the verdict and the
     intervals' coverage, per target."""
@@ -19,10 +24,10 @@ def show(backtest: Backtest, console: Console) -> None:
         console.print(train_report.evaluation_table(evaluation, backtest.horizon))
         if backtest.horizon > 1:
             console.print(train_report.steps_table(backtest, j))
-        console.print(evaluation.verdict())
+        _say(console, evaluation.verdict())
     for method, why in backtest.skipped.items():
-        console.print(f"{method} is left out of the comparison: {why}", markup=False)
-    console.print(train_report.intervals_sentence(backtest))
+        _say(console, f"{method} is left out of the comparison: {why}")
+    _say(console, train_report.intervals_sentence(backtest))
 
 
 def write(path: Path, backtest: Backtest) -> int:
@@ -65,26 +70,28 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     split = Split(start - data.split.val, data.split.val, len(series) - start)
     if settings.refitted:
-        console.print(
+        _say(
+            console,
             f"The folder's model was refitted on all {settings.fitted_rows} rows, test part "
             "included: training the validation-chosen model again on the rows before the test "
-            "part (same seed and settings)."
+            "part (same seed and settings).",
         )
         model, settings, _ = refit.validated(settings, series.values, split)
     horizon = args.horizon if args.horizon is not None else data.horizon
     result = backtest_model(model, settings, series, split, horizon, args.refit_every)
     if args.refit_every:
-        console.print(
+        _say(
+            console,
             f"The LSTM was trained again on all rows before every {args.refit_every}th origin "
             f"({settings.result.best_epoch} epochs each); its intervals keep the validation "
-            "part's widths."
+            "part's widths.",
         )
     show(result, console)
     rows = write(Path(args.out), result)
-    console.print(f"Backtest forecasts ({rows} rows) written to {args.out}")
+    _say(console, f"Backtest forecasts ({rows} rows) written to {args.out}")
     if args.plot:
         title = f"Backtest of {Path(directory).name}: {horizon} step(s) from each origin"
         forecast.plot(Path(args.plot), series, split.test_start, title, result)
-        console.print(f"Plot written to {args.plot}")
-    console.print(f"Took {time.perf_counter() - started:.0f} s")
+        _say(console, f"Plot written to {args.plot}")
+    _say(console, f"Took {time.perf_counter() - started:.0f} s")
     return 0

@@ -198,7 +198,7 @@ FUTURE_STEPS = 24  # forecasts past the end get intervals for this many steps (o
 
 def future_intervals(
     model: Forecaster, settings: ForecasterSettings, series: Series, split: Split, steps: int
-) -> dict[str, tuple[tuple[float, ...], ...]]:
+) -> dict[str, tuple[tuple[float, ...], ...]] | None:
     """``{"80": ((w_1k, ...), ...), "95": ...}``: conformal half-widths for each of the first
     ``steps`` steps past the end, as settings record them, from the errors of the
     validation-chosen ``model`` at every origin of the validation and test parts (step ``h``
@@ -208,14 +208,16 @@ def future_intervals(
     n, window = len(series), settings.data.window
     starts = np.arange(max(split.train, window), n)
     steps = min(steps, n - starts[0])  # the last step some origin reaches
-    forecasts = forecast_origins(model, settings, series.values, starts, steps)  # (S, H, K)
     out: dict[str, list[tuple[float, ...]]] = {f"{lv:.0%}"[:-1]: [] for lv in LEVELS}
     for h in range(steps):
-        reach = starts + h < n  # origins whose step h + 1 is a known row
-        errors = forecasts[reach, h] - y[starts[reach] + h]  # (S_h, K)
+        reach = starts[starts + h < n]  # origins whose step h + 1 is a known row
+        # (per step: a covariate model reads covariates up to that step only)
+        errors = forecast_origins(model, settings, series.values, reach, h + 1)[:, h] - y[reach + h]
         for level in LEVELS:
-            widths, _ = conformal_widths(errors[:, None], level)
+            widths, _ = conformal_widths(errors[:, None], level)  # errors (S_h, K)
             out[f"{level:.0%}"[:-1]].append(tuple(widths[0].tolist()))
+    if not all(np.isfinite(rows).all() for rows in out.values()):
+        return None  # errors beyond float64 (values near 1e150): no intervals to record
     return {level: tuple(rows) for level, rows in out.items()}
 
 
