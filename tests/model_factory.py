@@ -19,7 +19,18 @@ def make_forecaster(folder: Path, name: str = "wave") -> Path:
     rows = "\n".join(f"{math.sin(t / 4):.4f}" for t in range(80))
     csv.write_text(f"y\n{rows}\n")
     out = folder / "models" / name
-    _train("--csv", str(csv), "--hidden-size", "6", "--window", "8", "--out", str(out))
+    _train(
+        "--csv",
+        str(csv),
+        "--hidden-size",
+        "6",
+        "--ensemble",
+        "1",
+        "--window",
+        "8",
+        "--out",
+        str(out),
+    )
     return out
 
 

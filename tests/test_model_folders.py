@@ -192,7 +192,7 @@ def test_weights_must_match_the_recorded_hash(models_folder, tmp_path):
         load_forecaster(folder)
     edit_settings(folder, lambda d: d.pop("weights_sha256"))  # a folder from before the hash
     model, settings, _ = load_forecaster(folder)
-    assert settings.weights_sha256 is None and model.lstm.hidden_size == 6
+    assert settings.weights_sha256 is None and model.hidden_size == 6
     edit_settings(folder, lambda d: d.update(weights_sha256="ab" * 31 + "xy"))
     with pytest.raises(CheckpointError, match="weights_sha256 must be 64 lowercase hex"):
         load_forecaster(folder)

@@ -103,7 +103,7 @@ def test_a_kill_at_any_moment_leaves_the_old_or_the_new_model(tmp_path: Path):
         settings, _ = read_settings(folder)
         assert settings.weights_sha256 == found, f"try {i}: settings of the other model"
         model, _, _ = load_forecaster(folder)
-        loadable += model.lstm.hidden_size == 4
+        loadable += model.hidden_size == 4
         outcomes.append("new" if found == run["new"] else "old")
     print(
         f"\n{len(summary['tries'])} kills, {loadable} always loadable "
