@@ -73,14 +73,16 @@ from clearlstm.train.checkpoint import load_training_state
 
 resumed = []
 for i in (0, tries // 2, tries - 1):
-    seed = load_training_state(copies / str(i))[1]["fingerprint"]["train"]["seed"]
+    folder = shutil.copytree(copies / str(i), copies / f"resumed-{i}", symlinks=True)
+    seed = load_training_state(folder)[1]["fingerprint"]["train"]["seed"]
     pid = os.fork()
     if pid == 0:
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 1), os.dup2(quiet, 2)
-        os._exit(main([*ARGS, "--seed", str(seed), "--out", str(copies / str(i)), "--resume"]))
+        os._exit(main([*ARGS, "--seed", str(seed), "--out", str(folder), "--resume"]))
     _, status = os.waitpid(pid, 0)
-    resumed.append({"try": i, "status": status, "same": digest(copies / str(i)) == hashes[seed]})
+    same = digest(folder) == hashes[seed]  # the file: weights, header and metadata
+    resumed.append({"try": i, "seed": seed, "status": status, "same": same})
 print(json.dumps({"seconds per run": took, "tries": log, "resumed": resumed}))
 """
 

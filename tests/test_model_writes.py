@@ -3,6 +3,7 @@ finished model is replaced only with --overwrite."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from folder_tools import file_hash, one_line_error, run_cli
+from safetensors.torch import load
 
 from clearlstm import files
 from clearlstm.cli.main import main
@@ -108,3 +111,19 @@ def test_a_finished_model_is_replaced_only_with_overwrite(tmp_path, capsys):
     assert file_hash(tmp_path / "m" / "model.safetensors") == before
     assert main(["train", *TINY, "--seed", "1", "--out", out, "--overwrite"]) == 0
     assert file_hash(tmp_path / "m" / "model.safetensors") != before
+
+
+def test_the_same_weights_make_the_same_bytes():
+    """safetensors writes its metadata from a hash map, in another order call to call: the
+    same weights gave files of other bytes (so another weights_sha256, and a --resume that
+    ended with identical weights looked different)."""
+    weights = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(2)}
+    state = {"training_state": '{"epoch": 3}', "note": "é"}
+    for metadata in (None, state):
+        files = {checkpoint.encode_weights(weights, metadata) for _ in range(20)}
+        assert len(files) == 1
+        data = files.pop()
+        assert torch.equal(load(data)["b"], weights["b"])
+        length = int.from_bytes(data[:8], "little")
+        found = json.loads(data[8 : 8 + length])["__metadata__"]
+        assert list(found) == sorted(found) and found["format"] == "clearlstm"

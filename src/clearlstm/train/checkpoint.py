@@ -220,7 +220,21 @@ def model_dir(path: str | Path) -> Path:
 def encode_weights(weights: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """The bytes of ``model.safetensors`` (hash them for the settings' ``weights_sha256``)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    return save(tensors, metadata={"format": FORMAT, "version": FORMAT_VERSION, **(metadata or {})})
+    data = save(tensors, metadata={"format": FORMAT, "version": FORMAT_VERSION, **(metadata or {})})
+    return _sorted_metadata(data)
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` with its header's metadata in key order. safetensors writes the metadata from a
+    hash map, in an order that changes from call to call, so the same weights would make
+    files of other bytes (and another ``weights_sha256``); the header keeps its length."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > length:  # not the layout this was written for: keep safetensors' bytes
+        return data
+    return data[:8] + text.ljust(length) + data[8 + length :]
 
 
 def save_model(
