@@ -1,4 +1,5 @@
-"""clearlstm's fused CPU kernels against torch.nn.LSTM, a torch LSTMCell loop and ONNX Runtime.
+"""clearlstm's fused CPU kernels against torch.nn.LSTM, a torch LSTMCell loop, ONNX Runtime
+and OpenVINO (when installed), with the machine's roofline floor per shape.
 
 Run ``python benchmarks/bench_lstm.py`` (``--quick`` for fewer repeats and no largest
 shape). One process, the same weights for every peer, rounds interleaved (each round runs
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from fresh_process import cold_start, peak_training_memory, startup_times
-from peers import cell_loop, onnx_lstm_session
+from peers import cell_loop, onnx_lstm_session, openvino_lstm
+from roofline import floor_seconds, measure_limits
 from timing import interleaved, lstm_flops, measured_gemm_rate, two_core_state
 from torch import nn
 
@@ -56,6 +58,7 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int, threads: int) ->
     cell = nn.LSTMCell(inputs, hidden)
     cell.load_state_dict({k.removesuffix("_l0"): v for k, v in ref.state_dict().items()})
     session = onnx_lstm_session(ref, threads)
+    openvino = openvino_lstm(ref, threads, (steps, batch, inputs))
     x = torch.randn(steps, batch, inputs)
     zeros = np.zeros((1, batch, hidden), np.float32)
     feed = {"X": x.numpy(), "initial_h": zeros, "initial_c": zeros}
@@ -66,6 +69,9 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int, threads: int) ->
         torch.testing.assert_close(cell_loop(cell, x), expected, atol=1e-4, rtol=1e-4)
         onnx_y = torch.from_numpy(session.run(["Y"], feed)[0][:, 0])
         torch.testing.assert_close(onnx_y, expected, atol=1e-4, rtol=1e-4)
+        if openvino is not None:
+            openvino_y = torch.from_numpy(openvino(feed)[:, 0])
+            torch.testing.assert_close(openvino_y, expected, atol=1e-4, rtol=1e-4)
 
     def no_grad(fn):
         def run():
@@ -82,6 +88,7 @@ def bench_shape(shape: tuple[int, int, int, int], repeats: int, threads: int) ->
             "torch grad": lambda: ref(x),
             "LSTMCell loop": no_grad(lambda: cell_loop(cell, x)),
             "onnxruntime": lambda: session.run(["Y"], feed),
+            **({} if openvino is None else {"openvino": lambda: openvino(feed)}),
         },
         repeats,
     )
@@ -213,6 +220,7 @@ def main() -> None:
     sections = [f"# Benchmarks\n\nMachine: {description}\n"]
     print(description)
 
+    limits = measure_limits()
     results = []
     for shape in shapes:
         big = shape[0] * shape[1] * shape[3] > 1e6
@@ -220,21 +228,30 @@ def main() -> None:
         print("done", shape, flush=True)
 
     peers = ["torch no_grad", "torch grad", "LSTMCell loop", "onnxruntime"]
+    peers += ["openvino"] if "openvino" in results[0]["inference"] else []
     rows = []
     for r in results:
         t = r["inference"]
         best = min(peers, key=t.get)
+        floor = floor_seconds(r["shape"], limits)
         rows.append(
             [str(r["shape"]), ms(t["clearlstm"])]
             + [ms(t[p]) for p in peers]
             + [f"{t[best] / t['clearlstm']:.2f} ({best})"]
-            + [f"{t['torch no_grad'] / t['clearlstm']:.2f}"]
+            + [f"{t['torch no_grad'] / t['clearlstm']:.2f}", ms(floor)]
+            + [f"{t['clearlstm'] / floor:.1f}"]
         )
     inference = table(
         ["(T, B, I, H)", "clearlstm ms", *[f"{p} ms" for p in peers], "best peer / ours",
-         "torch no_grad / ours"],
+         "torch no_grad / ours", "floor ms", "ours / floor"],
         rows,
     )  # fmt: skip
+    roof = (
+        f"Floor: one core at the measured limits (FMA {limits.fma_per_s / 1e9:.0f} G/s, "
+        f"L1 {limits.l1_bytes_per_s / 1e9:.0f} GB/s, L2 {limits.l2_bytes_per_s / 1e9:.0f} "
+        "GB/s; benchmarks/roofline.py): input product plus, per step, w_hh streamed or the "
+        "recurrent FMAs, whichever is slower; gates left out.\n"
+    )
     training = table(
         ["(T, B, I, H)", "clearlstm ms", "torch ms", "torch / ours"],
         [
@@ -253,7 +270,7 @@ def main() -> None:
         ],
     )  # fmt: skip
     sections += [
-        "## Inference (no_grad)\n", inference,
+        "## Inference (no_grad)\n", inference, roof,
         "\n## Training step (forward + backward)\n", training,
         "\n## Inference with the trace recorded\n", trace,
     ]  # fmt: skip
