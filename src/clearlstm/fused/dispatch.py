@@ -11,8 +11,9 @@ thread (measured 2026-12, one sequence, H = 64-512); and its backward sums in an
 than the sequence kernel's, so switching on timings changed the bits. Ask for it with
 ``LSTM(..., kernel="split")``.
 
-The LSTM variants (peepholes, coupled input-forget gate, cell clip) run on the whole-sequence
-kernels only (:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
+The LSTM variants (peepholes, coupled input-forget gate, cell clip; with layer norm, zoneout
+or dropout :mod:`clearlstm.fused.kernels_general`) run on the whole-sequence kernels only
+(:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def variant_plan(x: Tensor, kernel: str = "auto") -> Plan:
             raise ValueError(f"LSTM: kernel must be 'auto' or one of {KERNELS}; got {kernel!r}")
         raise ValueError(
             f"LSTM: kernel {kernel!r} does not run the LSTM variants (peephole, "
-            f"coupled_input_forget, cell_clip); use kernel='auto' or one of {VARIANT_KERNELS}"
+            "coupled_input_forget, cell_clip, layer_norm, zoneout, dropout); use kernel='auto' "
+            f"or one of {VARIANT_KERNELS}"
         )
     return Plan("sequence", min(_threads(), x.shape[1]))
 
