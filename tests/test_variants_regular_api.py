@@ -249,3 +249,26 @@ def test_dropout_exports_as_the_inference_graph(tmp_path):
     x = torch.randn(5, 2, 3)
     (out, *_) = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
     assert_close(torch.from_numpy(out), model(x)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_evaluation_with_only_dropout_is_the_plain_lstm():
+    torch.manual_seed(3)
+    reference = torch.nn.LSTM(3, 5, 2)
+    model = clearlstm.LSTM.from_torch(reference, recurrent_dropout=0.5, input_dropout=0.3).eval()
+    x = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        assert_close(model(x)[0], reference(x)[0])
+        assert not torch.allclose(model.train()(x)[0], reference(x)[0])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_variant_parameter_shapes_list_what_the_model_adds(bidirectional):
+    from clearlstm.nn.variants import variant_parameter_shapes
+
+    model = clearlstm.LSTM(3, 4, 2, bidirectional=bidirectional, peephole=True, layer_norm=True)
+    torch_names = {n for n, _ in torch.nn.LSTM(3, 4, 2, bidirectional=bidirectional)
+                   .named_parameters()}  # fmt: skip
+    added = {n: tuple(p.shape) for n, p in model.named_parameters() if n not in torch_names}
+    shapes = variant_parameter_shapes(model.variant_config(), 4, 2, bidirectional)
+    assert list(shapes.items()) == list(added.items())
+    assert variant_parameter_shapes(clearlstm.LSTM(3, 4).variant_config(), 4, 1) == {}

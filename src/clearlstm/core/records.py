@@ -6,7 +6,7 @@ Shapes: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -42,6 +42,13 @@ class Variant:
         """Whether training draws masks (zoneout or dropout)."""
         return bool(self.zoneout_h or self.zoneout_c or self.recurrent_dropout
                     or self.input_dropout)  # fmt: skip
+
+    def evaluation(self) -> Variant | None:
+        """The variant an evaluation call runs: dropout off (None when nothing is left)."""
+        if not (self.recurrent_dropout or self.input_dropout):
+            return self
+        kept = replace(self, recurrent_dropout=0.0, input_dropout=0.0)
+        return None if kept == Variant() else kept
 
     @property
     def extended(self) -> bool:

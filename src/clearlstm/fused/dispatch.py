@@ -15,8 +15,9 @@ Several sequences are split across threads only for calls large enough to amorti
 a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread count is never
 slower than one thread because of a busy core.
 
-The LSTM variants (peepholes, coupled input-forget gate, cell clip) run on the whole-sequence
-kernels only (:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
+The LSTM variants (peepholes, coupled input-forget gate, cell clip; with layer norm, zoneout
+or dropout :mod:`clearlstm.fused.kernels_general`) run on the whole-sequence kernels only
+(:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def variant_plan(x: Tensor, kernel: str = "auto") -> Plan:
             raise ValueError(f"LSTM: kernel must be 'auto' or one of {KERNELS}; got {kernel!r}")
         raise ValueError(
             f"LSTM: kernel {kernel!r} does not run the LSTM variants (peephole, "
-            f"coupled_input_forget, cell_clip); use kernel='auto' or one of {VARIANT_KERNELS}"
+            "coupled_input_forget, cell_clip, layer_norm, zoneout, dropout); use kernel='auto' "
+            f"or one of {VARIANT_KERNELS}"
         )
     return Plan("sequence", min(_threads(), x.shape[1]))
 

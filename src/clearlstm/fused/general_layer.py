@@ -116,7 +116,7 @@ class GeneralLayer(torch.autograd.Function):
         steps, batch, hidden = out.shape
         width = 4 * hidden
         grad_out, grad_hn, grad_cn = output_grads(grad_out, grad_hn, grad_cn, out)
-        dz = pool.empty((steps, batch, width), out.dtype)
+        dz = out.new_empty(steps, batch, width)  # returned as the gradient of xw
         dzr = pool.empty((steps, batch, width), out.dtype) if gain_h is not None else dz
         dh0, dc0 = out.new_empty(batch, hidden), out.new_empty(batch, hidden)
         dpeep, dln_c = out.new_zeros(batch, 3, hidden), out.new_zeros(batch, 2, hidden)
@@ -148,8 +148,21 @@ class GeneralLayer(torch.autograd.Function):
             dgain = (dz * zr_hat).sum((0, 1))
         if need[6]:
             dlnc = dln_c.sum(0)
-        dxw = dz.clone() if need[0] else None  # dz is pooled scratch; autograd keeps dxw
-        return dxw, dh0, dc0, dw_hh, dp, dgain, dlnc, None, None, None, None, None, None
+        return (
+            dz if need[0] else None,
+            dh0,
+            dc0,
+            dw_hh,
+            dp,
+            dgain,
+            dlnc,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def run_general_layer(x, h0, c0, weights: LayerWeights, reverse, record, how: Plan, lens,

@@ -25,7 +25,9 @@ Backends:
   measured by ``benchmarks/bench_lstm.py``), else ``"torch"`` (also with projection).
   Other devices and dtypes: ``"reference"`` (correct, not tuned). A ``kernel`` other than
   ``"auto"`` means ``"fused"``. A layer with a variant (``LayerWeights.variant``: peepholes,
-  coupled input-forget gate, cell clip) never goes to ``"torch"``: ``"fused"`` on CPU
+  coupled input-forget gate, cell clip, layer norm, zoneout, dropout; an evaluation call's
+  dropout is off, so a model with only dropout runs as the plain LSTM) never goes to
+  ``"torch"``: ``"fused"`` on CPU
   float32/float64 without projection, else ``"reference"``; ``backend="torch"`` refuses it.
 
 Shapes: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` projected size
@@ -125,8 +127,8 @@ def choose_backend(
     if backend == "torch" and weights.variant is not None:
         raise NotImplementedError(
             f"{owner}: backend='torch' runs only the plain LSTM (torch's op has no peephole, "
-            f"coupled_input_forget or cell_clip); got {weights.variant}. Use backend='auto', "
-            "'fused' or 'reference'"
+            "coupled_input_forget, cell_clip, layer_norm, zoneout or recurrent dropout); got "
+            f"{weights.variant}. Use backend='auto', 'fused' or 'reference'"
         )
     if backend == "torch" and record:
         raise NotImplementedError(
@@ -174,6 +176,11 @@ def lstm(
     training call draws them (:func:`~clearlstm.core.records.draw_masks`, torch's default
     generator, layer by layer), an evaluation call uses none.
     """
+    variant = weights[0].variant
+    evaluation = variant is not None and not training and masks is None
+    if evaluation and variant.evaluation() is not variant:  # dropout off: a plainer path
+        weights = [w._replace(variant=w.variant.evaluation()) for w in weights]
+        variant = weights[0].variant
     path = choose_backend(x, weights[0], record, backend, kernel, owner)
     directions = 2 if bidirectional else 1
     if lengths is not None and torch.is_grad_enabled():
@@ -187,7 +194,6 @@ def lstm(
         out_size, hidden = weights[0].w_hh.shape[1], weights[0].w_hh.shape[0] // 4
         h0 = x.new_zeros(len(weights), x.shape[1], out_size)
         c0 = x.new_zeros(len(weights), x.shape[1], hidden)
-    variant = weights[0].variant
     drawing = masks is None and training and variant is not None and variant.random
     stacked = len(weights) == 1  # the states come back (1, B, .): no stack needed
     if stacked and path == "fused":  # the thinnest route: one layer-direction, no plumbing

@@ -204,3 +204,20 @@ class VariantArguments:
         if not self.layer_norm:
             return None
         return LayerNormWeights(*(getattr(self, n) for n in layer_norm_names(sfx)))
+
+
+def variant_parameter_shapes(
+    config: dict, hidden_size: int, num_layers: int, bidirectional: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """The parameters a variant ``config`` (``variant_config()``'s dict) adds to an ``LSTM``'s
+    torch ones, name -> shape, in registration order: for checking a checkpoint's weights
+    before building the model."""
+    directions = 2 if bidirectional else 1
+    suffixes = [f"_l{k // directions}" + ("_reverse" if k % directions else "")
+                for k in range(num_layers * directions)]  # fmt: skip
+    shapes: dict[str, tuple[int, ...]] = {}
+    for sfx in suffixes if config.get("peephole") else ():
+        shapes[f"weight_peephole{sfx}"] = (3, hidden_size)
+    for sfx in suffixes if config.get("layer_norm") else ():
+        shapes |= dict(zip(layer_norm_names(sfx), layer_norm_shapes(hidden_size), strict=True))
+    return shapes
