@@ -107,7 +107,8 @@ def problem(name: str, peers_learn: str = "before-test") -> Problem:
     )
     starts = origins(split, "test", len(series), options.window, options.horizon)
     y = series.values[:, 0]
-    return Problem(name, y, split.train, split.test_start, starts, options.window, options.horizon)
+    fit_rows = split.train if peers_learn == "train" else split.test_start
+    return Problem(name, y, split.train, fit_rows, starts, options.window, options.horizon)
 
 
 def run_clearlstm(name: str, epochs: int | None, work: Path) -> tuple[list[Result], int, float]:
