@@ -107,6 +107,8 @@ edits = st.lists(
 
 def edit_document(folder: Path, change: Any) -> None:
     path = folder / "settings.json"
+    if not path.is_file():
+        return  # a FIFO, a device or a folder by an earlier change: opening it would block
     try:
         document = json.loads(path.read_bytes())
     except (ValueError, OSError, RecursionError):
@@ -138,6 +140,8 @@ def edit_document(folder: Path, change: Any) -> None:
 
 def edit_raw_settings(folder: Path, change: Any) -> None:
     path = folder / "settings.json"
+    if path.exists() and not path.is_file():
+        return  # writing into a FIFO an earlier change made would block
     if change[0] == "bytes":
         path.write_bytes(change[1])
     elif change[0] == "nesting":
@@ -222,6 +226,8 @@ def edit_data(folder: Path, change: Any, outside: Path) -> None:
         target.write_text("y\n" + "2.5\n" * 40 if key == "csv" else "to be or not\n" * 20)
     edit_document(folder, ("old",) if old else ("none",))
     path = folder / "settings.json"
+    if not path.is_file():
+        return
     with contextlib.suppress(ValueError, OSError, TypeError, LookupError, RecursionError):
         document = json.loads(path.read_bytes())
         document["data"][key], document["data"]["dataset"] = str(target), None
