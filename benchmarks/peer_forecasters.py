@@ -5,7 +5,7 @@ origins and horizon, and the seconds each spends training.
 clearlstm is called through its public ``train_series`` with the default options and training
 settings (what ``clearlstm train --dataset NAME`` runs), and its own test-part scores are
 read back from the run. The split and the origins come from ``clearlstm.tasks.series``
-(``check_length``, ``origins``) with the same default options, and the peers' forecasts are
+(``window_and_split``, ``origins``) with the same default options, and the peers' forecasts are
 scored by ``clearlstm.tasks.baselines.score`` with the MASE scale of the season clearlstm
 used; the number of origins is checked against clearlstm's evaluation.
 
@@ -36,8 +36,8 @@ import torch
 
 from clearlstm.tasks import baselines
 from clearlstm.tasks.baselines import Scores
-from clearlstm.tasks.forecasting import SeriesOptions, load_data, train_series
-from clearlstm.tasks.series import check_length, origins
+from clearlstm.tasks.forecasting import SeriesOptions, load_data, train_series, window_and_split
+from clearlstm.tasks.series import origins
 from clearlstm.train.loop import EpochReport, TrainConfig
 
 SERIES = ("co2", "nile", "sunspots", "elnino")
@@ -102,13 +102,11 @@ def problem(name: str, peers_learn: str = "before-test") -> Problem:
     """The series, its test origins and horizon, as ``train_series`` computes them."""
     options = SeriesOptions(dataset=name)
     series = load_data(options)
-    split = check_length(
-        series, options.window, options.horizon, options.val_fraction, options.test_fraction
-    )
-    starts = origins(split, "test", len(series), options.window, options.horizon)
+    window, split = window_and_split(series, options)
+    starts = origins(split, "test", len(series), window, options.horizon)
     y = series.values[:, 0]
     fit_rows = split.train if peers_learn == "train" else split.test_start
-    return Problem(name, y, split.train, fit_rows, starts, options.window, options.horizon)
+    return Problem(name, y, split.train, fit_rows, starts, window, options.horizon)
 
 
 def run_clearlstm(name: str, epochs: int | None, work: Path) -> tuple[list[Result], int, float]:

@@ -45,7 +45,7 @@ def test_peer_forecasters_quick(tmp_path):
     assert list(cwd.iterdir()) == []  # Lightning wrote no logs or checkpoints here
     methods = {row[1]: row for row in rows if row[0] == "nile"}
     peers = ["clearlstm LSTM", "Darts RNNModel (LSTM)", "NeuralForecast LSTM"]
-    assert set(peers) | {"naive", "Holt-Winters (ETS)"} <= set(methods)
+    assert set(peers) | {"naive", "AutoETS", "AutoARIMA", "AutoTheta"} <= set(methods)
     for name, row in methods.items():
         mase, rmse = float(row[2]), float(row[3])
         assert math.isfinite(mase) and mase > 0 and math.isfinite(rmse) and rmse > 0, name

@@ -219,3 +219,13 @@ def test_cli_constants_match_the_library():
     assert cli.MAX_MEMBERS == S.MAX_MEMBERS
     assert cli.TRANSFORMS == transforms.TRANSFORMS
     assert ("auto", *NORMALISE) == cli.NORMALISE
+
+
+def test_the_linear_part_refuses_a_window_of_another_length():
+    """The linear part reads exactly ``linear_window`` steps: a shorter or longer window is a
+    clear error naming both, never a shape error from inside torch."""
+    model = Forecaster(1, 1, 1, 4, 1, "last", 1, None, 8)
+    assert model(torch.randn(2, 8, 1)).shape == (2, 1, 1)
+    for steps in (5, 9):
+        with pytest.raises(ValueError, match=f"exactly 8 steps; got {steps}"):
+            model(torch.randn(2, steps, 1))

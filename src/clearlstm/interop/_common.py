@@ -243,8 +243,8 @@ def _cell_options(model: nn.Module, source: str, allowed: tuple[str, ...]) -> di
         if name not in allowed:
             held = f"it holds only {', '.join(allowed)}" if allowed else "it holds no variant"
             raise NotImplementedError(
-                f"{source}: {name}={value!r} is not supported: the format cannot hold it "
-                f"({held}); export a model without {name}"
+                f"{source}: the model's {name}={value!r} is not supported: the format cannot "
+                f"hold it ({held}); export a model without {name}"
             )
         options[name] = value
     return options

@@ -127,6 +127,22 @@ def _tensor(a: np.ndarray) -> Tensor:
     return torch.as_tensor(a, dtype=torch.float32)
 
 
+def window_and_split(series: Series, options: SeriesOptions) -> tuple[int, Split]:
+    """The window (``options.window``, else the recipe's choice for the training part's
+    length) and the split it gives; the window may depend on the training part's length,
+    and the split on the window."""
+    first = choose_split(
+        series, options.window or recipe.SHORT_WINDOW, options.horizon, options.val_size,
+        options.test_size, options.test_start, options.val_fraction, options.test_fraction,
+    )  # fmt: skip
+    w = recipe.window(options.window, first.train, options.horizon)
+    split = choose_split(
+        series, w, options.horizon, options.val_size, options.test_size, options.test_start,
+        options.val_fraction, options.test_fraction,
+    )  # fmt: skip
+    return w, split
+
+
 def train_series(
     options: SeriesOptions,
     config: TrainConfig,
@@ -142,17 +158,8 @@ def train_series(
     check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
     check_option("--ensemble", ForecasterShape, "members", options.members)
     series = load_data(options)
-    # The window may depend on the training part's length, and the split on the window.
-    first = choose_split(
-        series, options.window or recipe.SHORT_WINDOW, options.horizon, options.val_size,
-        options.test_size, options.test_start, options.val_fraction, options.test_fraction,
-    )  # fmt: skip
+    w, split = window_and_split(series, options)
     n, h, k = len(series), options.horizon, len(series.targets)
-    w = recipe.window(options.window, first.train, h)
-    split = choose_split(
-        series, w, h, options.val_size, options.test_size, options.test_start,
-        options.val_fraction, options.test_fraction,
-    )  # fmt: skip
 
     if options.season is not None:
         baselines.check_season(options.season, split.train)

@@ -161,6 +161,11 @@ class Forecaster(nn.Module):
     def forward(self, x: Tensor, members: bool = False) -> Tensor:
         """``(B, W, C) -> (B, H, K)`` scaled forecasts, the members' median; with
         ``members=True`` each member's, ``(B, N, H, K)``."""
+        if self.linear_window is not None and x.shape[1] != self.linear_window:
+            raise ValueError(
+                f"x: this forecaster's linear part reads windows of exactly "
+                f"{self.linear_window} steps; got {x.shape[1]}"
+            )
         output, _ = self.lstm(self.features(x))  # (B, W, N*U)
         n, h, k = self.members, self.horizon, self.targets
         each = self.base(x)[:, None] + self.head(output[:, -1]).view(-1, n, h, k)

@@ -225,10 +225,17 @@ def analyse_series(
     def forecast(windows: torch.Tensor) -> torch.Tensor:
         return module(windows)[:, 0, 0]
 
-    flat = xw[-1:].expand_as(xw).clone()
-    attribution = integrated_gradients(
-        forecast, xw, flat, tolerance=TOLERANCE, max_steps=MAX_INTERVALS
-    )
+    attribution = None
+    if len(rows) >= settings.data.window or module.linear is None:
+        flat = xw[-1:].expand_as(xw).clone()
+        attribution = integrated_gradients(
+            forecast, xw, flat, tolerance=TOLERANCE, max_steps=MAX_INTERVALS
+        )
+    else:  # its linear part reads exactly one window: no forecast from fewer rows
+        note = (note or "") + (
+            f" no forecast attribution: the model's linear part reads exactly "
+            f"{settings.data.window} rows"
+        )
     unit = int(gates.half_life_median.argmax())
     step = int(last.forget_gate[:, -1, unit].argmin())
     forgetting = explain_forgetting(
