@@ -189,24 +189,40 @@ def stream_step(x, w, state):
     return out[0]
 
 
-@intrinsic
-def _pointer(typingctx, address, like):
-    """``address`` (an integer) as a pointer to ``like``'s element type."""
-    pointer = types.CPointer(like.dtype)
+def _typed_pointer(element):
+    """An intrinsic turning an integer address into a pointer to ``element`` values."""
 
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(pointer))
+    @intrinsic
+    def pointer(typingctx, address):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(element)))
 
-    return pointer(address, like), codegen
+        return types.CPointer(element)(address), codegen
+
+    return pointer
+
+
+_F32_POINTER, _F64_POINTER = _typed_pointer(types.float32), _typed_pointer(types.float64)
 
 
 @njit(cache=True, **JIT)
-def stream_step_at(address, batch, w, state):
-    """:func:`stream_step` on the C-contiguous ``(batch, I)`` input at ``address`` (a torch
-    tensor's ``data_ptr()``, checked by the caller): turning a tensor into a numpy array
-    costs about 1 µs, a fifth of a streaming step."""
-    x = carray(_pointer(address, w), (batch, w.shape[0] - state.shape[2] - 1))
-    return stream_step(x, w, state)
+def stream_step_f32(x_at, w_at, state_at, batch, inputs, hidden):
+    """:func:`stream_step` on float32 arrays given by address: the C-contiguous input
+    ``(batch, inputs)`` (a torch tensor's ``data_ptr()``), the packed weights
+    ``(inputs + hidden + 1, 4 * hidden)`` and the state ``(2, batch, hidden)``, all kept
+    alive and checked by the caller. Integers cross numba's dispatcher in ~30 ns each, arrays
+    in ~250 ns: at H = 64 that is a tenth of a streaming step."""
+    x = carray(_F32_POINTER(x_at), (batch, inputs))
+    w = carray(_F32_POINTER(w_at), (inputs + hidden + 1, 4 * hidden))
+    return stream_step(x, w, carray(_F32_POINTER(state_at), (2, batch, hidden)))
+
+
+@njit(cache=True, **JIT)
+def stream_step_f64(x_at, w_at, state_at, batch, inputs, hidden):
+    """:func:`stream_step_f32` for float64 arrays."""
+    x = carray(_F64_POINTER(x_at), (batch, inputs))
+    w = carray(_F64_POINTER(w_at), (inputs + hidden + 1, 4 * hidden))
+    return stream_step(x, w, carray(_F64_POINTER(state_at), (2, batch, hidden)))
 
 
 def pack_stream_weights(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -64,8 +64,11 @@ class Stream:
         if self._fast:  # numpy snapshots laid out for the kernel
             from clearlstm.fused import step_kernels  # numba loads on first use
 
-            self._kernels = step_kernels.stream_step_at, step_kernels.stream_step
+            first = step_kernels.stream_step_f32 if self.dtype == torch.float32 else None
+            self._kernels = first or step_kernels.stream_step_f64, step_kernels.stream_step
             self._packed = [_pack(w, step_kernels.pack_stream_weights) for w in self._weights]
+            self._first_at = self._packed[0].ctypes.data  # the array stays in self._packed
+            self._sizes = input_size, self._weights[0].w_hh.shape[1]
         self.reset(hx)
 
     def reset(self, hx: tuple[Tensor, Tensor] | None = None) -> None:
@@ -85,6 +88,7 @@ class Stream:
         if self._fast:  # owned (2, B, H) numpy arrays per layer, advanced in place
             self._h = [np.stack([h.numpy(), c.numpy()]) for h, c in zip(h0, c0, strict=True)]
             self._c = None
+            self._state_at = self._h[0].ctypes.data  # the first layer's, kept in self._h
         else:
             self._h, self._c = list(h0.clone()), list(c0.clone())
 
@@ -137,7 +141,8 @@ class Stream:
         if not x.is_contiguous():
             x = x.contiguous()
         first, step = self._kernels
-        y = first(x.data_ptr(), batch, self._packed[0], states[0])  # x stays alive meanwhile
+        inputs, hidden = self._sizes
+        y = first(x.data_ptr(), self._first_at, self._state_at, batch, inputs, hidden)
         for layer in range(1, self.num_layers):
             y = step(y, self._packed[layer], states[layer])
         return y
