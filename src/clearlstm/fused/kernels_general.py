@@ -40,7 +40,7 @@ from clearlstm.fused.kernel_math import (
     step_time,
 )
 from clearlstm.fused.kernels import _finish_forward
-from clearlstm.fused.kernels_variant import _clipped
+from clearlstm.fused.kernels_variant import peep_clip_ifg, peep_clip_o
 
 LN_EPS = 1e-5  # clearlstm.core.records.LN_EPS (torch.nn.LayerNorm's)
 
@@ -71,13 +71,14 @@ def forward_rows_general(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gat
     z, zr = np.empty((1, width), dt), np.empty((1, width), dt)
     h, c = np.empty((1, hidden), dt), np.empty((1, hidden), dt)
     hm, ct = np.empty((1, hidden), dt), np.empty((1, hidden), dt)
+    hn = np.empty((1, hidden), dt)
     tiny, zero, one = denormal_floor(z[0, 0]), dt.type(0.0), dt.type(1.0)
-    bound, use, peeps = dt.type(clip), clip > 0, peep.shape[0] > 0
     masked, ln_h, ln_cell = rmask.shape[0] > 0, gain_h.shape[0] > 0, ln_c.shape[0] > 0
     zh_masks, zc_masks = zone_h.shape[0] > 0, zone_c.shape[0] > 0
-    zoning_h, zoning_c = zh_masks or rate_h > 0, zc_masks or rate_c > 0
     r_h, r_c = dt.type(rate_h), dt.type(rate_c)
     mean_c, rstd_c = zero, one
+    # Passes over the units with no branch inside (a branch per unit keeps a loop scalar),
+    # each value computed with the same operations as in one pass.
     for b in range(b0, b1):
         for j in range(hidden):
             h[0, j] = h0[b, j]
@@ -85,69 +86,78 @@ def forward_rows_general(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gat
         n = lengths[b]
         for s in range(n):
             t = step_time(s, n, reverse)
-            for j in range(hidden):
-                hm[0, j] = h[0, j] * rmask[b, j] if masked else h[0, j]
+            if masked:
+                for j in range(hidden):
+                    hm[0, j] = h[0, j] * rmask[b, j]
+            else:
+                for j in range(hidden):
+                    hm[0, j] = h[0, j]
             if ln_h:  # z = xw + gain * LN(W_hh h) (the LN's bias is in xw)
                 for j in range(width):
                     zr[0, j] = zero
                 matvec_t(hm, 0, whh_t, zr, 0)
                 mean, rstd = _moments(zr, width)
                 for j in range(width):
-                    v = (zr[0, j] - mean) * rstd
-                    if store:
-                        zr_hat[t, b, j] = v
-                    z[0, j] = xw[t, b, j] + gain_h[j] * v
+                    zr[0, j] = (zr[0, j] - mean) * rstd
+                    z[0, j] = xw[t, b, j] + gain_h[j] * zr[0, j]
                 if store:
+                    for j in range(width):
+                        zr_hat[t, b, j] = zr[0, j]
                     stats[t, b, 0], stats[t, b, 1] = mean, rstd
             else:
                 for j in range(width):
                     z[0, j] = xw[t, b, j]
                 matvec_t(hm, 0, whh_t, z, 0)
+            peep_clip_ifg(z, c, peep, clip)
+            if record:
+                for j in range(3 * hidden):
+                    pre[t, b, j] = z[0, j]
             for j in range(hidden):
-                cp = c[0, j]
-                a_i, a_f = z[0, j], z[0, hidden + j]
-                if peeps:  # the input and forget gates look at the old memory
-                    a_i = a_i + peep[0, j] * cp
-                    a_f = a_f + peep[1, j] * cp
-                a_i, a_f = _clipped(a_i, bound, use), _clipped(a_f, bound, use)
-                a_g = _clipped(z[0, 2 * hidden + j], bound, use)
-                f = _sigmoid(a_f)
-                i = one - f if coupled else _sigmoid(a_i)
-                g = _tanh(a_g)
-                c_new = f * cp + i * g
-                if abs(c_new) < tiny:
-                    c_new = zero
-                ct[0, j] = c_new
-                if record:
-                    pre[t, b, j], pre[t, b, hidden + j], pre[t, b, 2 * hidden + j] = a_i, a_f, a_g
+                f = _sigmoid(z[0, hidden + j])
+                i = _sigmoid(z[0, j])
+                i = one - f if coupled else i
+                g = _tanh(z[0, 2 * hidden + j])
+                c_new = f * c[0, j] + i * g
+                ct[0, j] = zero if abs(c_new) < tiny else c_new
                 z[0, j], z[0, hidden + j], z[0, 2 * hidden + j] = i, f, g
             if ln_cell:
                 mean_c, rstd_c = _moments(ct, hidden)
                 if store:
                     stats[t, b, 2], stats[t, b, 3] = mean_c, rstd_c
+            peep_clip_o(z, ct, peep, clip)
+            if record:
+                for j in range(3 * hidden, width):
+                    pre[t, b, j] = z[0, j]
+            if ln_cell:
+                for j in range(hidden):
+                    hn[0, j] = (ct[0, j] - mean_c) * rstd_c * ln_c[0, j] + ln_c[1, j]
+            else:
+                for j in range(hidden):
+                    hn[0, j] = ct[0, j]
             for j in range(hidden):
-                c_new = ct[0, j]
-                a_o = z[0, 3 * hidden + j]
-                if peeps:  # the output gate looks at the new memory
-                    a_o = a_o + peep[2, j] * c_new
-                a_o = _clipped(a_o, bound, use)
-                o = _sigmoid(a_o)
-                c_out = (c_new - mean_c) * rstd_c * ln_c[0, j] + ln_c[1, j] if ln_cell else c_new
-                h_new = o * _tanh(c_out)
-                if abs(h_new) < tiny:
-                    h_new = zero
-                if record:
-                    pre[t, b, 3 * hidden + j] = a_o
+                o = _sigmoid(z[0, 3 * hidden + j])
+                h_new = o * _tanh(hn[0, j])
+                hn[0, j] = zero if abs(h_new) < tiny else h_new
                 z[0, 3 * hidden + j] = o
-                if zoning_c:  # keep the previous value where the mask is 1
-                    d = zone_c[t, b, j] if zc_masks else r_c
-                    c_new = d * c[0, j] + (one - d) * c_new
-                if zoning_h:
-                    d = zone_h[t, b, j] if zh_masks else r_h
-                    h_new = d * h[0, j] + (one - d) * h_new
-                c[0, j] = c_new
-                h[0, j] = h_new
-                out[t, b, j] = h_new
+            # zoneout: keep the previous value where the mask is 1 (the rate in evaluation)
+            if zc_masks:
+                for j in range(hidden):
+                    d = zone_c[t, b, j]
+                    ct[0, j] = d * c[0, j] + (one - d) * ct[0, j]
+            elif rate_c > 0:
+                for j in range(hidden):
+                    ct[0, j] = r_c * c[0, j] + (one - r_c) * ct[0, j]
+            if zh_masks:
+                for j in range(hidden):
+                    d = zone_h[t, b, j]
+                    hn[0, j] = d * h[0, j] + (one - d) * hn[0, j]
+            elif rate_h > 0:
+                for j in range(hidden):
+                    hn[0, j] = r_h * h[0, j] + (one - r_h) * hn[0, j]
+            for j in range(hidden):
+                c[0, j] = ct[0, j]
+                h[0, j] = hn[0, j]
+                out[t, b, j] = hn[0, j]
             if store:
                 for j in range(width):
                     gates[t, b, j] = z[0, j]
