@@ -79,7 +79,8 @@ def test_no_flag_takes_a_bare_int_or_float_and_the_fuzz_covers_every_number():
     for name, parser in parsers().items():
         for action in parser._actions:
             assert action.type not in (int, float), (name, action.option_strings)
-            if getattr(action.type, "__name__", "") in ("integer", "number", "temperature"):
+            kind = getattr(action.type, "__name__", "")
+            if kind in ("integer", "number", "temperature", "rate"):
                 assert (name, action.option_strings[0]) in RANGES
 
 
@@ -110,6 +111,10 @@ RANGES = {
     ("figure", "--input"): (-1e150, 1e150), ("explain", "--input"): (-1e150, 1e150),
     ("serve", "--port"): (0, 65_535),
 }  # fmt: skip
+RANGES |= {("train", "--cell-clip"): (0, 1e150), ("train", "--forget-bias"): (-100, 100)}
+RANGES |= {("train", "--chrono-max-steps"): (3, 10**9)}
+for rate in ("--zoneout-h", "--zoneout-c", "--recurrent-dropout", "--input-dropout"):
+    RANGES[("train", rate)] = (0, 1)  # below 1
 for command in ("explain", "figure", "report"):
     RANGES |= {
         (command, "--long-term"): (-1e150, 1e150),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from clearlstm.core.cell import cell_step, input_projection
 from clearlstm.core.records import combined_bias
 from clearlstm.nn.functional import lstm as lstm_forward
 from clearlstm.nn.functional import lstm_layer
@@ -173,7 +174,9 @@ def forget_gate_pre_activation(
 ) -> Tensor:
     """``(B,)``: the forget gate's pre-activation of ``unit`` at ``step`` of ``layer``'s
     forward direction, differentiable in ``x (B, T, I)`` (batch first, whatever the LSTM's
-    ``batch_first``). Zero initial state; eval semantics (no dropout)."""
+    ``batch_first``). Zero initial state; eval semantics (no dropout, zoneout at its
+    expectation). For a variant, what the sigmoid receives (:func:`clearlstm.core.cell.cell_step`'s
+    pre-activation: layer norm, the peephole term ``p_f * c`` added, clipped)."""
     if not isinstance(lstm, LSTM):
         raise TypeError(f"forget_gate_pre_activation: lstm must be a clearlstm.LSTM; "
                         f"got {type(lstm).__name__}")  # fmt: skip
@@ -194,16 +197,17 @@ def forget_gate_pre_activation(
         u, _, _, _ = lstm_forward(below, None, None, weights[: layer * directions],
                                   bidirectional=lstm.bidirectional, **choice)  # fmt: skip
     w = weights[layer * directions]
-    if getattr(w, "variant", None) is not None:  # peepholes, clipping: not this formula
-        raise ValueError(
-            f"forget_gate_pre_activation: only the plain LSTM cell is supported; layer "
-            f"{layer} runs the variant {w.variant}"
-        )
     row = lstm.hidden_size + unit  # gate order i, f, g, o
     if step > 0:
-        h_prev = lstm_layer(u[:step], None, None, w, **choice).output[-1]  # (B, P)
+        before = lstm_layer(u[:step], None, None, w, **choice)
+        h_prev, c_prev = before.output[-1], before.c_n  # (B, P), (B, H)
     else:
         h_prev = u.new_zeros(u.shape[1], w.w_hh.shape[1])
+        c_prev = u.new_zeros(u.shape[1], lstm.hidden_size)
+    if w.variant is not None:  # the cell's own step: LN needs all 4H, peepholes need c
+        xw = input_projection(u[step], w.w_ih, w.b_ih, w.layer_norm)  # (B, 4H)
+        variant = w.cell_kwargs() | {"zoneout": None}  # zoneout changes only the new state
+        return cell_step(xw, h_prev, c_prev, w.w_hh, w.b_hh, **variant).pre_activation[:, row]
     pre = u[step] @ w.w_ih[row] + h_prev @ w.w_hh[row]
     bias = combined_bias(w.b_ih, w.b_hh)
     return pre if bias is None else pre + bias[row]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from clearlstm.cli import train_report
+from clearlstm.cli.variant_flags import variant_options
 from clearlstm.tasks.datasets import DEFAULT_SERIES, get_dataset
 from clearlstm.train.lock import training_lock
 from clearlstm.train.loop import Reporter, TrainConfig
@@ -192,6 +193,7 @@ def _train_series(
         normalise=args.normalise or "auto",
         members=args.ensemble if args.ensemble is not None else 9,
         linear=args.linear != "off",
+        lstm=variant_options(args),
     )
     return forecasting.train_series(options, config, out, args.resume, reporter, context)
 
@@ -262,12 +264,14 @@ def _train_text(
             )
     options = text.TextOptions(
         text=args.text, dataset=args.dataset, seq_len=window, hidden_size=hidden,
-        num_layers=args.layers,
+        num_layers=args.layers, lstm=variant_options(args),
     )  # fmt: skip
     return text.train_text(options, config, out, args.resume, reporter, context)
 
 
 def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Console) -> None:
+    if not run.settings.model.lstm.plain:
+        _say(console, f"Chosen: {run.settings.model.lstm.describe()}")
     _say(
         console,
         f"Validation bits per character: {run.bits_per_char:.3f} (best epoch "

@@ -27,6 +27,7 @@ from clearlstm.cli.flags import (
     temperature,
 )
 from clearlstm.cli.series_flags import add_backtest, add_forecast, add_split_options
+from clearlstm.cli.variant_flags import add_peephole_option, add_variant_options, run_explain
 from clearlstm.errors import UsageError
 
 MAX_UNITS, MAX_LAYERS, MAX_STEPS = 65_536, 1_024, 1_000_000_000  # as clearlstm.tasks.settings
@@ -68,24 +69,8 @@ def add_explain(commands: argparse._SubParsersAction) -> None:
         help="explain a model from `clearlstm train` instead: its gates on --sequence (or --text)",
     )
     parser.add_argument("--text", help="with --model of a text model: the characters to read")
+    add_peephole_option(parser)
     parser.set_defaults(run=run_explain)
-
-
-def run_explain(args: argparse.Namespace, console: Console) -> int:
-    from clearlstm.teach import explain
-
-    if args.model is not None:
-        return _commands().run_explain_model(args, console)
-    single = args.sequence is None
-    inputs = [args.input] if single else args.sequence
-    c0 = args.long_term if args.long_term is not None else (2.0 if single else 0.0)
-    h0 = args.short_term if args.short_term is not None else (1.0 if single else 0.0)
-    walk = explain.explain_sequence(inputs, c0, h0)
-    if args.json:
-        print(explain.to_json(walk))
-    else:
-        explain.render(walk, console)
-    return 0
 
 
 def add_train(commands: argparse._SubParsersAction) -> None:
@@ -158,6 +143,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "--linear", choices=["on", "off"],
         help="series: a linear autoregression beside the LSTM, started at its ridge fit (on)",
     )  # fmt: skip
+    add_variant_options(parser)
     parser.add_argument("--out", default="clearlstm-model", help="model directory to write")
     parser.add_argument("--plot", help="also write a PNG of history, test truth and forecast")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -215,6 +201,7 @@ def _add_subject_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--short-term", type=number("--short-term"), help="the seed's unit: initial h (0)"
     )
+    add_peephole_option(parser)
 
 
 def add_figure(commands: argparse._SubParsersAction) -> None:

@@ -8,6 +8,7 @@ hand it to :mod:`clearlstm.figures`, :mod:`clearlstm.report` or :mod:`clearlstm.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 from pathlib import Path
@@ -24,8 +25,22 @@ if TYPE_CHECKING:
 
 
 def subject_from_args(args: argparse.Namespace, model: SavedModel | None = None) -> Subject:
-    """The LSTM and sequence the options name (StatQuest's unit on Company A by default);
-    ``model``: the saved model ``--model`` names, when it is open already."""
+    """The LSTM and sequence the options name (StatQuest's unit on Company A by default, with
+    ``--peephole``'s peepholes where given); ``model``: the saved model ``--model`` names, when
+    it is open already."""
+    subject = _subject(args, model)
+    peephole = getattr(args, "peephole", None)
+    if peephole is None:
+        return subject
+    if args.model is not None:
+        raise UsageError("--peephole is for the seed's unit; a saved model has its own")
+    from clearlstm.teach.seed import statquest_lstm
+
+    lstm = statquest_lstm(peephole=peephole)
+    return dataclasses.replace(subject, name=subject.name + " with peepholes", lstm=lstm)
+
+
+def _subject(args: argparse.Namespace, model: SavedModel | None) -> Subject:
     given = [k for k in ("sequence", "csv", "text") if getattr(args, k, None) is not None]
     if len(given) > 1:
         raise UsageError(f"give one of --sequence, --csv or --text; got {', '.join(given)}")
@@ -84,8 +99,9 @@ def run_figure(args: argparse.Namespace, console: Console) -> int:
         weights = subject.weights
         if weights is None:
             raise UsageError(
-                "the unit diagram draws a one-unit LSTM (LSTM(1, 1)); this model "
-                "has more units: use `figure heatmap` or `figure retention`"
+                "the unit diagram draws a one-unit LSTM (LSTM(1, 1)), plain or with "
+                "peepholes; this model has more units or another variant: use `figure "
+                "heatmap` or `figure retention`"
             )
         values = [float(v) for v in subject.shown[:, 0]]
         walk = explain_sequence(values, subject.c0, subject.h0, subject.lstm)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
-from clearlstm.tasks import baselines, recipe, refit
+from clearlstm.tasks import baselines, lstm_settings, recipe, refit
 from clearlstm.tasks.backtest import (
     FUTURE_STEPS,
     Backtest,
@@ -87,6 +87,7 @@ class SeriesOptions:
     normalise: str = "auto"
     members: int = 9  # networks in the seed ensemble (their median is the forecast)
     linear: bool = True  # a linear autoregression beside the LSTM, started at its ridge fit
+    lstm: dict | None = None  # the LSTM's variant arguments (clearlstm.nn.variants.DEFAULTS)
 
 
 @dataclass
@@ -165,6 +166,7 @@ def train_series(
         baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
     recipe.check_normalise(options.normalise, season, w)
+    variant = lstm_settings.for_training(options.lstm, w, options.members)
     transform, said = recipe.transform(options.transform, series.values[:, :k], split, season)
     choices = [f"window {w}" + (" (as asked)" if options.window else ""), said]
     scaler = Scaler.fit(series.values[: split.train], transform)
@@ -176,13 +178,15 @@ def train_series(
     normalise = options.normalise if options.normalise != "auto" else "last"
     model = Forecaster(
         len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
-        options.members, season, w if options.linear else None,
+        options.members, season, w if options.linear else None, variant.kwargs(),
     )  # fmt: skip
     if options.linear:
         choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
     else:
         choices.append(f"normalise {normalise}; no linear part")
     choices.append(f"{options.members} member(s) in the ensemble")
+    if not variant.plain:
+        choices.append(variant.describe())
     shape, described = _settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
@@ -255,6 +259,7 @@ def _settings(
         members=model.members,
         season=model.season,
         linear_window=model.linear_window,
+        lstm=lstm_settings.LstmSettings.of(model.lstm),
     )
     data = DataSettings(
         dataset=options.dataset,

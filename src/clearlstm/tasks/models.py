@@ -9,13 +9,15 @@ window (steps read), ``C`` input columns, ``K`` targets, ``H`` horizon, ``T`` st
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from clearlstm.core.trace import Trace
 from clearlstm.nn.lstm import LSTM
+from clearlstm.nn.variants import init_gate_biases
 
 if TYPE_CHECKING:
     from clearlstm.tasks.settings import CharModelSettings, ForecasterSettings
@@ -43,7 +45,9 @@ class Forecaster(nn.Module):
     independent networks (a seed ensemble) trained in one pass: one LSTM of
     ``members * hidden_size`` units whose recurrent (and deeper input) weights and head are
     block-diagonal, each block initialised as a network of ``hidden_size`` units would be; the
-    forecast is the members' median.
+    forecast is the members' median. ``lstm``: the LSTM's variant arguments
+    (:data:`clearlstm.nn.variants.DEFAULTS`; none: torch's LSTM); ``layer_norm`` needs one
+    member (it normalises over all units, which would join the members).
     """
 
     def __init__(
@@ -57,8 +61,15 @@ class Forecaster(nn.Module):
         members: int = 1,
         season: int | None = None,
         linear_window: int | None = None,
+        lstm: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        variant = dict(lstm or {})
+        if variant.get("layer_norm") and members > 1:
+            raise ValueError(
+                f"Forecaster: layer_norm normalises over all units, so it needs members=1 (the "
+                f"members would be one network); got members={members}"
+            )
         if normalise not in NORMALISE:
             raise ValueError(f"normalise must be one of {', '.join(NORMALISE)}; got {normalise!r}")
         if members < 1:
@@ -70,7 +81,7 @@ class Forecaster(nn.Module):
         self.columns, self.targets, self.horizon = columns, targets, horizon
         self.hidden_size, self.members = hidden_size, members
         self.normalise, self.season = normalise, season if normalise == "seasonal" else None
-        self.lstm = LSTM(columns, members * hidden_size, num_layers, batch_first=True)
+        self.lstm = LSTM(columns, members * hidden_size, num_layers, batch_first=True, **variant)
         self.head = nn.Linear(members * hidden_size, members * horizon * targets)
         if members > 1:
             self._block_diagonal()
@@ -86,7 +97,7 @@ class Forecaster(nn.Module):
         m = settings.model
         return cls(
             m.columns, m.targets, m.horizon, m.hidden_size, m.num_layers, m.normalise,
-            m.members, m.season, m.linear_window,
+            m.members, m.season, m.linear_window, m.lstm.kwargs(),
         )  # fmt: skip
 
     def _masks(self) -> dict[str, Tensor]:
@@ -111,6 +122,11 @@ class Forecaster(nn.Module):
                 p.uniform_(-bound, bound)
                 if name in masks:
                     p.mul_(masks[name])
+        lstm = self.lstm
+        if lstm.forget_bias is not None or lstm.init == "chrono":  # after the draw, as LSTM's
+            for k in range(lstm.num_layers):
+                b_ih, b_hh = getattr(lstm, f"bias_ih_l{k}"), getattr(lstm, f"bias_hh_l{k}")
+                init_gate_biases(b_ih, b_hh, lstm.forget_bias, lstm.init, lstm.chrono_max_steps)
         for name, p in self.named_parameters():
             if name in masks:
                 p.register_hook(lambda g, m=masks[name]: g * m)
@@ -194,17 +210,25 @@ class CharModel(nn.Module):
     """Character-level language model: embedding, LSTM, linear layer to next-character logits."""
 
     def __init__(
-        self, vocab_size: int, embedding_size: int, hidden_size: int, num_layers: int
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        num_layers: int,
+        lstm: Mapping[str, Any] | None = None,  # the LSTM's variant arguments, as Forecaster's
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size)
-        self.lstm = LSTM(embedding_size, hidden_size, num_layers, batch_first=True)
+        self.lstm = LSTM(
+            embedding_size, hidden_size, num_layers, batch_first=True, **dict(lstm or {})
+        )
         self.head = nn.Linear(hidden_size, vocab_size)
 
     @classmethod
     def from_settings(cls, settings: CharModelSettings) -> CharModel:
         m = settings.model
-        return cls(len(settings.vocabulary), m.embedding_size, m.hidden_size, m.num_layers)
+        vocab = len(settings.vocabulary)
+        return cls(vocab, m.embedding_size, m.hidden_size, m.num_layers, m.lstm.kwargs())
 
     def forward(
         self, tokens: Tensor, state: tuple[Tensor, Tensor] | None = None

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from clearlstm import __version__
 from clearlstm.errors import CheckpointError
 from clearlstm.tasks.baselines import Scores
+from clearlstm.tasks.lstm_settings import LstmSettings
 from clearlstm.tasks.series import FillMethod, Scaler, Split
 from clearlstm.tasks.settings_base import (
     EXAMPLE_CHARS,
@@ -65,6 +66,7 @@ class ForecasterShape(JsonSettings):
     members: int = field(default=1, metadata=limits(optional=True, low=1, high=MAX_MEMBERS))
     season: int | None = optional(low=2, high=MAX_STEPS)  # for normalise "seasonal" only
     linear_window: int | None = optional(low=1, high=MAX_STEPS)  # the linear part's lags
+    lstm: LstmSettings = field(default=LstmSettings(), metadata=limits(optional=True))  # variant
 
     def check_json(self, file: str, where: str) -> None:
         if (self.normalise == "seasonal") != (self.season is not None):
@@ -220,6 +222,7 @@ class CharModelShape(JsonSettings):
     embedding_size: int = size(MAX_UNITS)
     hidden_size: int = size(MAX_UNITS)
     num_layers: int = size(MAX_LAYERS)
+    lstm: LstmSettings = field(default=LstmSettings(), metadata=limits(optional=True))  # variant
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,7 @@ class ForecasterSettings(Document):
         m = self.model
         out, units = m.members * m.horizon * m.targets, m.members * m.hidden_size
         shapes = lstm_shapes(m.columns, units, m.num_layers)
+        shapes |= m.lstm.weight_shapes(units, m.num_layers)  # a variant's tensors
         shapes |= {"head.weight": (out, units), "head.bias": (out,)}
         if m.linear_window is not None:
             one = m.horizon * m.targets
@@ -333,6 +337,7 @@ class CharModelSettings(Document):
         m, v = self.model, len(self.vocabulary)
         shapes = {"embedding.weight": (v, m.embedding_size)}
         shapes |= lstm_shapes(m.embedding_size, m.hidden_size, m.num_layers)
+        shapes |= m.lstm.weight_shapes(m.hidden_size, m.num_layers)
         return shapes | {"head.weight": (v, m.hidden_size), "head.bias": (v,)}
 
     def check_json(self, file: str, where: str) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clearlstm.core.trace import UnitMemory
+from clearlstm.tasks import lstm_settings
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import CharModel
 from clearlstm.tasks.settings import (
@@ -49,6 +50,7 @@ class TextOptions:
     hidden_size: int = 256
     num_layers: int = 1
     val_fraction: float = 0.1
+    lstm: dict | None = None  # the LSTM's variant arguments (clearlstm.nn.variants.DEFAULTS)
 
 
 @dataclass
@@ -159,11 +161,13 @@ def train_text(
     check_option("--layers", CharModelShape, "num_layers", options.num_layers)
     check_option("embedding_size", CharModelShape, "embedding_size", options.embedding_size)
     path, text, vocabulary, train, val = prepare_text(options)
+    variant = lstm_settings.for_training(options.lstm, options.seq_len)
     torch.manual_seed(config.seed)
     model = CharModel(
-        len(vocabulary), options.embedding_size, options.hidden_size, options.num_layers
-    )
-    shape, described = _settings(options, path)
+        len(vocabulary), options.embedding_size, options.hidden_size, options.num_layers,
+        variant.kwargs(),
+    )  # fmt: skip
+    shape, described = _settings(options, path, lstm_settings.LstmSettings.of(model.lstm))
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
         result = fit(
@@ -192,11 +196,14 @@ def train_text(
     return TextRun(settings, bpc, memory, result, time.perf_counter() - started, sample)
 
 
-def _settings(options: TextOptions, path: Path) -> tuple[CharModelShape, TextDataSettings]:
+def _settings(
+    options: TextOptions, path: Path, lstm: lstm_settings.LstmSettings
+) -> tuple[CharModelShape, TextDataSettings]:
     shape = CharModelShape(
         embedding_size=options.embedding_size,
         hidden_size=options.hidden_size,
         num_layers=options.num_layers,
+        lstm=lstm,
     )
     data = TextDataSettings(
         dataset=options.dataset,

@@ -8,6 +8,8 @@ numbers differ slightly from the exact ones; :data:`SERIES_ONE_STEP` keeps what 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from clearlstm.nn.lstm import LSTM
@@ -53,9 +55,19 @@ SERIES_COMPANIES_NOTE = (
 )
 
 
-def statquest_lstm(dtype: torch.dtype = torch.float64) -> LSTM:
-    """StatQuest's unit as a one-unit ``clearlstm.LSTM(1, 1)`` (float64 by default)."""
-    lstm = LSTM(1, 1, dtype=dtype)
+def statquest_lstm(
+    dtype: torch.dtype = torch.float64, peephole: Sequence[float] | None = None
+) -> LSTM:
+    """StatQuest's unit as a one-unit ``clearlstm.LSTM(1, 1)`` (float64 by default); with
+    ``peephole = (p_i, p_f, p_o)`` the same unit with those peephole weights
+    (``LSTM(1, 1, peephole=True)``: the series has no peepholes, so it has no numbers for them)."""
+    lstm = LSTM(1, 1, dtype=dtype, peephole=peephole is not None)
     state = {name: torch.tensor(value, dtype=dtype) for name, value in STATQUEST_WEIGHTS.items()}
+    if peephole is not None:
+        if len(peephole) != 3:
+            raise ValueError(
+                f"statquest_lstm: peephole takes three weights (p_i, p_f, p_o); got {peephole!r}"
+            )
+        state["weight_peephole_l0"] = torch.tensor(peephole, dtype=dtype).reshape(3, 1)  # (3, H)
     lstm.load_state_dict(state)
     return lstm

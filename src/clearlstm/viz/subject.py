@@ -17,6 +17,7 @@ from torch import Tensor
 
 from clearlstm.core.trace import Trace
 from clearlstm.nn.lstm import LSTM
+from clearlstm.teach.explain import cell_explained
 from clearlstm.teach.seed import COMPANIES, statquest_lstm
 from clearlstm.teach.unit import UnitWeights
 
@@ -44,9 +45,11 @@ class Subject:
 
     @property
     def one_unit(self) -> bool:
-        """The seed's case: one layer, one unit, one input; the walkthrough applies."""
+        """The seed's case: one layer, one unit, one input, the plain cell or one with
+        peepholes; the walkthrough applies."""
         lstm = self.lstm
-        return (lstm.num_layers, lstm.hidden_size, lstm.input_size, lstm.proj_size) == (1, 1, 1, 0)
+        shape = (lstm.num_layers, lstm.hidden_size, lstm.input_size, lstm.proj_size)
+        return shape == (1, 1, 1, 0) and cell_explained(lstm)
 
     @property
     def weights(self) -> UnitWeights | None:

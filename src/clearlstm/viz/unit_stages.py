@@ -1,6 +1,7 @@
 """The seed's single-unit diagram with one step's numbers written on it.
 
 Three stages read left to right: forget gate, input gate with the potential memory, output.
+A unit with peepholes shows each gate's extra term (``p_f C``, ``p_i C``, ``p_o C'``) in its box.
 :func:`unit_diagram` is re-exported by :mod:`clearlstm.viz.figures`.
 """
 
@@ -10,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch, Rectangle
 
-from clearlstm.teach.explain import StepExplanation, percent
+from clearlstm.teach.explain import PeepholeStep, StepExplanation, percent
 from clearlstm.teach.unit import GateWeights, UnitWeights
 
 # Layout of the unit diagram, in data coordinates of a 20 × 12 canvas.
@@ -19,7 +20,7 @@ _BOX_W, _BOX_H = 3.5, 2.3
 _STAGE_FILL = {"forget": "#fde8e8", "input": "#e6f0fb", "output": "#e9f6e6"}
 
 
-def _weighted_sum(g: GateWeights) -> str:
+def _weighted_sum(g: GateWeights, peephole: tuple[float, str] | None = None) -> str:
     def number(value: float) -> str:  # the series' two decimals, unless that hides it
         return f"{value:.2f}" if value == 0 or 0.01 <= abs(value) < 1e4 else f"{value:.3g}"
 
@@ -27,10 +28,20 @@ def _weighted_sum(g: GateWeights) -> str:
         return f" {'−' if value < 0 else '+'} {number(abs(value))}{name}"
 
     first = ("−" if g.w_h < 0 else "") + number(abs(g.w_h))
-    return f"z = {first}h" + term(g.w_x, "x") + term(g.b, "")
+    extra = term(*peephole) if peephole is not None else ""  # (p, the memory it reads)
+    return f"z = {first}h" + term(g.w_x, "x") + term(g.b, "") + extra
 
 
-def _box(ax, x: float, label: str, gate: GateWeights, z: float, value: float, name: str):
+def _box(
+    ax,
+    x: float,
+    label: str,
+    gate: GateWeights,
+    z: float,
+    value: float,
+    name: str,
+    peephole: tuple[float, str] | None = None,
+):
     ax.add_patch(
         FancyBboxPatch(
             (x - _BOX_W / 2, _BOX_Y - _BOX_H / 2),
@@ -42,7 +53,8 @@ def _box(ax, x: float, label: str, gate: GateWeights, z: float, value: float, na
             linewidth=1.2,
         )
     )
-    text = f"{label}\n{_weighted_sum(gate)}\n  = {z:.4g}  (x-axis value)\n{name} = {value:.4g}"
+    total = f"{_weighted_sum(gate, peephole)}\n  = {z:.4g}  (x-axis value)"
+    text = f"{label}\n{total}\n{name} = {value:.4g}"
     ax.text(x, _BOX_Y, text, ha="center", va="center", fontsize=7.6, linespacing=1.35)
     # Both memories and the input feed every stage.
     ax.annotate(
@@ -94,6 +106,9 @@ def unit_diagram(
             )
         )
     words = step.sentences()
+    peep: dict = {}  # gate -> (p, the memory it reads)
+    if isinstance(step, PeepholeStep):
+        peep = {gate: (t.weight, t.memory_name) for gate, t in step.peephole_terms().items()}
     headings = {
         "forget": f"1 · forget-gate stage\nkeeps {percent(step.forget_gate)} of C",
         "input": f"2 · input-gate stage\nadds {percent(step.input_gate)} of "
@@ -130,10 +145,28 @@ def unit_diagram(
     ax.text(0.35, _X_Y - 0.6, f"x = {step.x:.4g}", fontsize=9, fontweight="bold")
 
     # Stage 1: the forget gate scales the long-term memory.
-    _box(ax, fx, "forget gate  σ", weights.forget, step.forget_x_axis, step.forget_gate, "f")
+    _box(
+        ax,
+        fx,
+        "forget gate  σ",
+        weights.forget,
+        step.forget_x_axis,
+        step.forget_gate,
+        "f",
+        peep.get("forget"),
+    )
     _arrow(ax, (fx, _BOX_Y + _BOX_H / 2 + 0.1), (fx, _LONG_Y - 0.45))
     # Stage 2: the input gate admits part of the potential memory.
-    _box(ax, ix, "input gate  σ", weights.input, step.input_x_axis, step.input_gate, "i")
+    _box(
+        ax,
+        ix,
+        "input gate  σ",
+        weights.input,
+        step.input_x_axis,
+        step.input_gate,
+        "i",
+        peep.get("input"),
+    )
     _box(
         ax,
         px,
@@ -150,7 +183,16 @@ def unit_diagram(
     _arrow(ax, (plus_x, mul_y + 0.42), (plus_x, _LONG_Y - 0.45))
     ax.text(plus_x + 0.55, mul_y + 0.75, f"i·g = {step.added:.4g}", fontsize=8)
     # Stage 3: the output gate passes part of tanh(C') on as the new short-term memory.
-    _box(ax, ox, "output gate  σ", weights.output, step.output_x_axis, step.output_gate, "o")
+    _box(
+        ax,
+        ox,
+        "output gate  σ",
+        weights.output,
+        step.output_x_axis,
+        step.output_gate,
+        "o",
+        peep.get("output"),
+    )
     ax.add_patch(
         FancyBboxPatch(
             (tanh_x - 0.9, 6.9),
