@@ -27,7 +27,7 @@ from clearlstm.cli.flags import (
     temperature,
 )
 from clearlstm.cli.series_flags import add_backtest, add_forecast, add_split_options
-from clearlstm.cli.variant_flags import add_peephole_option, add_variant_options, run_explain
+from clearlstm.cli.variant_flags import add_peephole_option, add_variant_options
 from clearlstm.errors import UsageError
 
 MAX_UNITS, MAX_LAYERS, MAX_STEPS = 65_536, 1_024, 1_000_000_000  # as clearlstm.tasks.settings
@@ -70,7 +70,7 @@ def add_explain(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--text", help="with --model of a text model: the characters to read")
     add_peephole_option(parser)
-    parser.set_defaults(run=run_explain)
+    parser.set_defaults(run=lambda args, console: _see().run_explain(args, console))
 
 
 def add_train(commands: argparse._SubParsersAction) -> None:

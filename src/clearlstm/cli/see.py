@@ -1,4 +1,4 @@
-"""What ``clearlstm figure``, ``clearlstm report`` and ``clearlstm serve`` do once parsed.
+"""What ``clearlstm explain``, ``figure``, ``report`` and ``serve`` do once parsed.
 
 :mod:`clearlstm.cli` declares their options; the functions here turn the options into a
 :class:`~clearlstm.viz.subject.Subject` (the seed's unit, or a saved model, and a sequence) and
@@ -82,6 +82,34 @@ def _subject(args: argparse.Namespace, model: SavedModel | None) -> Subject:
     if isinstance(example, str):
         return model.subject_from_text(example, source="the start of its training text")
     return model.subject_from_numbers(example, source="the end of its training series")
+
+
+def run_explain(args: argparse.Namespace, console: Console) -> int:
+    """``clearlstm explain``: the seed's walkthrough (with ``--peephole``'s peepholes), or a
+    saved model's gates with ``--model``."""
+    from clearlstm.teach import explain
+
+    if args.model is not None:
+        if args.peephole is not None:
+            raise UsageError("--peephole is for the seed's unit; a saved model has its own")
+        from clearlstm.cli import commands
+
+        return commands.run_explain_model(args, console)
+    single = args.sequence is None
+    inputs = [args.input] if single else args.sequence
+    c0 = args.long_term if args.long_term is not None else (2.0 if single else 0.0)
+    h0 = args.short_term if args.short_term is not None else (1.0 if single else 0.0)
+    unit = None
+    if args.peephole is not None:
+        from clearlstm.teach.seed import statquest_lstm
+
+        unit = statquest_lstm(peephole=args.peephole)
+    walk = explain.explain_sequence(inputs, c0, h0, unit)
+    if args.json:
+        print(explain.to_json(walk))
+    else:
+        explain.render(walk, console)
+    return 0
 
 
 def run_figure(args: argparse.Namespace, console: Console) -> int:

@@ -1,6 +1,6 @@
 """The LSTM variant flags: ``clearlstm train``'s (peepholes, coupled gates, cell clip, layer
-norm, zoneout, variational dropout, forget bias, chrono init) and ``clearlstm explain
---peephole``, with what ``explain`` does once parsed.
+norm, zoneout, variational dropout, forget bias, chrono init) and ``--peephole`` of
+``clearlstm explain``, ``figure`` and ``report`` (the seed's unit with peepholes).
 
 Each value is checked while parsing (:mod:`clearlstm.cli.flags`), combinations in
 :func:`variant_options`; the library checks them again (:mod:`clearlstm.tasks.lstm_settings`)
@@ -10,8 +10,6 @@ with the same limits. Imports nothing heavy: ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
-
-from rich.console import Console
 
 from clearlstm.cli.flags import FlagError, finite_float, integer, number, number_list
 from clearlstm.errors import UsageError
@@ -117,29 +115,3 @@ def add_peephole_option(parser: argparse.ArgumentParser) -> None:
         help="give the unit peepholes: the input and forget gates also read C, the output gate "
         "C' (default weights 0.5,0.5,0.5; negative ones as --peephole=-1,0.5,0.5)",
     )
-
-
-def run_explain(args: argparse.Namespace, console: Console) -> int:
-    from clearlstm.teach import explain
-
-    if args.model is not None:
-        if args.peephole is not None:
-            raise UsageError("--peephole is for the seed's unit; a saved model has its own")
-        from clearlstm.cli import commands
-
-        return commands.run_explain_model(args, console)
-    single = args.sequence is None
-    inputs = [args.input] if single else args.sequence
-    c0 = args.long_term if args.long_term is not None else (2.0 if single else 0.0)
-    h0 = args.short_term if args.short_term is not None else (1.0 if single else 0.0)
-    unit = None
-    if args.peephole is not None:
-        from clearlstm.teach.seed import statquest_lstm
-
-        unit = statquest_lstm(peephole=args.peephole)
-    walk = explain.explain_sequence(inputs, c0, h0, unit)
-    if args.json:
-        print(explain.to_json(walk))
-    else:
-        explain.render(walk, console)
-    return 0
