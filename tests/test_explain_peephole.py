@@ -141,3 +141,25 @@ def test_the_unit_diagram_writes_the_peephole_terms_in_its_boxes(tmp_path, capsy
     assert main(["report", "--peephole", "--out", str(html)]) == 0
     report = html.read_text()
     assert "with peepholes" in report and "Its peephole reads the long-term memory" in report
+
+
+def test_a_trained_one_unit_peephole_model_gets_the_walkthrough(tmp_path):
+    from clearlstm.viz.saved_models import load_saved_model
+
+    csv = tmp_path / "wave.csv"
+    csv.write_text("y\n" + "\n".join(f"{math.sin(t / 4):.4f}" for t in range(80)) + "\n")
+    out = tmp_path / "one"
+    argv = ["train", "--csv", str(csv), "--epochs", "1", "--hidden-size", "1", "--window", "8"]
+    assert main([*argv, "--ensemble", "1", "--peephole", "--out", str(out)]) == 0
+    model = load_saved_model(out)
+    subject = model.subject_from_numbers(model.example)
+    assert subject.one_unit and model.lstm.batch_first
+    # The walkthrough reads what the LSTM reads (scaled, relative to the window's level).
+    walk = explain_sequence(subject.inputs[:, 0, 0].tolist(), 0.0, 0.0, subject.lstm)
+    h = subject.run()[0, 0].h[:, 0, 0].tolist()
+    assert [s.h for s in walk.steps] == pytest.approx(h, abs=1e-6)
+    assert isinstance(walk.steps[0], PeepholeStep)
+    png, html = tmp_path / "unit.png", tmp_path / "r.html"
+    assert main(["figure", "unit", "--model", str(out), "--step", "3", "--out", str(png)]) == 0
+    assert main(["report", "--model", str(out), "--out", str(html)]) == 0
+    assert "Its peephole reads the long-term memory" in html.read_text()

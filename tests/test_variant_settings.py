@@ -179,6 +179,10 @@ def test_an_ensemble_keeps_the_variants_initial_biases():
     b_ih, b_hh = model.lstm.bias_ih_l0.detach(), model.lstm.bias_hh_l0.detach()
     assert torch.equal(b_ih[12:24], torch.ones(12)) and torch.equal(b_hh[12:24], torch.zeros(12))
     model.check_blocks()  # the peepholes (3, N*U) couple no members
+    chrono = Forecaster(1, 1, 1, 4, 1, members=3, lstm={"init": "chrono", "chrono_max_steps": 9})
+    forget, inputs = chrono.lstm.bias_ih_l0.detach()[12:24], chrono.lstm.bias_ih_l0.detach()[:12]
+    assert bool((forget >= 0).all() and (forget <= math.log(8)).all())  # log U(1, T_max - 1)
+    assert torch.equal(inputs, -forget) and chrono.lstm.bias_hh_l0.detach()[:24].abs().max() == 0
 
 
 # ---- clearlstm train with the variant flags ---------------------------------------------

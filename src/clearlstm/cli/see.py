@@ -131,7 +131,7 @@ def run_figure(args: argparse.Namespace, console: Console) -> int:
                 "peepholes; this model has more units or another variant: use `figure "
                 "heatmap` or `figure retention`"
             )
-        values = [float(v) for v in subject.shown[:, 0]]
+        values = subject.inputs[:, 0, 0].tolist()  # what the unit reads (scaled for a model)
         walk = explain_sequence(values, subject.c0, subject.h0, subject.lstm)
         step = _step_index(args.step, len(walk.steps), "--step")
         fig = figures.unit_diagram(walk.steps[step], weights)

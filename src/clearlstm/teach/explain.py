@@ -203,6 +203,7 @@ def explain_sequence(
         peephole = tuple(float(v) for v in lstm.weight_peephole_l0.detach()[:, 0])  # (3,)
     dtype = lstm.weight_ih_l0.dtype
     x = torch.tensor(inputs, dtype=dtype).reshape(-1, 1, 1)  # (T, B=1, I=1)
+    x = x.transpose(0, 1) if lstm.batch_first else x  # a trained model's LSTM: (B, T, I)
     hx = (torch.tensor([[[h0]]], dtype=dtype), torch.tensor([[[c0]]], dtype=dtype))
     with torch.no_grad():
         _, _, trace = lstm(x, hx, trace=True)

@@ -256,7 +256,7 @@ def build_report(
     trace = subject.run()
     walk = None
     if subject.one_unit:
-        values = [float(v) for v in subject.shown[:, 0]]
+        values = subject.inputs[:, 0, 0].tolist()  # what the unit reads (scaled for a model)
         walk = explain_sequence(values, subject.c0, subject.h0, subject.lstm)
     lstm = subject.lstm
     shape = (
