@@ -154,9 +154,7 @@ def train_series(
     """Train, save to ``out_dir`` and evaluate; None on processes other than rank 0."""
     context = context or Distributed()
     started = time.perf_counter()
-    check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
-    check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
-    check_option("--ensemble", ForecasterShape, "members", options.members)
+    check_shape(options)
     series = load_data(options)
     w, split = window_and_split(series, options)
     n, h, k = len(series), options.horizon, len(series.targets)
@@ -173,17 +171,9 @@ def train_series(
     data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
-    normalise = options.normalise if options.normalise != "auto" else "last"
-    model = Forecaster(
-        len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
-        options.members, season, w if options.linear else None,
-    )  # fmt: skip
-    if options.linear:
-        choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
-    else:
-        choices.append(f"normalise {normalise}; no linear part")
-    choices.append(f"{options.members} member(s) in the ensemble")
-    shape, described = _settings(options, series, split, scaler, season, model, w)
+    model, said = new_model(options, len(series.columns), k, season, w, data["train"], data["val"])
+    choices += said
+    shape, described = model_settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
         result = fit(
@@ -229,6 +219,37 @@ def train_series(
     )
 
 
+def check_shape(options: SeriesOptions) -> None:
+    """A clear error for a model size that ``settings.json`` could not hold."""
+    check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
+    check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
+    check_option("--ensemble", ForecasterShape, "members", options.members)
+
+
+def new_model(
+    options: SeriesOptions,
+    columns: int,
+    targets: int,
+    season: int | None,
+    window: int,
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+) -> tuple[Forecaster, list[str]]:
+    """A fresh forecaster of the options' shape (seed torch first), its linear part started
+    on the ``(S, W, C)`` inputs and ``(S, H, K)`` truths of ``train`` (penalty chosen on
+    ``val``), and those choices in words."""
+    normalise = options.normalise if options.normalise != "auto" else "last"
+    model = Forecaster(
+        columns, targets, options.horizon, options.hidden_size, options.num_layers, normalise,
+        options.members, season, window if options.linear else None,
+    )  # fmt: skip
+    if options.linear:
+        said = recipe.start_linear(model, train, val, options.normalise)
+    else:
+        said = f"normalise {normalise}; no linear part"
+    return model, [said, f"{options.members} member(s) in the ensemble"]
+
+
 def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
     """The last window, recorded in the settings when it is small and finite."""
     if rows.size > MAX_EXAMPLE_NUMBERS or not np.isfinite(rows).all():
@@ -236,7 +257,7 @@ def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
     return tuple(tuple(float(v) for v in row) for row in rows)
 
 
-def _settings(
+def model_settings(
     options: SeriesOptions,
     series: Series,
     split: Split,
@@ -245,6 +266,7 @@ def _settings(
     model: Forecaster,
     window: int,
 ) -> tuple[ForecasterShape, DataSettings]:
+    """The ``model`` and ``data`` parts of ``settings.json`` for ``model`` on ``series``."""
     shape = ForecasterShape(
         columns=model.columns,
         targets=model.targets,
@@ -300,14 +322,7 @@ def series_for_model(
     error names it, for the user to pass again with ``--csv``.
     """
     data = settings.data
-    if csv is None and data.csv is not None:
-        if directory is None or checkpoint.inside(directory, data.csv) is None:
-            raise ValueError(
-                f"the model was trained on {data.csv}, outside its folder; a model folder "
-                f"cannot make clearlstm open other files: pass --csv {data.csv} (or another "
-                f"CSV file with the columns {', '.join(map(repr, data.columns))})"
-            )
-        csv = str(checkpoint.check_regular_file(directory, data.csv, checkpoint.MAX_DATA_BYTES))
+    csv = data_file(settings, csv, directory)
     options = SeriesOptions(
         dataset=None if csv else data.dataset,
         csv=csv,
@@ -317,6 +332,21 @@ def series_for_model(
         fill=data.fill,
     )
     return load_data(options)
+
+
+def data_file(settings: ForecasterSettings, csv: str | None, directory: Path | None) -> str | None:
+    """``csv`` when given, else the CSV file the settings record if it lies inside the model's
+    ``directory`` (a clear error naming it otherwise), else None (a bundled dataset)."""
+    data = settings.data
+    if csv is None and data.csv is not None:
+        if directory is None or checkpoint.inside(directory, data.csv) is None:
+            raise ValueError(
+                f"the model was trained on {data.csv}, outside its folder; a model folder "
+                f"cannot make clearlstm open other files: pass --csv {data.csv} (or another "
+                f"CSV file with the columns {', '.join(map(repr, data.columns))})"
+            )
+        csv = str(checkpoint.check_regular_file(directory, data.csv, checkpoint.MAX_DATA_BYTES))
+    return csv
 
 
 def last_window(settings: ForecasterSettings, directory: Path | None = None) -> np.ndarray:
