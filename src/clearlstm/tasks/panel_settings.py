@@ -157,7 +157,8 @@ def series_view(settings: ForecasterSettings, series: SeriesSettings) -> Forecas
 def is_panel(path: str | Path) -> bool:
     """Whether the model directory ``path`` holds a model trained on many series."""
     directory = checkpoint.model_dir(path)
-    body = checkpoint.settings_body(checkpoint.load_settings(directory), directory)
+    file = directory / checkpoint.SETTINGS_FILE
+    body = checkpoint.settings_body(checkpoint.load_settings(directory), file)
     return body.get("kind") == KIND
 
 
