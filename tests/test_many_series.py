@@ -4,7 +4,6 @@ scores per series and over all, forecasts and backtests per series, run as a use
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import math
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_backtest_cli import read_rows
 from test_train_cli import run
 
 from clearlstm.tasks.panel import MAX_SERIES, read_panel
@@ -51,12 +51,6 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open() as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("stores")
@@ -68,7 +62,7 @@ def trained(tmp_path_factory) -> dict:
 
 def series_values(data: Path) -> dict[str, np.ndarray]:
     """Each store's sales in date order, read independently of clearlstm."""
-    _, rows = read_csv(data)
+    _, rows = read_rows(data)
     out = {}
     for store in LEVELS:
         mine = sorted((r["date"], float(r["sales"])) for r in rows if r["store"] == store)
@@ -130,7 +124,7 @@ def test_settings_hold_each_series_its_scaler_and_the_aggregate(trained):
         mases = [s["test"]["sales"][method]["mase"] for s in panel["series"]]
         assert total[method]["mase"] == pytest.approx(np.mean(mases))
     # Pooled RMSE, recomputed from every test forecast in the backtest file.
-    header, rows = read_csv(trained["tested"])
+    header, rows = read_rows(trained["tested"])
     assert header[:4] == ["store", "origin", "time", "step"]
     assert {r["store"] for r in rows} == set(LEVELS) and len(rows) == 3 * 13
     errors = np.array([float(r["LSTM"]) - float(r["truth"]) for r in rows])
@@ -169,7 +163,7 @@ def test_forecast_writes_every_series_or_one_in_long_format(trained):
     result = run(*base, "--out", str(every))
     assert result.returncode == 0, result.stderr
     assert "past the end of 3 series" in result.stdout
-    header, rows = read_csv(every)
+    header, rows = read_rows(every)
     assert header == [
         "store", "date", "sales", "sales_lower_80", "sales_upper_80", "sales_lower_95",
         "sales_upper_95",
@@ -181,7 +175,7 @@ def test_forecast_writes_every_series_or_one_in_long_format(trained):
         assert float(r["sales_lower_95"]) <= float(r["sales_lower_80"]) <= float(r["sales"])
     result = run(*base, "--id", "south", "--out", str(one))
     assert result.returncode == 0, result.stderr
-    _, alone = read_csv(one)
+    _, alone = read_rows(one)
     assert alone == [r for r in rows if r["store"] == "south"]
     result = run(*base, "--id", "west", "--out", str(one))
     assert result.returncode == 1 and "--id 'west': the model has no such series" in result.stderr
@@ -201,8 +195,8 @@ def test_backtest_trains_the_validation_chosen_model_again_and_matches_train(tra
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "all series" in result.stdout and "training the validation-chosen model" in result.stdout
-    _, rows = read_csv(table)
-    _, want = read_csv(trained["tested"])
+    _, rows = read_rows(table)
+    _, want = read_rows(trained["tested"])
     assert rows == want  # the same weights, bit for bit, and the same baselines
 
 

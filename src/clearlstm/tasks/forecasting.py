@@ -176,29 +176,20 @@ def train_series(
     shape, described = model_settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
-        result = fit(
-            model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
-            reporter, context,
-        )  # fmt: skip
-        if not context.is_main:
-            return None
-        model.load_state_dict(result.weights)
-        model.eval()
-        summary = ForecasterResult(
-            result.best_epoch, finite_or_none(result.best_val), result.epochs_run, {}
+        fitted = fit_forecaster(
+            model, data, config, out_dir, fingerprint, resume, reporter, context
         )
+        if fitted is None:
+            return None
+        result, summary = fitted
         settings = ForecasterSettings(
             model=shape, data=described, train=config, result=summary,
             example=_example(series.values[-w:]), fitted_rows=split.train,
         )  # fmt: skip
-        tested = backtest_model(model, settings, series, split, options.backtest_horizon or h)
-        steps = max(tested.horizon, FUTURE_STEPS)
-        intervals = future_intervals(model, settings, series, split, steps)
-        evaluations = tested_evaluations(tested)
+        bh = options.backtest_horizon or h
+        tested, intervals, evaluations = evaluate(model, settings, series, split, bh)
         memory = model.trace(data["test"][0]).memory_summary()
-        scores = {
-            e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
-        }
+        scores = scores_of(evaluations)
         summary = dataclasses.replace(summary, test=scores, choices="; ".join(choices))
         refit_started = time.perf_counter()
         if options.refit and result.best_epoch >= 1:
@@ -217,6 +208,53 @@ def train_series(
     return SeriesRun(
         settings, evaluations, memory, result, seconds, tested, refit_seconds, "; ".join(choices)
     )
+
+
+def fit_forecaster(
+    model: Forecaster,
+    data: dict[str, tuple[Tensor, Tensor]],
+    config: TrainConfig,
+    out_dir: Path,
+    fingerprint: dict,
+    resume: bool,
+    reporter: Reporter | None,
+    context: Distributed,
+) -> tuple[FitResult, ForecasterResult] | None:
+    """Train ``model`` on ``data["train"]`` with early stopping on ``data["val"]`` (inputs
+    ``(S, W, C)``, truths ``(S, H, K)``) and load its best weights; what training reached, as
+    ``settings.json`` records it (no test scores yet). None on processes other than rank 0."""
+    result = fit(
+        model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
+        reporter, context,
+    )  # fmt: skip
+    if not context.is_main:
+        return None
+    model.load_state_dict(result.weights)
+    model.eval()
+    best = finite_or_none(result.best_val)
+    return result, ForecasterResult(result.best_epoch, best, result.epochs_run, {})
+
+
+def evaluate(
+    model: Forecaster, settings: ForecasterSettings, series: Series, split: Split, horizon: int
+) -> tuple[Backtest, dict | None, list[Evaluation]]:
+    """The test part's backtest, ``horizon`` steps from each origin, the conformal intervals
+    for forecasts past the end (as settings record them) and each target's evaluation."""
+    tested = backtest_model(model, settings, series, split, horizon)
+    steps = max(tested.horizon, FUTURE_STEPS)
+    intervals = future_intervals(model, settings, series, split, steps)
+    return tested, intervals, tested_evaluations(tested)
+
+
+def scores_of(
+    evaluations: list[Evaluation], targets: list[str] | None = None
+) -> dict[str, dict[str, MethodScores]]:
+    """Target (``targets``, else each evaluation's) -> method -> scores, for the settings."""
+    names = targets or [e.target for e in evaluations]
+    return {
+        name: {m: MethodScores.of(s) for m, s in e.scores.items()}
+        for name, e in zip(names, evaluations, strict=True)
+    }
 
 
 def check_shape(options: SeriesOptions) -> None:

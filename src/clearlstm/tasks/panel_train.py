@@ -32,16 +32,21 @@ from torch import Tensor
 from clearlstm.core.trace import UnitMemory
 from clearlstm.tasks import baselines, recipe, refit
 from clearlstm.tasks.backtest import (
-    FUTURE_STEPS,
     Backtest,
     Evaluation,
-    backtest_model,
-    future_intervals,
     tested_evaluations,
 )
 from clearlstm.tasks.baselines import Scores
-from clearlstm.tasks.forecasting import SeriesOptions, check_shape, model_settings, new_model
-from clearlstm.tasks.models import Forecaster, forecast_loss
+from clearlstm.tasks.forecasting import (
+    SeriesOptions,
+    check_shape,
+    evaluate,
+    fit_forecaster,
+    model_settings,
+    new_model,
+    scores_of,
+)
+from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.panel import Panel, read_panel
 from clearlstm.tasks.panel_settings import (
     PanelForecasterSettings,
@@ -51,18 +56,15 @@ from clearlstm.tasks.panel_settings import (
 )
 from clearlstm.tasks.series import Scaler, Series, Split, choose_split, origins, windows
 from clearlstm.tasks.settings import (
-    ForecasterResult,
     ForecasterSettings,
-    MethodScores,
     ScalerSettings,
     SplitSettings,
-    finite_or_none,
 )
 from clearlstm.tasks.transforms import Transform
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock
-from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
+from clearlstm.train.loop import FitResult, Reporter, TrainConfig
 
 ALL_SERIES = "all series"
 TRACED_WINDOWS = 2048  # test windows the memory summary reads at most
@@ -188,18 +190,13 @@ def train_panel(
     shape, described = _described(options, panel, splits, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json(), "ids": panel.ids}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
-        result = fit(
-            model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
-            reporter, context,
-        )  # fmt: skip
-        if not context.is_main:
+        fitted = fit_forecaster(
+            model, data, config, out_dir, fingerprint, resume, reporter, context
+        )
+        if fitted is None:
             return None
-        model.load_state_dict(result.weights)
-        model.eval()
-        summary = ForecasterResult(
-            result.best_epoch, finite_or_none(result.best_val), result.epochs_run, {},
-            choices="; ".join(choices),
-        )  # fmt: skip
+        result, summary = fitted
+        summary = dataclasses.replace(summary, choices="; ".join(choices))
         base = ForecasterSettings(
             model=shape, data=described, train=config, result=summary,
             fitted_rows=described.split.train,
@@ -218,7 +215,7 @@ def train_panel(
         del shared["kind"]
         settings = PanelForecasterSettings(
             **shared | {
-                "result": dataclasses.replace(summary, test=_scores(overall, targets)),
+                "result": dataclasses.replace(summary, test=scores_of(overall, targets)),
                 "weights_sha256": checkpoint.sha256(weights),
                 "fitted_rows": sum(e.fitted_rows for e in entries),
             },
@@ -253,24 +250,11 @@ def _evaluate(
             ScalerSettings.of(scalers[i]), seasons[i], splits[i].train, {},
         )  # fmt: skip
         view = series_view(base, entry)
-        tested = backtest_model(model, view, series, splits[i], horizon)
-        steps = max(tested.horizon, FUTURE_STEPS)
-        intervals = future_intervals(model, view, series, splits[i], steps)
-        scores = _scores(tested_evaluations(tested))
+        tested, intervals, evaluations = evaluate(model, view, series, splits[i], horizon)
+        scores = scores_of(evaluations)
         entries.append(dataclasses.replace(entry, test=scores, intervals=intervals))
         tests.append(tested)
     return entries, tests
-
-
-def _scores(
-    evaluations: list[Evaluation], targets: list[str] | None = None
-) -> dict[str, dict[str, MethodScores]]:
-    """Target (``targets``, else each evaluation's) -> method -> scores, for the settings."""
-    names = targets or [e.target for e in evaluations]
-    return {
-        name: {m: MethodScores.of(s) for m, s in e.scores.items()}
-        for name, e in zip(names, evaluations, strict=True)
-    }
 
 
 def _described(options, panel: Panel, splits, season, model, window):
