@@ -22,15 +22,12 @@ from torch import Tensor
 from clearlstm.core.trace import UnitMemory
 from clearlstm.tasks import baselines, recipe, refit
 from clearlstm.tasks.backtest import (
-    FUTURE_STEPS,
     Backtest,
     Evaluation,
-    backtest_model,
-    future_intervals,
-    tested_evaluations,
 )
 from clearlstm.tasks.datasets import get_dataset
-from clearlstm.tasks.models import Forecaster, forecast_loss
+from clearlstm.tasks.fitting import evaluate, fit_forecaster, scores_of
+from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import (
     FillMethod,
     Scaler,
@@ -44,20 +41,17 @@ from clearlstm.tasks.series import (
 from clearlstm.tasks.settings import (
     MAX_EXAMPLE_NUMBERS,
     DataSettings,
-    ForecasterResult,
     ForecasterSettings,
     ForecasterShape,
-    MethodScores,
     ScalerSettings,
     SplitSettings,
     check_option,
-    finite_or_none,
     read_settings,
 )
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock
-from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
+from clearlstm.train.loop import FitResult, Reporter, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -208,53 +202,6 @@ def train_series(
     return SeriesRun(
         settings, evaluations, memory, result, seconds, tested, refit_seconds, "; ".join(choices)
     )
-
-
-def fit_forecaster(
-    model: Forecaster,
-    data: dict[str, tuple[Tensor, Tensor]],
-    config: TrainConfig,
-    out_dir: Path,
-    fingerprint: dict,
-    resume: bool,
-    reporter: Reporter | None,
-    context: Distributed,
-) -> tuple[FitResult, ForecasterResult] | None:
-    """Train ``model`` on ``data["train"]`` with early stopping on ``data["val"]`` (inputs
-    ``(S, W, C)``, truths ``(S, H, K)``) and load its best weights; what training reached, as
-    ``settings.json`` records it (no test scores yet). None on processes other than rank 0."""
-    result = fit(
-        model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
-        reporter, context,
-    )  # fmt: skip
-    if not context.is_main:
-        return None
-    model.load_state_dict(result.weights)
-    model.eval()
-    best = finite_or_none(result.best_val)
-    return result, ForecasterResult(result.best_epoch, best, result.epochs_run, {})
-
-
-def evaluate(
-    model: Forecaster, settings: ForecasterSettings, series: Series, split: Split, horizon: int
-) -> tuple[Backtest, dict | None, list[Evaluation]]:
-    """The test part's backtest, ``horizon`` steps from each origin, the conformal intervals
-    for forecasts past the end (as settings record them) and each target's evaluation."""
-    tested = backtest_model(model, settings, series, split, horizon)
-    steps = max(tested.horizon, FUTURE_STEPS)
-    intervals = future_intervals(model, settings, series, split, steps)
-    return tested, intervals, tested_evaluations(tested)
-
-
-def scores_of(
-    evaluations: list[Evaluation], targets: list[str] | None = None
-) -> dict[str, dict[str, MethodScores]]:
-    """Target (``targets``, else each evaluation's) -> method -> scores, for the settings."""
-    names = targets or [e.target for e in evaluations]
-    return {
-        name: {m: MethodScores.of(s) for m, s in e.scores.items()}
-        for name, e in zip(names, evaluations, strict=True)
-    }
 
 
 def check_shape(options: SeriesOptions) -> None:

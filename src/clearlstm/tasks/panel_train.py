@@ -37,15 +37,8 @@ from clearlstm.tasks.backtest import (
     tested_evaluations,
 )
 from clearlstm.tasks.baselines import Scores
-from clearlstm.tasks.forecasting import (
-    SeriesOptions,
-    check_shape,
-    evaluate,
-    fit_forecaster,
-    model_settings,
-    new_model,
-    scores_of,
-)
+from clearlstm.tasks.fitting import evaluate, fit_forecaster, scores_of
+from clearlstm.tasks.forecasting import SeriesOptions, check_shape, model_settings, new_model
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.panel import Panel, read_panel
 from clearlstm.tasks.panel_settings import (
