@@ -290,3 +290,34 @@ def test_id_is_refused_for_a_model_of_one_series(models_folder, tmp_path):
     out = tmp_path / "f.csv"
     result = run("forecast", "--model", str(models_folder / "wave"), "--id", "a", "--out", str(out))
     assert result.returncode == 1 and "holds a model of one series" in result.stderr
+
+
+def test_no_refit_keeps_the_validation_chosen_model_and_backtests_it_as_it_is(tmp_path):
+    data, out = write_stores(tmp_path / "s.csv"), tmp_path / "m"
+    tested, again = tmp_path / "train-bt.csv", tmp_path / "bt.csv"
+    extra = ["--no-refit", "--horizon", "2", "--backtest-csv", str(tested)]
+    result = run(*train_args(data, out, *extra))
+    assert result.returncode == 0, result.stderr
+    assert "The saved model is the validation-chosen one (--no-refit)" in result.stdout
+    document = json.loads((out / "settings.json").read_text())
+    assert document["fitted_rows"] == 3 * 58 and document["model"]["horizon"] == 2
+    values = series_values(data)
+    for s in document["panel"]["series"]:  # each scaled by its own training part
+        assert s["fitted_rows"] == 58
+        assert s["scaler"]["mean"][0] == pytest.approx(values[s["id"]][:58].mean())
+    result = run("backtest", "--model", str(out), "--csv", str(data), "--out", str(again))
+    assert result.returncode == 0, result.stderr
+    assert "training the validation-chosen model" not in result.stdout
+    assert read_rows(again) == read_rows(tested)
+    _, rows = read_rows(again)
+    assert {r["step"] for r in rows} == {"1", "2"}
+
+
+def test_fill_stays_within_each_series(tmp_path):
+    data = tmp_path / "gaps.csv"
+    data.write_text("id,t,y\na,1,\na,2,5\na,3,6\nb,1,100\nb,2,\nb,3,102\n")
+    panel = read_panel(data, "id", None, None, "t", "previous")
+    assert panel.series[0].values[:, 0].tolist() == [5, 5, 6]  # a's own first value, not b's
+    assert panel.series[1].values[:, 0].tolist() == [100, 100, 102]
+    with pytest.raises(ValueError, match=r"id 'a', column 'y': 1 missing value\(s\) on line"):
+        read_panel(data, "id", None, None, "t")
