@@ -1,10 +1,13 @@
-"""Write the README's synthetic example series: ``sales.csv`` and ``recent.csv``.
+"""Write the README's synthetic example series: ``sales.csv``, ``recent.csv`` and
+``stores.csv``.
 
 Daily unit sales of one made-up product with its price as a covariate: a slow trend, a
 weekly pattern (busier at weekends), a yearly swell, promotions that cut the price and lift
 sales, and noise from Python's seeded ``random`` (the same numbers on every machine). The
 numbers are invented, not measured. ``recent.csv`` holds the 56 days after ``sales.csv``.
-Run ``python examples/make_examples.py`` to rewrite both files; a test checks they match.
+``stores.csv`` is long-format: daily sales of eight made-up stores (``store,date,sales``),
+sharing the weekly pattern at different levels, each with its own slow trend and noise.
+Run ``python examples/make_examples.py`` to rewrite the files; a test checks they match.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ START = dt.date(2023, 1, 1)
 DAYS, RECENT_DAYS = 400, 56
 WEEKLY = (0.92, 0.95, 0.97, 1.0, 1.08, 1.22, 1.16)  # Monday .. Sunday
 HEADER = "date,units,price"
+# Store -> its typical daily sales: one weekly pattern at eight levels.
+STORES = {"S1": 40, "S2": 65, "S3": 90, "S4": 120, "S5": 150, "S6": 210, "S7": 260, "S8": 330}
+STORE_DAYS = 140
 
 
 def rows(days: int) -> list[str]:
@@ -37,12 +43,27 @@ def rows(days: int) -> list[str]:
     return out
 
 
+def store_rows() -> list[str]:
+    """``store,date,sales`` rows: STORE_DAYS days from START for each store, store by store."""
+    rng = random.Random(1)
+    out = []
+    for store, level in STORES.items():
+        growth = rng.uniform(-0.0005, 0.002)  # per day
+        for t in range(STORE_DAYS):
+            day = START + dt.timedelta(days=t)
+            noise = sum(rng.random() for _ in range(4)) - 2.0  # -2 .. 2, bell-shaped
+            sales = level * (1 + growth * t) * WEEKLY[day.weekday()] + 0.08 * level * noise
+            out.append(f"{store},{day.isoformat()},{max(0, round(sales))}")
+    return out
+
+
 def files() -> dict[str, str]:
     """File name -> text of each example series."""
     every = rows(DAYS + RECENT_DAYS)
     return {
         "sales.csv": "\n".join([HEADER, *every[:DAYS]]) + "\n",
         "recent.csv": "\n".join([HEADER, *every[DAYS:]]) + "\n",
+        "stores.csv": "\n".join(["store,date,sales", *store_rows()]) + "\n",
     }
 
 

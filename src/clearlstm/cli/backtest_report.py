@@ -53,22 +53,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     import time
 
+    from clearlstm.cli import panel_report
     from clearlstm.tasks import forecast, forecasting, refit
     from clearlstm.tasks.backtest import backtest_model
-    from clearlstm.tasks.series import Split
 
+    if panel_report.is_panel(args):
+        return panel_report.run_backtest(args, console)
     started = time.perf_counter()
     model, settings, directory = forecasting.load_forecaster(args.model)
     series = forecasting.series_for_model(settings, args.csv, directory)
     data = settings.data
-    start = forecast.test_start(series, settings)
-    if start - data.split.val < data.window + data.horizon:
-        raise ValueError(
-            f"{series.source}: {len(series)} rows are too few to backtest this model: it needs "
-            f"{data.window + data.horizon} training rows and {data.split.val} validation rows "
-            "before the test part"
-        )
-    split = Split(start - data.split.val, data.split.val, len(series) - start)
+    split = forecast.backtest_split(series, settings)
     if settings.refitted:
         _say(
             console,

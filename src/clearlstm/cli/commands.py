@@ -21,6 +21,7 @@ from clearlstm.train.loop import Reporter, TrainConfig
 
 if TYPE_CHECKING:
     from clearlstm.tasks.forecasting import SeriesRun
+    from clearlstm.tasks.panel_train import PanelRun
     from clearlstm.tasks.settings import ForecasterSettings
     from clearlstm.tasks.text import TextRun
     from clearlstm.train.distributed import Distributed
@@ -77,6 +78,7 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
 
     text = _is_text(args)
     series_only = ("val_size", "test_size", "test_start", "backtest_horizon", "backtest_csv")
+    series_only += ("id_column",)
     for name in series_only:
         if text and getattr(args, name) is not None:
             flag = "--" + name.replace("_", "-")
@@ -169,7 +171,7 @@ def _train_series(
     context: Distributed,
     hidden: int,
     window: int,
-) -> SeriesRun | None:
+) -> SeriesRun | PanelRun | None:
     from clearlstm.tasks import forecasting
 
     options = forecasting.SeriesOptions(
@@ -195,13 +197,21 @@ def _train_series(
         linear=args.linear != "off",
         lstm=variant_options(args),
     )
+    if args.id_column is not None:  # many series, one model
+        from clearlstm.cli import panel_report
+
+        return panel_report.train(args, options, config, out, reporter, context)
     return forecasting.train_series(options, config, out, args.resume, reporter, context)
 
 
-def _show_series(args: argparse.Namespace, run: SeriesRun, out: Path, console: Console) -> None:
-    from clearlstm.cli import backtest_report
+def _show_series(
+    args: argparse.Namespace, run: SeriesRun | PanelRun, out: Path, console: Console
+) -> None:
+    from clearlstm.cli import backtest_report, panel_report
     from clearlstm.tasks import forecasting
 
+    if args.id_column is not None:
+        return panel_report.show(args, run, console)
     fit, settings = run.fit, run.settings
     _say(console, f"Chosen: {run.choices}")
     _say(
@@ -285,8 +295,11 @@ def _show_text(args: argparse.Namespace, run: TextRun, out: Path, console: Conso
 
 
 def run_forecast(args: argparse.Namespace, console: Console) -> int:
+    from clearlstm.cli import panel_report
     from clearlstm.tasks import forecast, forecasting
 
+    if panel_report.is_panel(args):
+        return panel_report.run_forecast(args, console)
     model, settings, directory = forecasting.load_forecaster(args.model)
     if model.columns > model.targets:
         covariates = ", ".join(map(repr, settings.data.covariates))

@@ -26,7 +26,7 @@ from clearlstm.cli.flags import (
     number_list,
     temperature,
 )
-from clearlstm.cli.series_flags import add_backtest, add_forecast, add_split_options
+from clearlstm.cli.series_flags import add_backtest, add_forecast, add_id_column, add_split_options
 from clearlstm.cli.variant_flags import add_peephole_option, add_variant_options
 from clearlstm.errors import UsageError
 
@@ -105,6 +105,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     add("--horizon", type=integer("--horizon", 1), help="steps forecast at once (default 1)")
     add("--season", type=integer("--season", 1, MAX_STEPS), help="season (default: detected)")
     add_split_options(parser)
+    add_id_column(parser)
     add(
         "--backtest-horizon",
         type=integer("--backtest-horizon", 1, MAX_STEPS),

@@ -28,6 +28,19 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-size", type=rows, help="rows in the validation part (15%%)")
 
 
+def add_id_column(parser: argparse.ArgumentParser) -> None:
+    """``train --id-column``: a long-format file of many series, one global model."""
+    parser.add_argument(
+        "--id-column",
+        help="long format: the column naming each row's series; trains one model on all the "
+        "series, each scaled by its own training part, and scores it per series and overall",
+    )
+
+
+def _add_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", help="a model trained with --id-column: this series only")
+
+
 def add_backtest(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "backtest",
@@ -53,6 +66,7 @@ def add_backtest(commands: argparse._SubParsersAction) -> None:
         type=every,
         help="train the LSTM again on all rows before every K-th origin (default: never)",
     )
+    _add_id(parser)
     parser.add_argument("--out", default="backtest.csv", help="CSV file to write")
     parser.add_argument("--plot", help="PNG of the history, test truth and backtest forecasts")
     parser.set_defaults(run=lambda args, console: _commands().run_backtest(args, console))
@@ -68,6 +82,7 @@ def add_forecast(commands: argparse._SubParsersAction) -> None:
     steps = integer("--steps", 1, MAX_FORECAST)
     parser.add_argument("--steps", type=steps, default=12, help="steps past the end (default 12)")
     parser.add_argument("--csv", help="forecast this CSV file (same columns) instead")
+    _add_id(parser)
     parser.add_argument("--out", default="forecast.csv", help="CSV file to write")
     parser.add_argument("--plot", help="PNG of history, test truth and forecast")
     parser.set_defaults(run=lambda args, console: _commands().run_forecast(args, console))

@@ -288,6 +288,14 @@ def write_csv(path: Path, backtest: Backtest) -> int:
     """One row per origin, step and target: ``origin`` (the last row read), ``time`` (the row
     forecast), the truth, the LSTM's forecast and intervals, and every baseline's forecast.
     Returns the number of data rows."""
+    rows = csv_rows(backtest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, csv_text(rows).encode())
+    return len(rows) - 1
+
+
+def csv_rows(backtest: Backtest) -> list[list[str]]:
+    """The header and rows :func:`write_csv` writes."""
     levels = [level for level in LEVELS if level in backtest.widths]
     header = ["origin", "time", "step", "target", "truth", "LSTM"]
     for level in levels:
@@ -308,16 +316,14 @@ def write_csv(path: Path, backtest: Backtest) -> int:
                     row += [_number(b[s, h, j]) for b in bounds[level]]
                 row += [_number(backtest.forecasts[m][s, h, j]) for m in methods]
                 rows.append(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, _csv_text(rows).encode())
-    return len(rows) - 1
+    return rows
 
 
 def _number(x: float) -> str:
     return repr(float(x))  # round-trips: scores recomputed from the file are the same
 
 
-def _csv_text(rows: list[list[str]]) -> str:
+def csv_text(rows: list[list[str]]) -> str:
     import io
 
     buffer = io.StringIO()

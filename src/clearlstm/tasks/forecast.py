@@ -20,7 +20,7 @@ import torch
 
 from clearlstm.files import write_atomically
 from clearlstm.tasks.models import Forecaster
-from clearlstm.tasks.series import Series
+from clearlstm.tasks.series import Series, Split
 
 if TYPE_CHECKING:
     from clearlstm.tasks.backtest import Backtest
@@ -104,6 +104,21 @@ def test_start(series: Series, settings: ForecasterSettings) -> int:
     return max(data.window, len(series) - round(len(series) * data.test_fraction))
 
 
+def backtest_split(series: Series, settings: ForecasterSettings) -> Split:
+    """The parts of ``series`` a backtest of the model uses: the test part from
+    :func:`test_start`, the model's validation rows before it and the rest training; a clear
+    error when the training part cannot hold a window and a horizon."""
+    data = settings.data
+    start = test_start(series, settings)
+    if start - data.split.val < data.window + data.horizon:
+        raise ValueError(
+            f"{series.source}: {len(series)} rows are too few to backtest this model: it needs "
+            f"{data.window + data.horizon} training rows and {data.split.val} validation rows "
+            "before the test part"
+        )
+    return Split(start - data.split.val, data.split.val, len(series) - start)
+
+
 def future_labels(labels: list[str], steps: int) -> list[str]:
     """Labels after the last one: years and ``YYYY-MM`` months continue, others count ``+n``."""
     last = labels[-1].strip()
@@ -121,6 +136,14 @@ def write_csv(path: Path, forecast: Forecast, time_column: str | None) -> None:
     """One row per forecast step: the time label, then per target its forecast and, where
     intervals are known, ``TARGET_lower_80``, ``TARGET_upper_80`` (empty past the steps
     they were calibrated for)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(csv_rows(forecast, time_column))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, buffer.getvalue().encode())
+
+
+def csv_rows(forecast: Forecast, time_column: str | None) -> list[list[str]]:
+    """The header and rows :func:`write_csv` writes."""
     header = [time_column or "step"]
     for name in forecast.columns:
         header.append(name)
@@ -134,10 +157,7 @@ def write_csv(path: Path, forecast: Forecast, time_column: str | None) -> None:
             for level in sorted(forecast.bands):
                 row += [_cell(end[i, j]) for end in forecast.bands[level]]
         rows.append(row)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, buffer.getvalue().encode())
+    return rows
 
 
 def _cell(x: float) -> str:

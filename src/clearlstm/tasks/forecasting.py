@@ -22,15 +22,12 @@ from torch import Tensor
 from clearlstm.core.trace import UnitMemory
 from clearlstm.tasks import baselines, lstm_settings, recipe, refit
 from clearlstm.tasks.backtest import (
-    FUTURE_STEPS,
     Backtest,
     Evaluation,
-    backtest_model,
-    future_intervals,
-    tested_evaluations,
 )
 from clearlstm.tasks.datasets import get_dataset
-from clearlstm.tasks.models import Forecaster, forecast_loss
+from clearlstm.tasks.fitting import evaluate, fit_forecaster, scores_of
+from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import (
     FillMethod,
     Scaler,
@@ -44,20 +41,17 @@ from clearlstm.tasks.series import (
 from clearlstm.tasks.settings import (
     MAX_EXAMPLE_NUMBERS,
     DataSettings,
-    ForecasterResult,
     ForecasterSettings,
     ForecasterShape,
-    MethodScores,
     ScalerSettings,
     SplitSettings,
     check_option,
-    finite_or_none,
     read_settings,
 )
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock
-from clearlstm.train.loop import FitResult, Reporter, TrainConfig, fit
+from clearlstm.train.loop import FitResult, Reporter, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -155,9 +149,7 @@ def train_series(
     """Train, save to ``out_dir`` and evaluate; None on processes other than rank 0."""
     context = context or Distributed()
     started = time.perf_counter()
-    check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
-    check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
-    check_option("--ensemble", ForecasterShape, "members", options.members)
+    check_shape(options)
     series = load_data(options)
     w, split = window_and_split(series, options)
     n, h, k = len(series), options.horizon, len(series.targets)
@@ -166,7 +158,6 @@ def train_series(
         baselines.check_season(options.season, split.train)
     season = options.season or baselines.detect_season(series.values[: split.train, 0])
     recipe.check_normalise(options.normalise, season, w)
-    variant = lstm_settings.for_training(options.lstm, w, options.members)
     transform, said = recipe.transform(options.transform, series.values[:, :k], split, season)
     choices = [f"window {w}" + (" (as asked)" if options.window else ""), said]
     scaler = Scaler.fit(series.values[: split.train], transform)
@@ -175,44 +166,25 @@ def train_series(
     data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
-    normalise = options.normalise if options.normalise != "auto" else "last"
-    model = Forecaster(
-        len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
-        options.members, season, w if options.linear else None, variant.kwargs(),
-    )  # fmt: skip
-    if options.linear:
-        choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
-    else:
-        choices.append(f"normalise {normalise}; no linear part")
-    choices.append(f"{options.members} member(s) in the ensemble")
-    if not variant.plain:
-        choices.append(variant.describe())
-    shape, described = _settings(options, series, split, scaler, season, model, w)
+    model, said = new_model(options, len(series.columns), k, season, w, data["train"], data["val"])
+    choices += said
+    shape, described = model_settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
     with training_lock(out_dir) if context.is_main else contextlib.nullcontext():
-        result = fit(
-            model, data["train"], data["val"], forecast_loss, config, out_dir, fingerprint, resume,
-            reporter, context,
-        )  # fmt: skip
-        if not context.is_main:
-            return None
-        model.load_state_dict(result.weights)
-        model.eval()
-        summary = ForecasterResult(
-            result.best_epoch, finite_or_none(result.best_val), result.epochs_run, {}
+        fitted = fit_forecaster(
+            model, data, config, out_dir, fingerprint, resume, reporter, context
         )
+        if fitted is None:
+            return None
+        result, summary = fitted
         settings = ForecasterSettings(
             model=shape, data=described, train=config, result=summary,
             example=_example(series.values[-w:]), fitted_rows=split.train,
         )  # fmt: skip
-        tested = backtest_model(model, settings, series, split, options.backtest_horizon or h)
-        steps = max(tested.horizon, FUTURE_STEPS)
-        intervals = future_intervals(model, settings, series, split, steps)
-        evaluations = tested_evaluations(tested)
+        bh = options.backtest_horizon or h
+        tested, intervals, evaluations = evaluate(model, settings, series, split, bh)
         memory = model.trace(data["test"][0]).memory_summary()
-        scores = {
-            e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
-        }
+        scores = scores_of(evaluations)
         summary = dataclasses.replace(summary, test=scores, choices="; ".join(choices))
         refit_started = time.perf_counter()
         if options.refit and result.best_epoch >= 1:
@@ -233,6 +205,39 @@ def train_series(
     )
 
 
+def check_shape(options: SeriesOptions) -> None:
+    """A clear error for a model size that ``settings.json`` could not hold."""
+    check_option("--hidden-size", ForecasterShape, "hidden_size", options.hidden_size)
+    check_option("--layers", ForecasterShape, "num_layers", options.num_layers)
+    check_option("--ensemble", ForecasterShape, "members", options.members)
+
+
+def new_model(
+    options: SeriesOptions,
+    columns: int,
+    targets: int,
+    season: int | None,
+    window: int,
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+) -> tuple[Forecaster, list[str]]:
+    """A fresh forecaster of the options' shape (seed torch first), its linear part started
+    on the ``(S, W, C)`` inputs and ``(S, H, K)`` truths of ``train`` (penalty chosen on
+    ``val``), and those choices in words."""
+    variant = lstm_settings.for_training(options.lstm, window, options.members)
+    normalise = options.normalise if options.normalise != "auto" else "last"
+    model = Forecaster(
+        columns, targets, options.horizon, options.hidden_size, options.num_layers, normalise,
+        options.members, season, window if options.linear else None, variant.kwargs(),
+    )  # fmt: skip
+    if options.linear:
+        said = recipe.start_linear(model, train, val, options.normalise)
+    else:
+        said = f"normalise {normalise}; no linear part"
+    said = [said, f"{options.members} member(s) in the ensemble"]
+    return model, said + ([] if variant.plain else [variant.describe()])
+
+
 def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
     """The last window, recorded in the settings when it is small and finite."""
     if rows.size > MAX_EXAMPLE_NUMBERS or not np.isfinite(rows).all():
@@ -240,7 +245,7 @@ def _example(rows: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
     return tuple(tuple(float(v) for v in row) for row in rows)
 
 
-def _settings(
+def model_settings(
     options: SeriesOptions,
     series: Series,
     split: Split,
@@ -249,6 +254,7 @@ def _settings(
     model: Forecaster,
     window: int,
 ) -> tuple[ForecasterShape, DataSettings]:
+    """The ``model`` and ``data`` parts of ``settings.json`` for ``model`` on ``series``."""
     shape = ForecasterShape(
         columns=model.columns,
         targets=model.targets,
@@ -305,14 +311,7 @@ def series_for_model(
     error names it, for the user to pass again with ``--csv``.
     """
     data = settings.data
-    if csv is None and data.csv is not None:
-        if directory is None or checkpoint.inside(directory, data.csv) is None:
-            raise ValueError(
-                f"the model was trained on {data.csv}, outside its folder; a model folder "
-                f"cannot make clearlstm open other files: pass --csv {data.csv} (or another "
-                f"CSV file with the columns {', '.join(map(repr, data.columns))})"
-            )
-        csv = str(checkpoint.check_regular_file(directory, data.csv, checkpoint.MAX_DATA_BYTES))
+    csv = data_file(settings, csv, directory)
     options = SeriesOptions(
         dataset=None if csv else data.dataset,
         csv=csv,
@@ -322,6 +321,21 @@ def series_for_model(
         fill=data.fill,
     )
     return load_data(options)
+
+
+def data_file(settings: ForecasterSettings, csv: str | None, directory: Path | None) -> str | None:
+    """``csv`` when given, else the CSV file the settings record if it lies inside the model's
+    ``directory`` (a clear error naming it otherwise), else None (a bundled dataset)."""
+    data = settings.data
+    if csv is None and data.csv is not None:
+        if directory is None or checkpoint.inside(directory, data.csv) is None:
+            raise ValueError(
+                f"the model was trained on {data.csv}, outside its folder; a model folder "
+                f"cannot make clearlstm open other files: pass --csv {data.csv} (or another "
+                f"CSV file with the columns {', '.join(map(repr, data.columns))})"
+            )
+        csv = str(checkpoint.check_regular_file(directory, data.csv, checkpoint.MAX_DATA_BYTES))
+    return csv
 
 
 def last_window(settings: ForecasterSettings, directory: Path | None = None) -> np.ndarray:

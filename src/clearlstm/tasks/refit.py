@@ -60,9 +60,18 @@ def refit(
     scaler = Scaler.fit(values[:rows], _transform(settings))
     scaled = scaler.transform(values[:rows])
     starts = np.arange(d.window, rows - d.horizon + 1)
+    model = fit_epochs(settings, _samples(settings, scaled, starts), epochs)
+    return model, with_scaler(settings, scaler)
+
+
+def fit_epochs(
+    settings: ForecasterSettings, samples: tuple[Tensor, Tensor], epochs: int
+) -> Forecaster:
+    """A fresh model of the settings' shape, seeded as ``clearlstm train`` seeds it, trained
+    for ``epochs`` on ``samples`` (inputs ``(S, W, C)``, truths ``(S, H, K)``) with no
+    validation part: the last weights."""
     torch.manual_seed(settings.train.seed)
     model = Forecaster.from_settings(settings)
-    samples = _samples(settings, scaled, starts)
     if model.linear is not None:  # no validation part left: the penalty is chosen on all rows
         recipe.start_linear(model, samples, samples, settings.model.normalise)
     with tempfile.TemporaryDirectory(prefix="clearlstm-refit-") as state:
@@ -71,7 +80,7 @@ def refit(
             {}, stop_after=epochs,
         )  # fmt: skip
     model.load_state_dict(result.weights)
-    return model.eval(), with_scaler(settings, scaler)
+    return model.eval()
 
 
 def validated(
@@ -85,15 +94,24 @@ def validated(
     scaler = Scaler.fit(values[: split.train], _transform(settings))
     scaled = scaler.transform(values[:n])
     parts = {p: origins(split, p, n, d.window, d.horizon) for p in ("train", "val")}
-    torch.manual_seed(settings.train.seed)
-    model = Forecaster.from_settings(settings)
     train, val = (
         _samples(settings, scaled, parts["train"]),
         _samples(settings, scaled, parts["val"]),
     )
+    model, result = fit_validated(settings, train, val)
+    return model, with_scaler(settings, scaler), result
+
+
+def fit_validated(
+    settings: ForecasterSettings, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]
+) -> tuple[Forecaster, FitResult]:
+    """A fresh model trained as ``clearlstm train`` trains it (seeded, its linear part
+    started, early stopping on ``val``): the same weights, bit for bit, on the same samples."""
+    torch.manual_seed(settings.train.seed)
+    model = Forecaster.from_settings(settings)
     if model.linear is not None:  # as clearlstm train starts it
         recipe.start_linear(model, train, val, settings.model.normalise)
     with tempfile.TemporaryDirectory(prefix="clearlstm-validated-") as state:
         result = fit(model, train, val, forecast_loss, settings.train, Path(state), {})
     model.load_state_dict(result.weights)
-    return model.eval(), with_scaler(settings, scaler), result
+    return model.eval(), result
