@@ -26,7 +26,7 @@ from clearlstm.cli.flags import (
     number_list,
     temperature,
 )
-from clearlstm.cli.series_flags import add_backtest, add_forecast, add_split_options
+from clearlstm.cli.series_flags import add_backtest, add_covariates, add_forecast, add_split_options
 from clearlstm.errors import UsageError
 
 MAX_UNITS, MAX_LAYERS, MAX_STEPS = 65_536, 1_024, 1_000_000_000  # as clearlstm.tasks.settings
@@ -109,7 +109,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--text", help="a UTF-8 text file: train a character-level model")
     parser.add_argument("--target", nargs="+", help="column(s) to forecast")
     parser.add_argument("--time-column", help="column of time labels (kept for output only)")
-    parser.add_argument("--covariates", nargs="+", help="extra input columns, not forecast")
+    add_covariates(parser)
     parser.add_argument(
         "--fill",
         choices=["previous", "linear"],

@@ -1,9 +1,10 @@
 """Forecasting with a trained model: recursive multi-step forecasts, CSV output and a plot.
 
 The model forecasts ``H`` steps from a window of ``W`` rows; for more steps its forecasts are
-appended to the rows and read again (recursive forecasting). Covariates are known inputs: a
-forecast can only run where their values are in the data. Shapes: ``N`` rows, ``C`` columns,
-``K`` targets.
+appended to the rows and read again (recursive forecasting). Past covariates are known up to
+the forecast origin only, so past the end of the data a model reading them forecasts at most
+its horizon; future covariates are read on the rows after the last target value
+(:mod:`clearlstm.tasks.covariates`). Shapes: ``N`` rows, ``C`` columns, ``K`` targets.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from clearlstm.files import write_atomically
+from clearlstm.tasks.covariates import steps_past_end
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import Series
 
@@ -44,9 +46,12 @@ def recursive_forecast(
     """``(steps, K)`` scaled forecasts of rows ``[start, start + steps)`` from the rows before.
 
     ``scaled (N, C)``: covariates are taken from it for every forecast row, so with covariates
-    ``start + steps`` must stay within ``N``.
+    ``start + steps`` must stay within ``N``. (The reference for models without future
+    covariates; :func:`clearlstm.tasks.backtest.forecast_origins` makes every forecast.)
     """
     k, c = model.targets, model.columns
+    if model.future:
+        raise ValueError("recursive_forecast: reads no future covariates; use forecast_origins")
     if start < window:
         raise ValueError(f"forecast: needs {window} rows before the first forecast; got {start}")
     if c > k and start + steps > len(scaled):
@@ -69,22 +74,26 @@ def recursive_forecast(
 
 
 def forecast_future(
-    model: Forecaster, series: Series, settings: ForecasterSettings, steps: int
+    model: Forecaster, series: Series, settings: ForecasterSettings, steps: int | None
 ) -> Forecast:
-    """``steps`` rows past the end of the data, with the conformal intervals the settings
-    record for each step they were calibrated for (:func:`clearlstm.tasks.backtest.forecast_origins`
-    makes the forecast)."""
+    """``steps`` rows past the end of the data (None: as many as
+    :func:`~clearlstm.tasks.covariates.steps_past_end` allows), on the future covariates' rows
+    after the last target value where the model reads them, with the conformal intervals the
+    settings record for each step they were calibrated for
+    (:func:`clearlstm.tasks.backtest.forecast_origins` makes the forecast)."""
     from clearlstm.tasks.backtest import forecast_origins
 
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1; got {steps}")
+    steps = steps_past_end(settings, series, steps)
     window = settings.data.window
     if len(series) < window:
         raise ValueError(
             f"{series.source}: {len(series)} rows; the model reads windows of {window}, so it "
             f"needs at least {window}"
         )
-    values = forecast_origins(model, settings, series.values, np.array([len(series)]), steps)[0]
+    ahead = series.ahead if model.future else None
+    later = ahead.values if ahead is not None else None
+    origin = np.array([len(series)])
+    values = forecast_origins(model, settings, series.values, origin, steps, later)[0]
     labels = series.time or [str(i) for i in range(len(series))]
     bands = {}
     for level, widths in (settings.intervals or {}).items():
@@ -92,6 +101,8 @@ def forecast_future(
         known = min(steps, len(widths))
         w[:known] = np.array(widths)[:known]
         bands[int(level)] = (values - w, values + w)
+    if ahead is not None and ahead.time is not None:
+        return Forecast(ahead.time[:steps], series.targets, values, bands)  # the file's labels
     return Forecast(future_labels(labels, steps), series.targets, values, bands)
 
 

@@ -29,6 +29,7 @@ from clearlstm.tasks.backtest import (
     future_intervals,
     tested_evaluations,
 )
+from clearlstm.tasks.covariates import model_windows
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.models import Forecaster, forecast_loss
 from clearlstm.tasks.series import (
@@ -39,7 +40,6 @@ from clearlstm.tasks.series import (
     choose_split,
     origins,
     read_series,
-    windows,
 )
 from clearlstm.tasks.settings import (
     MAX_EXAMPLE_NUMBERS,
@@ -67,7 +67,8 @@ class SeriesOptions:
     dataset: str | None = None
     csv: str | None = None
     targets: list[str] | None = None
-    covariates: list[str] | None = None
+    covariates: list[str] | None = None  # past-only: known up to the forecast origin
+    future_covariates: list[str] | None = None  # known for the forecast rows too
     time_column: str | None = None
     fill: FillMethod | None = None
     window: int | None = None  # None: 36 where the training part allows, else 24
@@ -104,9 +105,18 @@ class SeriesRun:
 
 
 def load_data(options: SeriesOptions) -> Series:
-    """The series named by ``--dataset`` or ``--csv`` with the chosen columns."""
+    """The series named by ``--dataset`` or ``--csv`` with the chosen columns (and, with
+    future covariates, their rows after the last target value)."""
     if (options.dataset is None) == (options.csv is None):
         raise ValueError("give exactly one of --dataset NAME or --csv FILE")
+    future = options.future_covariates or []
+    both = [c for c in options.covariates or [] if c in future]
+    if both:
+        raise ValueError(
+            f"column {both[0]!r} is named in both --covariates and --future-covariates: a "
+            "covariate is past-only (known up to the forecast origin) or known for the "
+            "forecast rows too; name it once"
+        )
     if options.dataset is not None:
         dataset = get_dataset(options.dataset)
         if dataset.kind != "series":
@@ -117,9 +127,10 @@ def load_data(options: SeriesOptions) -> Series:
             options.covariates,
             options.time_column or dataset.time_column,
             options.fill,
+            future,
         )
     return read_series(
-        options.csv, options.targets, options.covariates, options.time_column, options.fill
+        options.csv, options.targets, options.covariates, options.time_column, options.fill, future
     )
 
 
@@ -147,7 +158,7 @@ def train_series(
         series, options.window or recipe.SHORT_WINDOW, options.horizon, options.val_size,
         options.test_size, options.test_start, options.val_fraction, options.test_fraction,
     )  # fmt: skip
-    n, h, k = len(series), options.horizon, len(series.targets)
+    n, h, k, f = len(series), options.horizon, len(series.targets), len(series.future_covariates)
     w = recipe.window(options.window, first.train, h)
     split = choose_split(
         series, w, h, options.val_size, options.test_size, options.test_start,
@@ -163,13 +174,13 @@ def train_series(
     scaler = Scaler.fit(series.values[: split.train], transform)
     scaled = scaler.transform(series.values)  # (N, C)
     parts = {p: origins(split, p, len(series), w, h) for p in ("train", "val", "test")}
-    data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
+    data = {p: tuple(map(_tensor, model_windows(scaled, o, w, h, k, f))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
     normalise = options.normalise if options.normalise != "auto" else "last"
     model = Forecaster(
         len(series.columns), k, h, options.hidden_size, options.num_layers, normalise,
-        options.members, season, w if options.linear else None,
+        options.members, season, w if options.linear else None, f,
     )  # fmt: skip
     if options.linear:
         choices.append(recipe.start_linear(model, data["train"], data["val"], options.normalise))
@@ -198,7 +209,7 @@ def train_series(
         steps = max(tested.horizon, FUTURE_STEPS)
         intervals = future_intervals(model, settings, series, split, steps)
         evaluations = tested_evaluations(tested)
-        memory = model.trace(data["test"][0]).memory_summary()
+        memory = model.trace(model.split(data["test"][0])[0]).memory_summary()
         scores = {
             e.target: {m: MethodScores.of(s) for m, s in e.scores.items()} for e in evaluations
         }
@@ -248,6 +259,7 @@ def _settings(
         members=model.members,
         season=model.season,
         linear_window=model.linear_window,
+        future=model.future,
     )
     data = DataSettings(
         dataset=options.dataset,
@@ -264,6 +276,7 @@ def _settings(
         rows=len(series),
         split=SplitSettings.of(split),
         scaler=ScalerSettings.of(scaler),
+        future_covariates=tuple(series.future_covariates),
     )
     return shape, data
 
@@ -306,6 +319,7 @@ def series_for_model(
         csv=csv,
         targets=list(data.targets),
         covariates=list(data.covariates),
+        future_covariates=list(data.future_covariates),
         time_column=data.time_column,
         fill=data.fill,
     )

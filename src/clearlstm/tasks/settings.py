@@ -65,6 +65,8 @@ class ForecasterShape(JsonSettings):
     members: int = field(default=1, metadata=limits(optional=True, low=1, high=MAX_MEMBERS))
     season: int | None = optional(low=2, high=MAX_STEPS)  # for normalise "seasonal" only
     linear_window: int | None = optional(low=1, high=MAX_STEPS)  # the linear part's lags
+    # The last columns, known for the forecast rows too (absent in older folders: none).
+    future: int = field(default=0, metadata=limits(optional=True, low=0, high=MAX_COLUMNS))
 
     def check_json(self, file: str, where: str) -> None:
         if (self.normalise == "seasonal") != (self.season is not None):
@@ -145,11 +147,15 @@ class DataSettings(JsonSettings):
     rows: int = size(MAX_STEPS)
     split: SplitSettings
     scaler: ScalerSettings
+    # Known for the forecast rows too, read after the past-only ones (older folders: none).
+    future_covariates: tuple[str, ...] = field(
+        default=(), metadata=limits(optional=True, length=(0, MAX_COLUMNS))
+    )
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """What the model reads per step: targets first, then covariates."""
-        return self.targets + self.covariates
+        """What the model reads per step: targets, past covariates, future covariates."""
+        return self.targets + self.covariates + self.future_covariates
 
     def check_json(self, file: str, where: str) -> None:
         one_source(file, where, "dataset", "csv", self.dataset, self.csv)
@@ -163,7 +169,9 @@ class DataSettings(JsonSettings):
         names = self.columns
         for i, name in enumerate(names):
             if name in names[:i]:
-                path = join(where, "covariates" if i >= len(self.targets) else "targets")
+                k, p = len(self.targets), len(self.targets + self.covariates)
+                part = "targets" if i < k else "covariates" if i < p else "future_covariates"
+                path = join(where, part)
                 raise CheckpointError(f"{file}: {path} names the column {name!r} twice")
         if len(self.scaler.mean) != len(names):
             need = f"{len(names)} numbers (one per target and covariate)"
@@ -273,19 +281,21 @@ class ForecasterSettings(Document):
     def weight_shapes(self) -> Shapes:
         m = self.model
         out, units = m.members * m.horizon * m.targets, m.members * m.hidden_size
+        ahead = m.horizon * m.future  # the future covariates on the forecast rows
         shapes = lstm_shapes(m.columns, units, m.num_layers)
-        shapes |= {"head.weight": (out, units), "head.bias": (out,)}
+        shapes |= {"head.weight": (out, units + ahead), "head.bias": (out,)}
         if m.linear_window is not None:
-            one = m.horizon * m.targets
-            shapes |= {"linear.weight": (one, m.linear_window * m.targets), "linear.bias": (one,)}
+            one, lags = m.horizon * m.targets, m.linear_window * m.targets
+            shapes |= {"linear.weight": (one, lags + ahead), "linear.bias": (one,)}
         return shapes
 
     def check_json(self, file: str, where: str) -> None:
         data, model = self.data, self.model
         agree = [
-            ("model.columns", len(data.columns), "the number of data.targets and data.covariates"),
+            ("model.columns", len(data.columns), "the number of targets and covariates in data"),
             ("model.targets", len(data.targets), "the number of data.targets"),
             ("model.horizon", data.horizon, "data.horizon"),
+            ("model.future", len(data.future_covariates), "the number of data.future_covariates"),
         ]
         if model.normalise == "seasonal" and data.window <= (model.season or 0):
             need = f"a season shorter than data.window ({data.window})"
