@@ -7,9 +7,10 @@ planned price, holidays) is known for the forecast rows too: the model reads its
 the ``H`` rows it forecasts (:class:`~clearlstm.tasks.models.Forecaster`), so a CSV file to
 forecast from holds them on rows after the last target value, with empty target cells.
 
-This module reads those rows, makes the model's inputs with them and says how far a model can
-forecast past the end. It imports nothing of :mod:`clearlstm.tasks` at run time, so that
-:mod:`clearlstm.tasks.series` can use it. Shapes: ``N`` rows, ``M`` rows after the last target,
+This module reads those rows and makes the model's inputs with them
+(:func:`clearlstm.tasks.forecast.steps_past_end` says how far a model can forecast past the
+end). It imports nothing of :mod:`clearlstm.tasks`, so that :mod:`clearlstm.tasks.series` can
+use it. Shapes: ``N`` rows, ``M`` rows after the last target,
 ``C`` columns (targets, past covariates, future covariates), ``K`` targets, ``F`` future
 covariates, ``W`` window, ``H`` horizon, ``S`` origins.
 """
@@ -18,17 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clearlstm.errors import SeriesError
-
-if TYPE_CHECKING:
-    from clearlstm.tasks.series import Series
-    from clearlstm.tasks.settings import ForecasterSettings
-
-DEFAULT_STEPS = 12  # forecast --steps for a model without covariates
 
 
 @dataclass(frozen=True)
@@ -59,14 +53,14 @@ def split_ahead(
         return values, lines, time, None
     empty = np.isnan(values[:, : len(targets)]).all(axis=1)  # (N + M,)
     if empty.all():
-        raise SeriesError(f"{path}: the target column(s) {_names(targets)} hold no values")
+        raise SeriesError(f"{path}: the target column(s) {names(targets)} hold no values")
     n = len(values) - int(np.argmin(empty[::-1]))  # rows up to the last target value
     later = values[n:, -len(future) :]  # (M, F)
     if np.isnan(later).any():
         i, j = np.argwhere(np.isnan(later))[0]
         raise SeriesError(
             f"{path}, line {lines[n + i]}, column {future[j]!r}: empty on a row after the last "
-            f"value of {_names(targets)}; a future covariate needs its value on every row to "
+            f"value of {names(targets)}; a future covariate needs its value on every row to "
             "forecast: fill it in, or end the file before that row"
         )
     cut = time[:n] if time is not None else None
@@ -91,50 +85,6 @@ def model_windows(
     return x, y
 
 
-def steps_past_end(settings: ForecasterSettings, series: Series, steps: int | None) -> int:
-    """How many rows to forecast past the end of ``series``: ``steps``, checked, or by
-    default :data:`DEFAULT_STEPS` (a model with covariates: as many as it can).
-
-    A model with future covariates reads them on every row it forecasts: it forecasts at most
-    the rows after the last target value, and needs at least its horizon of them (it reads a
-    whole horizon at once). One with past covariates forecasts at most its horizon: a longer
-    forecast would read them on rows past the origin, where they are unknown.
-    """
-    data = settings.data
-    h, ahead = data.horizon, series.ahead
-    m = 0 if ahead is None else len(ahead.values)
-    if data.future_covariates and m < h:
-        where = f" (lines {ahead.lines[0]} to {ahead.lines[-1]})" if ahead else ""
-        raise SeriesError(
-            f"{series.source}: this model forecasts {h} row(s) at once and reads the future "
-            f"covariate(s) {_names(data.future_covariates)} on each, so the file needs their "
-            f"values on at least {h} row(s) after the last value of {_names(data.targets)}, "
-            f"with empty target cells; it has {m}{where}"
-        )
-    most = [m] if data.future_covariates else []
-    most += [h] if data.covariates else []
-    if steps is None:
-        return min(most) if most else DEFAULT_STEPS
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1; got {steps}")
-    if data.covariates and steps > h:
-        raise SeriesError(
-            f"--steps {steps}: this model reads the past covariate(s) "
-            f"{_names(data.covariates)}, known up to the forecast origin only, so past the end "
-            f"of the data it forecasts at most its horizon of {h} step(s); a column whose "
-            "future values are known belongs in --future-covariates"
-        )
-    if data.future_covariates and steps > m:
-        assert ahead is not None  # m >= h >= 1
-        raise SeriesError(
-            f"--steps {steps}: this model reads the future covariate(s) "
-            f"{_names(data.future_covariates)} on every row it forecasts; {series.source} has "
-            f"{m} row(s) after the last target value (lines {ahead.lines[0]} to "
-            f"{ahead.lines[-1]}): add {steps - m} more with their values and empty target "
-            f"cells, or forecast at most --steps {m}"
-        )
-    return steps
-
-
-def _names(names: list[str] | tuple[str, ...]) -> str:
-    return ", ".join(map(repr, names))
+def names(columns: list[str] | tuple[str, ...]) -> str:
+    """``'a', 'b'``: column names for a message."""
+    return ", ".join(map(repr, columns))

@@ -19,14 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from clearlstm.errors import SeriesError
 from clearlstm.files import write_atomically
-from clearlstm.tasks.covariates import steps_past_end
+from clearlstm.tasks.covariates import names
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import Series
 
 if TYPE_CHECKING:
     from clearlstm.tasks.backtest import Backtest
     from clearlstm.tasks.settings import ForecasterSettings
+
+DEFAULT_STEPS = 12  # forecast --steps for a model without covariates
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,56 @@ def recursive_forecast(
     return np.array(out)
 
 
+def steps_past_end(settings: ForecasterSettings, series: Series, steps: int | None) -> int:
+    """How many rows to forecast past the end of ``series``: ``steps``, checked, or by
+    default :data:`DEFAULT_STEPS` (a model with covariates: as many as it can).
+
+    A model with future covariates reads them on every row it forecasts: it forecasts at most
+    the rows after the last target value, and needs at least its horizon of them (it reads a
+    whole horizon at once). One with past covariates forecasts at most its horizon: a longer
+    forecast would read them on rows past the origin, where they are unknown.
+    """
+    data = settings.data
+    h, ahead = data.horizon, series.ahead
+    m = 0 if ahead is None else len(ahead.values)
+    if data.future_covariates and m < h:
+        where = f" (lines {ahead.lines[0]} to {ahead.lines[-1]})" if ahead else ""
+        raise SeriesError(
+            f"{series.source}: this model forecasts {h} row(s) at once and reads the future "
+            f"covariate(s) {names(data.future_covariates)} on each, so the file needs their "
+            f"values on at least {h} row(s) after the last value of {names(data.targets)}, "
+            f"with empty target cells; it has {m}{where}"
+        )
+    most = [m] if data.future_covariates else []
+    most += [h] if data.covariates else []
+    if steps is None:
+        return min(most) if most else DEFAULT_STEPS
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {steps}")
+    if data.covariates and steps > h:
+        raise SeriesError(
+            f"--steps {steps}: this model reads the past covariate(s) "
+            f"{names(data.covariates)}, known up to the forecast origin only, so past the end "
+            f"of the data it forecasts at most its horizon of {h} step(s); a column whose "
+            "future values are known belongs in --future-covariates"
+        )
+    if data.future_covariates and steps > m:
+        assert ahead is not None  # m >= h >= 1
+        raise SeriesError(
+            f"--steps {steps}: this model reads the future covariate(s) "
+            f"{names(data.future_covariates)} on every row it forecasts; {series.source} has "
+            f"{m} row(s) after the last target value (lines {ahead.lines[0]} to "
+            f"{ahead.lines[-1]}): add {steps - m} more with their values and empty target "
+            f"cells, or forecast at most --steps {m}"
+        )
+    return steps
+
+
 def forecast_future(
     model: Forecaster, series: Series, settings: ForecasterSettings, steps: int | None
 ) -> Forecast:
     """``steps`` rows past the end of the data (None: as many as
-    :func:`~clearlstm.tasks.covariates.steps_past_end` allows), on the future covariates' rows
+    :func:`steps_past_end` allows), on the future covariates' rows
     after the last target value where the model reads them, with the conformal intervals the
     settings record for each step they were calibrated for
     (:func:`clearlstm.tasks.backtest.forecast_origins` makes the forecast)."""

@@ -292,7 +292,7 @@ class ForecasterSettings(Document):
     def check_json(self, file: str, where: str) -> None:
         data, model = self.data, self.model
         agree = [
-            ("model.columns", len(data.columns), "the number of targets and covariates in data"),
+            ("model.columns", len(data.columns), "the number of data.targets and data.covariates"),
             ("model.targets", len(data.targets), "the number of data.targets"),
             ("model.horizon", data.horizon, "data.horizon"),
             ("model.future", len(data.future_covariates), "the number of data.future_covariates"),
