@@ -1,5 +1,5 @@
-"""Write the README's synthetic example series: ``sales.csv``, ``recent.csv`` and
-``stores.csv``.
+"""Write the README's synthetic example series: ``sales.csv``, ``recent.csv``, ``stores.csv``
+and ``plan.csv``.
 
 Daily unit sales of one made-up product with its price as a covariate: a slow trend, a
 weekly pattern (busier at weekends), a yearly swell, promotions that cut the price and lift
@@ -7,7 +7,9 @@ sales, and noise from Python's seeded ``random`` (the same numbers on every mach
 numbers are invented, not measured. ``recent.csv`` holds the 56 days after ``sales.csv``.
 ``stores.csv`` is long-format: daily sales of eight made-up stores (``store,date,sales``),
 sharing the weekly pattern at different levels, each with its own slow trend and noise.
-Run ``python examples/make_examples.py`` to rewrite the files; a test checks they match.
+``plan.csv`` is ``sales.csv`` and the next 14 days' planned prices, their sales unknown (empty
+``units`` cells), for a model that reads the price as a future covariate. Run
+``python examples/make_examples.py`` to rewrite the files; a test checks they match.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 START = dt.date(2023, 1, 1)
-DAYS, RECENT_DAYS = 400, 56
+DAYS, RECENT_DAYS, PLANNED_DAYS = 400, 56, 14
 WEEKLY = (0.92, 0.95, 0.97, 1.0, 1.08, 1.22, 1.16)  # Monday .. Sunday
 HEADER = "date,units,price"
 # Store -> its typical daily sales: one weekly pattern at eight levels.
@@ -60,10 +62,13 @@ def store_rows() -> list[str]:
 def files() -> dict[str, str]:
     """File name -> text of each example series."""
     every = rows(DAYS + RECENT_DAYS)
+    later = (row.split(",") for row in every[DAYS : DAYS + PLANNED_DAYS])
+    planned = [f"{day},,{price}" for day, _, price in later]  # sales unknown: empty units
     return {
         "sales.csv": "\n".join([HEADER, *every[:DAYS]]) + "\n",
         "recent.csv": "\n".join([HEADER, *every[DAYS:]]) + "\n",
         "stores.csv": "\n".join(["store,date,sales", *store_rows()]) + "\n",
+        "plan.csv": "\n".join([HEADER, *every[:DAYS], *planned]) + "\n",
     }
 
 

@@ -50,12 +50,13 @@ def test_forecasts_from_many_origins_match_the_one_origin_reference(columns, hor
     np.testing.assert_allclose(alone, out[2], rtol=1e-9)
 
 
-def test_a_covariate_model_needs_the_forecast_rows_covariates():
+def test_a_covariate_model_needs_the_covariates_of_the_forecast_rows_it_reads_back():
     model = Forecaster(2, 1, 1, hidden_size=3, num_layers=1).eval()
     values = np.arange(40.0).reshape(20, 2)
     settings = _Settings(Scaler.fit(values), window=4)
-    with pytest.raises(ValueError, match=r"covariates.*at most 2 step\(s\)"):
-        forecast_origins(model, settings, values, np.array([18]), 3)
+    assert forecast_origins(model, settings, values, np.array([18]), 3).shape == (1, 3, 1)
+    with pytest.raises(ValueError, match=r"past covariate.*at most 3 step\(s\); got 4"):
+        forecast_origins(model, settings, values, np.array([18]), 4)
 
 
 def test_scores_per_step_smape_and_mape_by_their_definitions():

@@ -179,6 +179,7 @@ def _train_series(
         csv=args.csv,
         targets=args.target,
         covariates=args.covariates,
+        future_covariates=args.future_covariates,
         time_column=args.time_column,
         fill=args.fill,
         window=args.window,  # None: the recipe's choice
@@ -265,7 +266,7 @@ def _train_text(
     from clearlstm.tasks import text
 
     series_only = ("target", "covariates", "time_column", "fill", "horizon", "season", "plot")
-    series_only += ("transform", "normalise", "ensemble", "linear")
+    series_only += ("transform", "normalise", "ensemble", "linear", "future_covariates")
     for name in series_only:
         if getattr(args, name) is not None:
             raise ValueError(
@@ -301,13 +302,6 @@ def run_forecast(args: argparse.Namespace, console: Console) -> int:
     if panel_report.is_panel(args):
         return panel_report.run_forecast(args, console)
     model, settings, directory = forecasting.load_forecaster(args.model)
-    if model.columns > model.targets:
-        covariates = ", ".join(map(repr, settings.data.covariates))
-        raise ValueError(
-            f"forecast: this model reads covariates ({covariates}), "
-            "whose values past the end of the data are unknown, so it cannot forecast past "
-            "the end; `clearlstm report --model DIR --csv NEW_ROWS` shows it on new rows"
-        )
     series = forecasting.series_for_model(settings, args.csv, directory)
     future = forecast.forecast_future(model, series, settings, args.steps)
     forecast.write_csv(Path(args.out), future, series.time_column)
@@ -316,17 +310,18 @@ def run_forecast(args: argparse.Namespace, console: Console) -> int:
         if settings.refitted
         else "the validation-chosen model"
     )
-    _say(console, f"{args.steps} step(s) forecast past {series.source} ({which}): {args.out}")
+    steps = len(future.values)
+    _say(console, f"{steps} step(s) forecast past {series.source} ({which}): {args.out}")
     if future.bands:
         calibrated = len(next(iter(settings.intervals.values())))
         _say(
             console,
-            f"With 80% and 95% conformal intervals for the first {min(calibrated, args.steps)} "
+            f"With 80% and 95% conformal intervals for the first {min(calibrated, steps)} "
             "step(s) (calibrated on the validation and test parts' errors; none further out).",
         )
     if args.plot:
         start = forecast.test_start(series, settings)
-        title = _title(settings) + f", {args.steps} steps ahead"
+        title = _title(settings) + f", {steps} steps ahead"
         forecast.plot(Path(args.plot), series, start, title, None, future)
         _say(console, f"Plot written to {args.plot}")
     return 0

@@ -26,7 +26,13 @@ from clearlstm.cli.flags import (
     number_list,
     temperature,
 )
-from clearlstm.cli.series_flags import add_backtest, add_forecast, add_id_column, add_split_options
+from clearlstm.cli.series_flags import (
+    add_backtest,
+    add_covariates,
+    add_forecast,
+    add_id_column,
+    add_split_options,
+)
 from clearlstm.cli.variant_flags import add_peephole_option, add_variant_options
 from clearlstm.errors import UsageError
 
@@ -94,7 +100,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--text", help="a UTF-8 text file: train a character-level model")
     parser.add_argument("--target", nargs="+", help="column(s) to forecast")
     parser.add_argument("--time-column", help="column of time labels (kept for output only)")
-    parser.add_argument("--covariates", nargs="+", help="extra input columns, not forecast")
+    add_covariates(parser)
     parser.add_argument(
         "--fill",
         choices=["previous", "linear"],

@@ -204,14 +204,15 @@ def run_forecast(args: argparse.Namespace, console: Console) -> int:
             "unknown, so it cannot forecast past the end"
         )
     panel, where = panel_use.panel_for_model(settings, args.csv, directory, args.id)
-    forecasts = panel_use.forecast_panel(model, settings, panel, where, args.steps)
+    steps = 12 if args.steps is None else args.steps  # --steps' documented default
+    forecasts = panel_use.forecast_panel(model, settings, panel, where, steps)
     rows = panel_use.write_forecasts(
         Path(args.out), panel.id_column, panel.ids, forecasts, settings.data.time_column
     )
     which = "refitted on all rows" if settings.refitted else "the validation-chosen model"
     _say(
         console,
-        f"{args.steps} step(s) forecast past the end of {len(panel)} series of {panel.source} "
+        f"{steps} step(s) forecast past the end of {len(panel)} series of {panel.source} "
         f"({which}): {args.out} ({rows} rows, column {settings.panel.id_column!r} first)",
     )
     if any(f.bands for f in forecasts):

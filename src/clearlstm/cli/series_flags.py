@@ -1,6 +1,6 @@
-"""The forecast and backtest sub-commands' flags, and where a series' parts lie (``train``
-shares :func:`add_split_options`). Parsing only: what they do is in
-:mod:`clearlstm.cli.commands`."""
+"""The forecast and backtest sub-commands' flags, and where a series' parts lie and which
+columns are covariates (``train`` shares :func:`add_split_options` and
+:func:`add_covariates`). Parsing only: what they do is in :mod:`clearlstm.cli.commands`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,27 @@ def add_id_column(parser: argparse.ArgumentParser) -> None:
 
 def _add_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", help="a model trained with --id-column: this series only")
+
+
+def add_covariates(parser: argparse.ArgumentParser) -> None:
+    """Past-only and future-known covariates (Darts' past and future covariates)."""
+    parser.add_argument(
+        "--covariates",
+        nargs="+",
+        metavar="COL",
+        help="past-only covariates: extra input columns, not forecast, known up to the "
+        "forecast origin only (so past the end of the data the model forecasts at most "
+        "--horizon steps)",
+    )
+    parser.add_argument(
+        "--future-covariates",
+        nargs="+",
+        metavar="COL",
+        help="covariates known for the forecast rows too (a calendar, a planned price, "
+        "holidays): the model reads their values on the rows it forecasts; `clearlstm "
+        "forecast --csv` reads them from rows after the last target value, with empty "
+        "target cells",
+    )
 
 
 def add_backtest(commands: argparse._SubParsersAction) -> None:
@@ -80,8 +101,17 @@ def add_forecast(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="the --out directory of clearlstm train")
     steps = integer("--steps", 1, MAX_FORECAST)
-    parser.add_argument("--steps", type=steps, default=12, help="steps past the end (default 12)")
-    parser.add_argument("--csv", help="forecast this CSV file (same columns) instead")
+    parser.add_argument(
+        "--steps",
+        type=steps,
+        help="steps past the end (default 12; a model with future covariates: the rows after "
+        "the last target value; with past-only covariates: its horizon)",
+    )
+    parser.add_argument(
+        "--csv",
+        help="forecast this CSV file (same columns) instead; for a model with future "
+        "covariates, end it with rows that hold their values and empty target cells",
+    )
     _add_id(parser)
     parser.add_argument("--out", default="forecast.csv", help="CSV file to write")
     parser.add_argument("--plot", help="PNG of history, test truth and forecast")

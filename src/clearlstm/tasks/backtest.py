@@ -24,7 +24,7 @@ from clearlstm.files import write_atomically
 from clearlstm.tasks import baselines
 from clearlstm.tasks.baselines import Scores
 from clearlstm.tasks.models import Forecaster
-from clearlstm.tasks.series import Series, Split, origins
+from clearlstm.tasks.series import Scaler, Series, Split, origins
 
 if TYPE_CHECKING:
     from clearlstm.tasks.settings import ForecasterSettings
@@ -42,44 +42,97 @@ def forecast_origins(
     values: np.ndarray,
     starts: np.ndarray,
     horizon: int,
+    ahead: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(S, H, K)`` forecasts of rows ``[t, t + H)`` from each origin ``t`` in ``starts``.
 
     ``values (N, C)`` are rows in the data's units; only rows before each origin are read,
-    except covariates, which are read on the forecast rows too (so with covariates
-    ``t + H <= N``). A model forecasting fewer than ``H`` steps at once is run recursively:
-    its forecasts are appended to the window and read again. This is the one place where a
-    model's forecasts are made from data rows; transforms and direct outputs belong here.
+    except covariates: past ones on the forecast rows a recursive forecast reads back, future
+    ones on every row a model call forecasts, from ``values`` and then from ``ahead (M, F)``,
+    the future covariates' values on the rows after ``values``. A model forecasting fewer than
+    ``H`` steps at once is run recursively: its forecasts are appended to the window and read
+    again; with future covariates the last call starts early enough to end on row ``t + H``
+    (it reads forecasts it made before), so no covariate row past the forecast is needed. This
+    is the one place where a model's forecasts are made from data rows; transforms and direct
+    outputs belong here.
     """
     scaler, window = settings.data.scaler.to_scaler(), settings.data.window
-    k, c = model.targets, model.columns
+    k, c, f, h = model.targets, model.columns, model.future, model.horizon
     starts = np.asarray(starts, dtype=int)
     if starts.min() < window:
         raise ValueError(
             f"forecast: needs {window} rows before the first origin; got {starts.min()}"
         )
-    if c > k and starts.max() + horizon > len(values):
-        raise ValueError(
-            f"forecast: this model reads covariates, whose values past the end of the data are "
-            f"unknown; it can forecast at most {len(values) - starts.max()} step(s) from the "
-            "last origin. Add rows with the covariates' future values to forecast further"
-        )
+    calls = call_offsets(horizon, h, f > 0)
+    known = len(values) + (len(ahead) if ahead is not None and f else 0)
+    _check_reach(int(starts.max()), horizon, calls, len(values), known, c - k - f, f, h)
     scaled = scaler.transform(values[: starts.max()])  # (N', C): rows any window reads
     rows = np.stack([scaled[t - window : t] for t in starts])  # (S, W, C)
     if c > k:
         covariates = scaler.transform(values[:, :c])[:, k:]  # (N, C - K)
+        if known > len(values):
+            assert ahead is not None
+            covariates = np.concatenate([covariates, _later(scaler, ahead, c - k)])
     out: list[np.ndarray] = []  # each (S, K)
     with torch.no_grad():
-        while len(out) < horizon:
-            x = torch.as_tensor(rows[:, -window:], dtype=torch.float32)
+        for offset in calls:
+            x = torch.as_tensor(rows[:, offset : offset + window], dtype=torch.float32)
+            if f:  # the future covariates on the H rows this call forecasts
+                later = covariates[starts[:, None] + offset + np.arange(h)]  # (S, H, C - K)
+                later = np.concatenate([np.zeros((*later.shape[:2], k)), later], axis=2)
+                x = model.join(x, torch.as_tensor(later, dtype=torch.float32))  # (S, W + H, C)
             prediction = model(x).double().numpy()  # (S, H_model, K)
-            for step in prediction.transpose(1, 0, 2)[: horizon - len(out)]:
-                row = step
+            done = len(out)
+            new = prediction[:, done - offset : horizon - offset]  # (S, J, K): not made yet
+            out += list(new.transpose(1, 0, 2))
+            if offset != calls[-1]:  # the next calls read them back
                 if c > k:
-                    row = np.concatenate([step, covariates[starts + len(out)]], axis=1)
-                rows = np.concatenate([rows, row[:, None]], axis=1)
-                out.append(step)
+                    read = covariates[starts[:, None] + np.arange(done, len(out))]
+                    new = np.concatenate([new, read], axis=2)  # (S, J, C)
+                rows = np.concatenate([rows, new], axis=1)
     return scaler.inverse(np.stack(out, axis=1))
+
+
+def call_offsets(horizon: int, model_horizon: int, end_on_last: bool) -> list[int]:
+    """Where a forecast of ``horizon`` steps calls a model of ``model_horizon``: steps after
+    the origin, a model horizon apart; with ``end_on_last`` the last call moves back to end
+    on the last step (a model with future covariates reads them on all its steps)."""
+    calls = list(range(0, horizon, model_horizon))
+    if end_on_last:
+        calls = sorted({max(0, min(o, horizon - model_horizon)) for o in calls})
+    return calls
+
+
+def _check_reach(
+    t: int, horizon: int, calls: list[int], n: int, known: int, past: int, future: int, h: int
+) -> None:
+    """A ``ValueError`` when a forecast of ``horizon`` steps from origin ``t`` would read past
+    covariates beyond the ``n`` data rows or future covariates beyond the ``known`` rows."""
+    if past and t + calls[-1] > n:
+        most = n - t + h if future else h * ((n - t) // h + 1)
+        raise ValueError(
+            f"forecast: this model reads {past} past covariate column(s), known up to the "
+            f"forecast origin only; beyond its horizon of {h} step(s) a forecast reads them on "
+            f"the rows it forecasts, so from origin {t} of {n} rows it can forecast at most "
+            f"{most} step(s); got {horizon}"
+        )
+    if future and t + calls[-1] + h > known:
+        raise ValueError(
+            f"forecast: this model reads {future} future covariate column(s) on each of the {h} "
+            f"row(s) it forecasts at once, so {horizon} step(s) from origin {t} need their "
+            f"values on {t + max(horizon, h)} rows; they are known on {known}: add rows with "
+            "their values"
+        )
+
+
+def _later(scaler: Scaler, ahead: np.ndarray, covariates: int) -> np.ndarray:
+    """``(M, F)`` future covariates after the data -> ``(M, C - K)`` scaled covariate rows,
+    the past covariates' cells NaN (unknown there: never read)."""
+    f = ahead.shape[1]
+    own = Scaler(scaler.mean[-f:], scaler.std[-f:])  # the future covariates' own columns
+    out = np.full((len(ahead), covariates), np.nan)
+    out[:, covariates - f :] = own.transform(ahead)
+    return out
 
 
 def forecast_from(
@@ -208,10 +261,13 @@ def future_intervals(
     n, window = len(series), settings.data.window
     starts = np.arange(max(split.train, window), n)
     steps = min(steps, n - starts[0])  # the last step some origin reaches
+    whole = model.horizon if model.future else 0  # future covariates: a model horizon read
     out: dict[str, list[tuple[float, ...]]] = {f"{lv:.0%}"[:-1]: [] for lv in LEVELS}
     for h in range(steps):
-        reach = starts[starts + h < n]  # origins whose step h + 1 is a known row
+        reach = starts[starts + max(h + 1, whole) <= n]  # origins whose step h + 1 is known
         # (per step: a covariate model reads covariates up to that step only)
+        if not len(reach):
+            break
         errors = forecast_origins(model, settings, series.values, reach, h + 1)[:, h] - y[reach + h]
         for level in LEVELS:
             widths, _ = conformal_widths(errors[:, None], level)  # errors (S_h, K)
@@ -258,7 +314,10 @@ def backtest_model(
     is trained on all rows before every K-th origin (the validation-chosen number of epochs,
     :func:`clearlstm.tasks.refit.refit`) and forecasts from the next K origins."""
     window, n = settings.data.window, len(series)
-    if horizon < 1 or not len(origins(split, "test", n, window, horizon)):
+    # A model with future covariates reads them on a whole model horizon from each origin.
+    reach = max(horizon, model.horizon) if model.future else horizon
+    test = origins(split, "test", n, window, reach) if horizon >= 1 else np.array([], int)
+    if not len(test):
         raise ValueError(
             f"--backtest-horizon must be from 1 to the test part's {split.test} rows; got {horizon}"
         )
@@ -277,8 +336,7 @@ def backtest_model(
             out.append(forecast_origins(again, again_settings, series.values, group, h))
         return np.concatenate(out)
 
-    test = origins(split, "test", n, window, horizon)
-    result = run_backtest(lstm, series, split, window, horizon, settings.data.season)
+    result = run_backtest(lstm, series, split, window, horizon, settings.data.season, test)
     if refit_every:
         result.forecasts["LSTM"] = refitted(test, horizon)
     return result

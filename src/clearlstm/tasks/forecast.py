@@ -1,9 +1,10 @@
 """Forecasting with a trained model: recursive multi-step forecasts, CSV output and a plot.
 
 The model forecasts ``H`` steps from a window of ``W`` rows; for more steps its forecasts are
-appended to the rows and read again (recursive forecasting). Covariates are known inputs: a
-forecast can only run where their values are in the data. Shapes: ``N`` rows, ``C`` columns,
-``K`` targets.
+appended to the rows and read again (recursive forecasting). Past covariates are known up to
+the forecast origin only, so past the end of the data a model reading them forecasts at most
+its horizon; future covariates are read on the rows after the last target value
+(:mod:`clearlstm.tasks.covariates`). Shapes: ``N`` rows, ``C`` columns, ``K`` targets.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from clearlstm.errors import SeriesError
 from clearlstm.files import write_atomically
+from clearlstm.tasks.covariates import names
 from clearlstm.tasks.models import Forecaster
 from clearlstm.tasks.series import Series, Split
 
 if TYPE_CHECKING:
     from clearlstm.tasks.backtest import Backtest
     from clearlstm.tasks.settings import ForecasterSettings
+
+DEFAULT_STEPS = 12  # forecast --steps for a model without covariates
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,12 @@ def recursive_forecast(
     """``(steps, K)`` scaled forecasts of rows ``[start, start + steps)`` from the rows before.
 
     ``scaled (N, C)``: covariates are taken from it for every forecast row, so with covariates
-    ``start + steps`` must stay within ``N``.
+    ``start + steps`` must stay within ``N``. (The reference for models without future
+    covariates; :func:`clearlstm.tasks.backtest.forecast_origins` makes every forecast.)
     """
     k, c = model.targets, model.columns
+    if model.future:
+        raise ValueError("recursive_forecast: reads no future covariates; use forecast_origins")
     if start < window:
         raise ValueError(f"forecast: needs {window} rows before the first forecast; got {start}")
     if c > k and start + steps > len(scaled):
@@ -68,23 +76,72 @@ def recursive_forecast(
     return np.array(out)
 
 
-def forecast_future(
-    model: Forecaster, series: Series, settings: ForecasterSettings, steps: int
-) -> Forecast:
-    """``steps`` rows past the end of the data, with the conformal intervals the settings
-    record for each step they were calibrated for (:func:`clearlstm.tasks.backtest.forecast_origins`
-    makes the forecast)."""
-    from clearlstm.tasks.backtest import forecast_origins
+def steps_past_end(settings: ForecasterSettings, series: Series, steps: int | None) -> int:
+    """How many rows to forecast past the end of ``series``: ``steps``, checked, or by
+    default :data:`DEFAULT_STEPS` (a model with covariates: as many as it can).
 
+    A model with future covariates reads them on every row it forecasts: it forecasts at most
+    the rows after the last target value, and needs at least its horizon of them (it reads a
+    whole horizon at once). One with past covariates forecasts at most its horizon: a longer
+    forecast would read them on rows past the origin, where they are unknown.
+    """
+    data = settings.data
+    h, ahead = data.horizon, series.ahead
+    m = 0 if ahead is None else len(ahead.values)
+    if data.future_covariates and m < h:
+        where = f" (lines {ahead.lines[0]} to {ahead.lines[-1]})" if ahead else ""
+        raise SeriesError(
+            f"{series.source}: this model forecasts {h} row(s) at once and reads the future "
+            f"covariate(s) {names(data.future_covariates)} on each, so the file needs their "
+            f"values on at least {h} row(s) after the last value of {names(data.targets)}, "
+            f"with empty target cells; it has {m}{where}"
+        )
+    most = [m] if data.future_covariates else []
+    most += [h] if data.covariates else []
+    if steps is None:
+        return min(most) if most else DEFAULT_STEPS
     if steps < 1:
         raise ValueError(f"--steps must be at least 1; got {steps}")
+    if data.covariates and steps > h:
+        raise SeriesError(
+            f"--steps {steps}: this model reads the past covariate(s) "
+            f"{names(data.covariates)}, known up to the forecast origin only, so past the end "
+            f"of the data it forecasts at most its horizon of {h} step(s); a column whose "
+            "future values are known belongs in --future-covariates"
+        )
+    if data.future_covariates and steps > m:
+        assert ahead is not None  # m >= h >= 1
+        raise SeriesError(
+            f"--steps {steps}: this model reads the future covariate(s) "
+            f"{names(data.future_covariates)} on every row it forecasts; {series.source} has "
+            f"{m} row(s) after the last target value (lines {ahead.lines[0]} to "
+            f"{ahead.lines[-1]}): add {steps - m} more with their values and empty target "
+            f"cells, or forecast at most --steps {m}"
+        )
+    return steps
+
+
+def forecast_future(
+    model: Forecaster, series: Series, settings: ForecasterSettings, steps: int | None
+) -> Forecast:
+    """``steps`` rows past the end of the data (None: as many as
+    :func:`steps_past_end` allows), on the future covariates' rows
+    after the last target value where the model reads them, with the conformal intervals the
+    settings record for each step they were calibrated for
+    (:func:`clearlstm.tasks.backtest.forecast_origins` makes the forecast)."""
+    from clearlstm.tasks.backtest import forecast_origins
+
+    steps = steps_past_end(settings, series, steps)
     window = settings.data.window
     if len(series) < window:
         raise ValueError(
             f"{series.source}: {len(series)} rows; the model reads windows of {window}, so it "
             f"needs at least {window}"
         )
-    values = forecast_origins(model, settings, series.values, np.array([len(series)]), steps)[0]
+    ahead = series.ahead if model.future else None
+    later = ahead.values if ahead is not None else None
+    origin = np.array([len(series)])
+    values = forecast_origins(model, settings, series.values, origin, steps, later)[0]
     labels = series.time or [str(i) for i in range(len(series))]
     bands = {}
     for level, widths in (settings.intervals or {}).items():
@@ -92,6 +149,8 @@ def forecast_future(
         known = min(steps, len(widths))
         w[:known] = np.array(widths)[:known]
         bands[int(level)] = (values - w, values + w)
+    if ahead is not None and ahead.time is not None:
+        return Forecast(ahead.time[:steps], series.targets, values, bands)  # the file's labels
     return Forecast(future_labels(labels, steps), series.targets, values, bands)
 
 

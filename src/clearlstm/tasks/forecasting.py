@@ -25,6 +25,7 @@ from clearlstm.tasks.backtest import (
     Backtest,
     Evaluation,
 )
+from clearlstm.tasks.covariates import model_windows
 from clearlstm.tasks.datasets import get_dataset
 from clearlstm.tasks.fitting import evaluate, fit_forecaster, scores_of
 from clearlstm.tasks.models import Forecaster
@@ -36,7 +37,6 @@ from clearlstm.tasks.series import (
     choose_split,
     origins,
     read_series,
-    windows,
 )
 from clearlstm.tasks.settings import (
     MAX_EXAMPLE_NUMBERS,
@@ -45,9 +45,9 @@ from clearlstm.tasks.settings import (
     ForecasterShape,
     ScalerSettings,
     SplitSettings,
-    check_option,
     read_settings,
 )
+from clearlstm.tasks.settings_base import check_option
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock
@@ -61,7 +61,8 @@ class SeriesOptions:
     dataset: str | None = None
     csv: str | None = None
     targets: list[str] | None = None
-    covariates: list[str] | None = None
+    covariates: list[str] | None = None  # past-only: known up to the forecast origin
+    future_covariates: list[str] | None = None  # known for the forecast rows too
     time_column: str | None = None
     fill: FillMethod | None = None
     window: int | None = None  # None: 36 where the training part allows, else 24
@@ -99,9 +100,18 @@ class SeriesRun:
 
 
 def load_data(options: SeriesOptions) -> Series:
-    """The series named by ``--dataset`` or ``--csv`` with the chosen columns."""
+    """The series named by ``--dataset`` or ``--csv`` with the chosen columns (and, with
+    future covariates, their rows after the last target value)."""
     if (options.dataset is None) == (options.csv is None):
         raise ValueError("give exactly one of --dataset NAME or --csv FILE")
+    future = options.future_covariates or []
+    both = [c for c in options.covariates or [] if c in future]
+    if both:
+        raise ValueError(
+            f"column {both[0]!r} is named in both --covariates and --future-covariates: a "
+            "covariate is past-only (known up to the forecast origin) or known for the "
+            "forecast rows too; name it once"
+        )
     if options.dataset is not None:
         dataset = get_dataset(options.dataset)
         if dataset.kind != "series":
@@ -112,9 +122,10 @@ def load_data(options: SeriesOptions) -> Series:
             options.covariates,
             options.time_column or dataset.time_column,
             options.fill,
+            future,
         )
     return read_series(
-        options.csv, options.targets, options.covariates, options.time_column, options.fill
+        options.csv, options.targets, options.covariates, options.time_column, options.fill, future
     )
 
 
@@ -152,7 +163,7 @@ def train_series(
     check_shape(options)
     series = load_data(options)
     w, split = window_and_split(series, options)
-    n, h, k = len(series), options.horizon, len(series.targets)
+    n, h, k, f = len(series), options.horizon, len(series.targets), len(series.future_covariates)
 
     if options.season is not None:
         baselines.check_season(options.season, split.train)
@@ -163,10 +174,12 @@ def train_series(
     scaler = Scaler.fit(series.values[: split.train], transform)
     scaled = scaler.transform(series.values)  # (N, C)
     parts = {p: origins(split, p, len(series), w, h) for p in ("train", "val", "test")}
-    data = {p: tuple(map(_tensor, windows(scaled, o, w, h, k))) for p, o in parts.items()}
+    data = {p: tuple(map(_tensor, model_windows(scaled, o, w, h, k, f))) for p, o in parts.items()}
 
     torch.manual_seed(config.seed)
-    model, said = new_model(options, len(series.columns), k, season, w, data["train"], data["val"])
+    model, said = new_model(
+        options, len(series.columns), k, season, w, data["train"], data["val"], f
+    )
     choices += said
     shape, described = model_settings(options, series, split, scaler, season, model, w)
     fingerprint = {"model": shape.to_json(), "data": described.to_json()}
@@ -183,7 +196,7 @@ def train_series(
         )  # fmt: skip
         bh = options.backtest_horizon or h
         tested, intervals, evaluations = evaluate(model, settings, series, split, bh)
-        memory = model.trace(data["test"][0]).memory_summary()
+        memory = model.trace(model.split(data["test"][0])[0]).memory_summary()
         scores = scores_of(evaluations)
         summary = dataclasses.replace(summary, test=scores, choices="; ".join(choices))
         refit_started = time.perf_counter()
@@ -220,15 +233,16 @@ def new_model(
     window: int,
     train: tuple[Tensor, Tensor],
     val: tuple[Tensor, Tensor],
+    future: int = 0,
 ) -> tuple[Forecaster, list[str]]:
-    """A fresh forecaster of the options' shape (seed torch first), its linear part started
-    on the ``(S, W, C)`` inputs and ``(S, H, K)`` truths of ``train`` (penalty chosen on
-    ``val``), and those choices in words."""
+    """A fresh forecaster of the options' shape (seed torch first) reading ``future`` of its
+    ``columns`` on the forecast rows too, its linear part started on the inputs and
+    ``(S, H, K)`` truths of ``train`` (penalty chosen on ``val``), and those choices in words."""
     variant = lstm_settings.for_training(options.lstm, window, options.members)
     normalise = options.normalise if options.normalise != "auto" else "last"
     model = Forecaster(
         columns, targets, options.horizon, options.hidden_size, options.num_layers, normalise,
-        options.members, season, window if options.linear else None, variant.kwargs(),
+        options.members, season, window if options.linear else None, variant.kwargs(), future,
     )  # fmt: skip
     if options.linear:
         said = recipe.start_linear(model, train, val, options.normalise)
@@ -266,6 +280,7 @@ def model_settings(
         season=model.season,
         linear_window=model.linear_window,
         lstm=lstm_settings.LstmSettings.of(model.lstm),
+        future=model.future,
     )
     data = DataSettings(
         dataset=options.dataset,
@@ -282,6 +297,7 @@ def model_settings(
         rows=len(series),
         split=SplitSettings.of(split),
         scaler=ScalerSettings.of(scaler),
+        future_covariates=tuple(series.future_covariates),
     )
     return shape, data
 
@@ -317,6 +333,7 @@ def series_for_model(
         csv=csv,
         targets=list(data.targets),
         covariates=list(data.covariates),
+        future_covariates=list(data.future_covariates),
         time_column=data.time_column,
         fill=data.fill,
     )

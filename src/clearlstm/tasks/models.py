@@ -3,7 +3,7 @@
 Both are a :class:`clearlstm.LSTM` with a linear layer on top, so everything the LSTM offers
 (``trace=True``, retention, half-life) works on a trained model. Shapes: ``B`` batch, ``W``
 window (steps read), ``C`` input columns, ``K`` targets, ``H`` horizon, ``T`` steps of text,
-``V`` vocabulary size, ``E`` embedding size, ``U`` hidden units.
+``V`` vocabulary size, ``E`` embedding size, ``U`` hidden units, ``F`` future covariates.
 """
 
 from __future__ import annotations
@@ -41,10 +41,19 @@ class Forecaster(nn.Module):
       models what that misses; needs ``window > season``;
     - ``"none"``: the scaled values as they are, predicted directly.
 
-    Covariates are read as they are. With ``members > 1`` the module holds that many
-    independent networks (a seed ensemble) trained in one pass: one LSTM of
-    ``members * hidden_size`` units whose recurrent (and deeper input) weights and head are
-    block-diagonal, each block initialised as a network of ``hidden_size`` units would be; the
+    Covariates are read as they are. *Past* covariates are known up to the forecast origin
+    only: the LSTM reads them in the window. *Future* covariates (the last ``future`` of the
+    ``columns``: a calendar, a planned price, holidays) are known for the forecast rows too:
+    the LSTM reads their past values in the window like any column, and their values on the
+    ``H`` forecast rows, flattened ``(B, H*F)``, go to the head beside the LSTM's last hidden
+    state and to the linear part beside the lags. The input ``x`` of such a model is
+    ``(B, W + H, C)``: rows ``[t - W, t + H)`` of which, on the last ``H``, only the future
+    covariates are read (:meth:`join` builds it, the rest zero).
+
+    With ``members > 1`` the module holds that many independent networks (a seed ensemble)
+    trained in one pass: one LSTM of ``members * hidden_size`` units whose recurrent (and
+    deeper input) weights and head are block-diagonal (every member's head reads the future
+    covariates), each block initialised as a network of ``hidden_size`` units would be; the
     forecast is the members' median. ``lstm``: the LSTM's variant arguments
     (:data:`clearlstm.nn.variants.DEFAULTS`; none: torch's LSTM); ``layer_norm`` needs one
     member (it normalises over all units, which would join the members).
@@ -62,6 +71,7 @@ class Forecaster(nn.Module):
         season: int | None = None,
         linear_window: int | None = None,
         lstm: Mapping[str, Any] | None = None,
+        future: int = 0,
     ) -> None:
         super().__init__()
         variant = dict(lstm or {})
@@ -74,15 +84,21 @@ class Forecaster(nn.Module):
             raise ValueError(f"normalise must be one of {', '.join(NORMALISE)}; got {normalise!r}")
         if members < 1:
             raise ValueError(f"members must be at least 1; got {members}")
+        if not 0 <= future <= columns - targets:
+            raise ValueError(
+                f"future must be from 0 to the {columns - targets} covariate column(s); got "
+                f"{future}"
+            )
         if normalise == "seasonal" and (season is None or season < 2):
             raise ValueError(
                 f"normalise 'seasonal' needs a season of at least 2 steps; got {season}"
             )
         self.columns, self.targets, self.horizon = columns, targets, horizon
-        self.hidden_size, self.members = hidden_size, members
+        self.hidden_size, self.members, self.future = hidden_size, members, future
         self.normalise, self.season = normalise, season if normalise == "seasonal" else None
         self.lstm = LSTM(columns, members * hidden_size, num_layers, batch_first=True, **variant)
-        self.head = nn.Linear(members * hidden_size, members * horizon * targets)
+        ahead = horizon * future  # the future covariates' values on the forecast rows
+        self.head = nn.Linear(members * hidden_size + ahead, members * horizon * targets)
         if members > 1:
             self._block_diagonal()
         # A linear autoregression on the normalised window beside the LSTM (LSTNet's
@@ -90,14 +106,14 @@ class Forecaster(nn.Module):
         self.linear_window = linear_window
         self.linear = None
         if linear_window is not None:
-            self.linear = nn.Linear(linear_window * targets, horizon * targets)
+            self.linear = nn.Linear(linear_window * targets + ahead, horizon * targets)
 
     @classmethod
     def from_settings(cls, settings: ForecasterSettings) -> Forecaster:
         m = settings.model
         return cls(
             m.columns, m.targets, m.horizon, m.hidden_size, m.num_layers, m.normalise,
-            m.members, m.season, m.linear_window, m.lstm.kwargs(),
+            m.members, m.season, m.linear_window, m.lstm.kwargs(), m.future,
         )  # fmt: skip
 
     def _masks(self) -> dict[str, Tensor]:
@@ -105,7 +121,8 @@ class Forecaster(nn.Module):
         n, u = self.members, self.hidden_size
         same = torch.kron(torch.eye(n), torch.ones(u, u))  # (N*U, N*U)
         out = torch.kron(torch.eye(n), torch.ones(self.horizon * self.targets, u))
-        masks = {"head.weight": out}
+        shared = torch.ones(len(out), self.horizon * self.future)  # every member reads these
+        masks = {"head.weight": torch.cat([out, shared], dim=1)}
         for k in range(self.lstm.num_layers):
             masks[f"lstm.weight_hh_l{k}"] = same.repeat(4, 1)  # gates i, f, g, o
             if k > 0:
@@ -141,8 +158,26 @@ class Forecaster(nn.Module):
                     "members at zero; this file's are not"
                 )
 
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The model's input ``x`` -> the window ``(B, W, C)`` and the future covariates on
+        the forecast rows ``(B, H, F)`` (None without future covariates)."""
+        if not self.future:
+            return x, None
+        return x[:, : -self.horizon], x[:, -self.horizon :, -self.future :]
+
+    def join(self, window: Tensor, later: Tensor) -> Tensor:
+        """The model's input from a window ``(B, W, C)`` and the ``H`` rows after it
+        ``(B, H, C)`` (or ``(H, C)``, the same for every window): ``(B, W + H, C)``, of the
+        later rows only the future covariates kept (the rest zero: never read), or the window
+        itself without future covariates."""
+        if not self.future:
+            return window
+        ahead = torch.zeros_like(later)
+        ahead[..., -self.future :] = later[..., -self.future :]
+        return torch.cat([window, ahead.expand(len(window), -1, -1)], dim=1)
+
     def base(self, x: Tensor) -> Tensor:
-        """``(B, W, C) -> (B, H, K)``: what the network's output is added to."""
+        """``(B, W, C) -> (B, H, K)``: what the network's output is added to (the window)."""
         y = x[..., : self.targets]  # (B, W, K)
         last = y[:, -1:]
         if self.normalise == "last":
@@ -170,27 +205,34 @@ class Forecaster(nn.Module):
         return torch.cat([y - level, x[..., self.targets :]], dim=-1)
 
     def lags(self, x: Tensor) -> Tensor:
-        """``(B, W, C) -> (B, W * K)``: the targets relative to their level, what the linear
-        part reads."""
-        return self.features(x)[..., : self.targets].reshape(len(x), -1)
+        """The model's input -> ``(B, W * K + H * F)``: the targets relative to their level
+        and the future covariates on the forecast rows, what the linear part reads."""
+        window, ahead = self.split(x)
+        lags = self.features(window)[..., : self.targets].reshape(len(x), -1)  # (B, W*K)
+        return lags if ahead is None else torch.cat([lags, ahead.reshape(len(x), -1)], dim=1)
 
     def forward(self, x: Tensor, members: bool = False) -> Tensor:
-        """``(B, W, C) -> (B, H, K)`` scaled forecasts, the members' median; with
-        ``members=True`` each member's, ``(B, N, H, K)``."""
-        if self.linear_window is not None and x.shape[1] != self.linear_window:
+        """``(B, W, C)`` (``(B, W + H, C)`` with future covariates) ``-> (B, H, K)`` scaled
+        forecasts, the members' median; with ``members=True`` each member's, ``(B, N, H, K)``."""
+        window, ahead = self.split(x)
+        if self.linear_window is not None and window.shape[1] != self.linear_window:
             raise ValueError(
                 f"x: this forecaster's linear part reads windows of exactly "
-                f"{self.linear_window} steps; got {x.shape[1]}"
+                f"{self.linear_window} steps; got {window.shape[1]}"
             )
-        output, _ = self.lstm(self.features(x))  # (B, W, N*U)
+        output, _ = self.lstm(self.features(window))  # (B, W, N*U)
+        last = output[:, -1]  # (B, N*U)
+        if ahead is not None:
+            last = torch.cat([last, ahead.reshape(len(x), -1)], dim=1)  # (B, N*U + H*F)
         n, h, k = self.members, self.horizon, self.targets
-        each = self.base(x)[:, None] + self.head(output[:, -1]).view(-1, n, h, k)
+        each = self.base(window)[:, None] + self.head(last).view(-1, n, h, k)
         if self.linear is not None:
             each = each + self.linear(self.lags(x)).view(-1, 1, h, k)
         return each if members else median(each)
 
     def trace(self, x: Tensor) -> Trace:
-        """The LSTM's trace on ``(B, W, C)`` scaled rows (all members' units side by side)."""
+        """The LSTM's trace on ``(B, W, C)`` scaled rows, a window (all members' units side by
+        side)."""
         with torch.no_grad():
             _, _, trace = self.lstm(self.features(x), trace=True)
         return trace

@@ -61,9 +61,9 @@ def ridge(
     model: Forecaster, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]
 ) -> tuple[float, float, np.ndarray]:
     """The ridge fit of the training part's ``y - base`` on the normalised window's lags
-    (inputs ``(S, W, C)``, truths ``(S, H, K)``), its penalty chosen on validation: the
-    validation mean squared error, the penalty and the coefficients ``(W*K + 1, H*K)``
-    (intercept last)."""
+    (inputs ``(S, W, C)``, truths ``(S, H, K)``) and the future covariates on the forecast
+    rows, its penalty chosen on validation: the validation mean squared error, the penalty
+    and the coefficients ``(W*K + H*F + 1, H*K)`` (intercept last)."""
 
     def design(x: Tensor) -> np.ndarray:
         lags = model.lags(x).double().numpy()
@@ -71,7 +71,7 @@ def ridge(
 
     def residual(x: Tensor, y: Tensor) -> np.ndarray:
         with torch.no_grad():
-            return (y - model.base(x)).reshape(len(y), -1).double().numpy()
+            return (y - model.base(model.split(x)[0])).reshape(len(y), -1).double().numpy()
 
     a, b = design(train[0]), residual(*train)
     av, bv = design(val[0]), residual(*val)

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from clearlstm.tasks import recipe
+from clearlstm.tasks.covariates import model_windows
 from clearlstm.tasks.models import Forecaster, forecast_loss
-from clearlstm.tasks.series import Scaler, Split, origins, windows
+from clearlstm.tasks.series import Scaler, Split, origins
 from clearlstm.tasks.settings import ForecasterSettings, ScalerSettings
 from clearlstm.tasks.transforms import Transform
 from clearlstm.train.loop import FitResult, fit
@@ -41,8 +42,9 @@ def with_scaler(settings: ForecasterSettings, scaler: Scaler) -> ForecasterSetti
 
 
 def _samples(settings: ForecasterSettings, scaled: np.ndarray, starts: np.ndarray):
-    d = settings.data
-    return tuple(map(_tensor, windows(scaled, starts, d.window, d.horizon, len(d.targets))))
+    d, f = settings.data, settings.model.future
+    x_y = model_windows(scaled, starts, d.window, d.horizon, len(d.targets), f)
+    return tuple(map(_tensor, x_y))
 
 
 def refit(

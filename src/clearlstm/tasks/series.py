@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from clearlstm.errors import SeriesError
+from clearlstm.tasks.covariates import Ahead, split_ahead
 from clearlstm.tasks.transforms import Transform
 
 FillMethod = Literal["previous", "linear"]
@@ -39,13 +40,15 @@ class Series:
     source: str  # the file (or bundled dataset) it came from
     targets: list[str]
     covariates: list[str]
-    values: np.ndarray  # (N, C) float64: targets first, then covariates
+    values: np.ndarray  # (N, C) float64: targets, past covariates, future covariates
     time: list[str] | None  # (N,) labels from the time column, if there is one
     time_column: str | None = None
+    future_covariates: list[str] = field(default_factory=list)  # known for the forecast too
+    ahead: Ahead | None = None  # their rows after the last target value (for forecasts)
 
     @property
     def columns(self) -> list[str]:
-        return self.targets + self.covariates
+        return self.targets + self.covariates + self.future_covariates
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -57,49 +60,51 @@ def read_series(
     covariates: list[str] | None = None,
     time_column: str | None = None,
     fill: FillMethod | None = None,
+    future_covariates: list[str] | None = None,
 ) -> Series:
-    """Read a CSV file's target, covariate and time columns.
+    """Read a CSV file's target, covariate, future covariate and time columns.
 
     Without ``targets`` the file must have exactly one column besides the time column and the
-    covariates. Without ``time_column`` a first column named like a time (``date``,
-    ``month``, ``year``, ...) is taken as the time column. Missing values (empty, ``NA``,
-    ``NaN``, ...) are an error naming their lines unless ``fill`` is ``"previous"`` (carry the
-    last value forward) or ``"linear"`` (interpolate between neighbours).
+    covariates. Without ``time_column`` a first column named like a time (``date``, ``year``,
+    ...) is taken as one. Missing values (empty, ``NA``, ...) are an error naming their lines
+    unless ``fill`` is ``"previous"`` or ``"linear"``; with ``future_covariates``, rows at the
+    end with empty targets are their rows ``ahead`` (:mod:`clearlstm.tasks.covariates`).
     """
     path = Path(path)
     header, rows, lines = _read_rows(path)
     _check_unique(path, header)
     if time_column is None and header[0].strip().lower() in TIME_COLUMN_NAMES:
         time_column = header[0]
-    covariates = list(covariates or [])
-    named = [*(targets or []), *covariates, *([time_column] if time_column else [])]
+    covariates, future = list(covariates or []), list(future_covariates or [])
+    named = [*(targets or []), *covariates, *future, *([time_column] if time_column else [])]
     for name in named:
         if name not in header:
             raise SeriesError(
                 f"{path}: no column named {name!r}; the columns are {', '.join(header)}"
             )
     if targets is None:
-        rest = [c for c in header if c != time_column and c not in covariates]
+        rest = [c for c in header if c != time_column and c not in covariates + future]
         if len(rest) != 1:
             raise SeriesError(
                 f"{path}: say which column to forecast with --target; candidates: "
                 f"{', '.join(rest) or '(none)'}"
             )
         targets = rest
-    overlap = set(targets) & ({time_column} | set(covariates))
-    if overlap:
-        raise SeriesError(f"{path}: column {sorted(overlap)[0]!r} is used twice")
-    columns = [*targets, *covariates]
+    columns = [*targets, *covariates, *future]
+    twice = {c for i, c in enumerate(columns) if c in columns[:i]} | set(targets) & {time_column}
+    if twice:
+        raise SeriesError(f"{path}: column {sorted(twice)[0]!r} is used twice")
     values = np.empty((len(rows), len(columns)))
     for j, name in enumerate(columns):
         values[:, j] = _parse_column(path, name, [r[header.index(name)] for r in rows], lines)
+    time = [r[header.index(time_column)] for r in rows] if time_column else None
+    values, lines, time, ahead = split_ahead(path, values, lines, time, targets, future)
     missing = np.isnan(values)
     if missing.any():
         if fill is None:
             _raise_missing(path, columns, missing, lines)
         values = _fill(values, fill)
-    time = [r[header.index(time_column)] for r in rows] if time_column else None
-    return Series(str(path), list(targets), covariates, values, time, time_column)
+    return Series(str(path), list(targets), covariates, values, time, time_column, future, ahead)
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:

@@ -45,7 +45,7 @@ from clearlstm.tasks.settings_base import (
 )
 from clearlstm.tasks.transforms import LAMBDA_RANGE, Transform
 from clearlstm.train import checkpoint
-from clearlstm.train.codec import JsonSettings, expected, invalid, limits, limits_of, to_json
+from clearlstm.train.codec import JsonSettings, invalid, limits, to_json
 from clearlstm.train.loop import TrainConfig
 
 
@@ -67,6 +67,8 @@ class ForecasterShape(JsonSettings):
     season: int | None = optional(low=2, high=MAX_STEPS)  # for normalise "seasonal" only
     linear_window: int | None = optional(low=1, high=MAX_STEPS)  # the linear part's lags
     lstm: LstmSettings = field(default=LstmSettings(), metadata=limits(optional=True))  # variant
+    # The last columns, known for the forecast rows too (absent in older folders: none).
+    future: int = field(default=0, metadata=limits(optional=True, low=0, high=MAX_COLUMNS))
 
     def check_json(self, file: str, where: str) -> None:
         if (self.normalise == "seasonal") != (self.season is not None):
@@ -147,11 +149,15 @@ class DataSettings(JsonSettings):
     rows: int = size(MAX_STEPS)
     split: SplitSettings
     scaler: ScalerSettings
+    # Known for the forecast rows too, read after the past-only ones (older folders: none).
+    future_covariates: tuple[str, ...] = field(
+        default=(), metadata=limits(optional=True, length=(0, MAX_COLUMNS))
+    )
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """What the model reads per step: targets first, then covariates."""
-        return self.targets + self.covariates
+        """What the model reads per step: targets, past covariates, future covariates."""
+        return self.targets + self.covariates + self.future_covariates
 
     def check_json(self, file: str, where: str) -> None:
         one_source(file, where, "dataset", "csv", self.dataset, self.csv)
@@ -165,7 +171,9 @@ class DataSettings(JsonSettings):
         names = self.columns
         for i, name in enumerate(names):
             if name in names[:i]:
-                path = join(where, "covariates" if i >= len(self.targets) else "targets")
+                k, p = len(self.targets), len(self.targets + self.covariates)
+                part = "targets" if i < k else "covariates" if i < p else "future_covariates"
+                path = join(where, part)
                 raise CheckpointError(f"{file}: {path} names the column {name!r} twice")
         if len(self.scaler.mean) != len(names):
             need = f"{len(names)} numbers (one per target and covariate)"
@@ -276,12 +284,13 @@ class ForecasterSettings(Document):
     def weight_shapes(self) -> Shapes:
         m = self.model
         out, units = m.members * m.horizon * m.targets, m.members * m.hidden_size
+        ahead = m.horizon * m.future  # the future covariates on the forecast rows
         shapes = lstm_shapes(m.columns, units, m.num_layers)
         shapes |= m.lstm.weight_shapes(units, m.num_layers)  # a variant's tensors
-        shapes |= {"head.weight": (out, units), "head.bias": (out,)}
+        shapes |= {"head.weight": (out, units + ahead), "head.bias": (out,)}
         if m.linear_window is not None:
-            one = m.horizon * m.targets
-            shapes |= {"linear.weight": (one, m.linear_window * m.targets), "linear.bias": (one,)}
+            one, lags = m.horizon * m.targets, m.linear_window * m.targets
+            shapes |= {"linear.weight": (one, lags + ahead), "linear.bias": (one,)}
         return shapes
 
     def check_json(self, file: str, where: str) -> None:
@@ -290,6 +299,7 @@ class ForecasterSettings(Document):
             ("model.columns", len(data.columns), "the number of data.targets and data.covariates"),
             ("model.targets", len(data.targets), "the number of data.targets"),
             ("model.horizon", data.horizon, "data.horizon"),
+            ("model.future", len(data.future_covariates), "the number of data.future_covariates"),
         ]
         if model.normalise == "seasonal" and data.window <= (model.season or 0):
             need = f"a season shorter than data.window ({data.window})"
@@ -383,13 +393,3 @@ def read_settings(path: str | Path) -> tuple[ModelSettings, Path]:
     weights = directory / checkpoint.MODEL_FILE
     checkpoint.check_shapes(weights, checkpoint.read_shapes(weights), settings.weight_shapes())
     return settings, directory
-
-
-def check_option(flag: str, cls: type, name: str, value: int) -> None:
-    """A ``ValueError`` naming ``flag`` when ``value`` lies outside what field ``name`` of
-    ``cls`` may hold, so every model that trains can be loaded again."""
-    lim = limits_of(cls, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{flag} must be {expected(int, lim)}; got {value!r}")
-    if (lim.low is not None and value < lim.low) or (lim.high is not None and value > lim.high):
-        raise ValueError(f"{flag} must be {expected(int, lim)}; got {value}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from clearlstm.errors import CheckpointError
 from clearlstm.train import checkpoint, codec
-from clearlstm.train.codec import JsonSettings, invalid, limits, to_json
+from clearlstm.train.codec import JsonSettings, expected, invalid, limits, limits_of, to_json
 
 MAX_UNITS = 65_536  # hidden and embedding sizes
 MAX_LAYERS = 1_024
@@ -84,3 +84,13 @@ class Document(JsonSettings):
         if digest is not None and not re.fullmatch("[0-9a-f]{64}", digest):
             need = "64 lowercase hexadecimal digits (a SHA-256)"
             raise invalid(file, join(where, "weights_sha256"), need, digest)
+
+
+def check_option(flag: str, cls: type, name: str, value: int) -> None:
+    """A ``ValueError`` naming ``flag`` when ``value`` lies outside what field ``name`` of
+    ``cls`` may hold, so every model that trains can be loaded again."""
+    lim = limits_of(cls, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{flag} must be {expected(int, lim)}; got {value!r}")
+    if (lim.low is not None and value < lim.low) or (lim.high is not None and value > lim.high):
+        raise ValueError(f"{flag} must be {expected(int, lim)}; got {value}")

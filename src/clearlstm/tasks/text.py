@@ -29,10 +29,10 @@ from clearlstm.tasks.settings import (
     CharModelSettings,
     CharModelShape,
     TextDataSettings,
-    check_option,
     finite_or_none,
     read_settings,
 )
+from clearlstm.tasks.settings_base import check_option
 from clearlstm.train import checkpoint
 from clearlstm.train.distributed import Distributed
 from clearlstm.train.lock import training_lock

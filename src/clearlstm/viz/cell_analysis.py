@@ -220,10 +220,19 @@ def analyse_series(
         short = f"{len(rows)} rows, fewer than the model's window of {settings.data.window}: "
         note = short + "read as one shorter window; " + (note or "")
     module = copy.deepcopy(model.module).double().eval()
-    xw = x[-1].double()  # (W, C) the last window
+    # A model with future covariates reads them on the H rows after its window: the last
+    # window it can forecast from ends H rows before the end.
+    h = settings.model.horizon if settings.model.future else 0
+    if h and len(x) <= h:
+        raise ValueError(
+            f"{source}: {len(rows)} rows; this model reads its future covariates on the {h} "
+            f"rows after a window, so it needs at least window + {h} ({window + h}) rows"
+        )
+    xw = x[-1 - h].double()  # (W, C) the last window
+    later = torch.as_tensor(settings.data.scaler.to_scaler().transform(rows[len(rows) - h :]))
 
     def forecast(windows: torch.Tensor) -> torch.Tensor:
-        return module(windows)[:, 0, 0]
+        return module(module.join(windows, later) if h else windows)[:, 0, 0]
 
     attribution = None
     if len(rows) >= settings.data.window or module.linear is None:
@@ -249,8 +258,8 @@ def analyse_series(
         max_steps=MAX_INTERVALS,
     )
     scaler = settings.data.scaler
-    first = len(rows) - window
-    window_labels = labels[first:] if labels else [str(t + 1) for t in range(first, len(rows))]
+    first, end = len(rows) - window - h, len(rows) - h
+    window_labels = labels[first:end] if labels else [str(t + 1) for t in range(first, end)]
     return CellAnalysis(
         "series",
         source,
@@ -264,11 +273,11 @@ def analyse_series(
         values[origins - 1],
         [labels[t - 1] for t in origins] if labels else None,
         forgetting,
-        f"the last window (rows {len(rows) - window + 1} to {len(rows)})",
+        f"the last window (rows {first + 1} to {end})",
         window_labels,
         last.forget_gate[:, -1, unit].double().numpy(),
         attribution,
-        values[-window:],
+        values[first:end],
         float(scaler.std[0]),
         float(scaler.mean[0]),
         note,

@@ -126,7 +126,10 @@ class SavedModel:
         if isinstance(self.settings, CharModelSettings):
             raise ValueError(f"model {self.name!r} reads text; give it text, not a CSV file")
         data = self.settings.data
-        series = read_series(path, list(data.targets), list(data.covariates), data.time_column)
+        series = read_series(
+            path, list(data.targets), list(data.covariates), data.time_column, None,
+            list(data.future_covariates),
+        )  # fmt: skip
         subject = self.subject_from_numbers(series.values, str(path))
         return subject if series.time is None else _with_labels(subject, series.time)
 

@@ -159,21 +159,26 @@ def forecast_attribution(body: Any, context: Context) -> dict[str, Any]:
         )
     settings = model.settings
     window, columns = settings.data.window, model.columns
+    # A model with future covariates reads them on the H rows after the origin too.
+    h = settings.model.horizon if settings.model.future else 0
     steps = subject.steps
-    if steps < window:
+    if steps < window + h:
         message = f"model {name!r} reads windows of {window} steps: send at least {window}"
+        if h:
+            message += f" and the {h} rows after it (the future covariates read there)"
         raise ApiError(422, f"'sequence' has {steps} steps; {message}")
     note = f"(the window is the {window} steps before it; the sequence has {steps})"
-    origin = integer(body, "origin", window, steps, steps, note=note)
+    origin = integer(body, "origin", window, steps - h, steps - h, note=note)
     target = integer(body, "target", 0, len(settings.data.targets) - 1, 0)
     baseline = choice(body, "baseline", ("flat", "mean"), "flat")
     module = _float64(model)
     cap = _intervals(body, module.lstm, window)
-    x = _scaled_rows(model, subject)[origin - window : origin]  # (W, C)
+    scaled = _scaled_rows(model, subject)
+    x, later = scaled[origin - window : origin], scaled[origin : origin + h]  # (W, C), (H, C)
     base = x[-1:].expand_as(x).clone() if baseline == "flat" else torch.zeros_like(x)
 
     def forecast(windows: Tensor) -> Tensor:
-        return module(windows)[:, 0, target]
+        return module(module.join(windows, later) if h else windows)[:, 0, target]
 
     result = integrated_gradients(
         forecast, x, base, tolerance=TOLERANCE, first_steps=FIRST_INTERVALS, max_steps=cap
