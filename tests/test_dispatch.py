@@ -82,9 +82,10 @@ def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatc
 
 
 def test_default_threads_split_sequences_only_where_the_wait_is_amortised(monkeypatch) -> None:
-    """At 2 threads the whole-sequence kernel splits the batch only from
+    """At 2 threads a training call's whole-sequence kernel splits the batch only from
     SEQUENCE_PARALLEL_MACS recurrent multiply-adds per call; below, one thread (a parallel
-    region waits for a descheduled thread on a busy machine). Sizes decide, not timings."""
+    region waits for a descheduled thread on a busy machine). Sizes decide, not timings;
+    forward-only calls are learnt (tests/test_threads.py)."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     if not dispatch.numba_threads_usable() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs two numba threads")
@@ -92,11 +93,10 @@ def test_default_threads_split_sequences_only_where_the_wait_is_amortised(monkey
     w_hh = torch.empty(4 * hidden, hidden)
     per_step = batch * 4 * hidden * hidden
     at = -(-dispatch.SEQUENCE_PARALLEL_MACS // per_step)  # the first length that splits
-    for training in (False, True):
-        below = dispatch.plan(torch.empty(at - 1, batch, inputs), w_hh, training)
-        above = dispatch.plan(torch.empty(at, batch, inputs), w_hh, training)
-        assert below == dispatch.Plan("sequence", 1)
-        assert above == dispatch.Plan("sequence", 2)
+    below = dispatch.plan(torch.empty(at - 1, batch, inputs), w_hh, True)
+    above = dispatch.plan(torch.empty(at, batch, inputs), w_hh, True)
+    assert below == dispatch.Plan("sequence", 1)
+    assert above == dispatch.Plan("sequence", 2)
     one = dispatch.plan(torch.empty(10 * at, 1, inputs), w_hh, False)
     assert one == dispatch.Plan("sequence", 1), "one sequence: one thread"
 

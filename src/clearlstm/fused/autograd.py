@@ -26,7 +26,12 @@ from torch.autograd.function import once_differentiable
 
 from clearlstm.fused import kernels, kernels_split, pool, step_kernels
 from clearlstm.fused.dispatch import Plan, set_numba_threads
-from clearlstm.fused.gemm import gemm_threads, input_product, step_product
+from clearlstm.fused.gemm import (
+    forward_gemm_threads,
+    gemm_threads,
+    input_product,
+    step_product,
+)
 from clearlstm.fused.small_layers import as_array, output_grads
 
 
@@ -69,7 +74,11 @@ def forward_layer(
         order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
         w_ih, bias = w_ih[order], None if bias is None else bias[order]
     # premul GEMM; like the gradient GEMMs it runs alone, so on torch's threads, not the plan's
-    with gemm_threads(2.0 * x2.shape[0] * inputs * width, torch.get_num_threads()):
+    # (a learnt plan's own, where that cannot change the bits: gemm.forward_gemm_threads)
+    learnt = how.learn is not None
+    count = forward_gemm_threads(learnt, how.threads, "input", steps * batch, inputs, width,
+                                 x.dtype, torch.get_num_threads())  # fmt: skip
+    with gemm_threads(2.0 * x2.shape[0] * inputs * width, *count):
         xw = input_product(x2, w_ih, bias).view(steps, batch, width)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
     w_hh = w_hh.detach()
@@ -90,7 +99,10 @@ def forward_layer(
         h_n, c_n = h0.clone(), c0.clone()
         arrays = [as_array(t) for t in (xw, h_n, c_n, out, gates, cs, pre)]
         product = step_product(w_hh, batch)
-        with gemm_threads(2.0 * batch * hidden * width, how.threads):
+        default = torch.get_num_threads() if learnt else how.threads
+        count = forward_gemm_threads(learnt, how.threads, "step", batch, hidden, width,
+                                     x.dtype, default)  # fmt: skip
+        with gemm_threads(2.0 * batch * hidden * width, *count):
             for s in range(steps):
                 hw = as_array(product(h_n))
                 step_kernels.forward_gates(s, arrays[0], hw, *arrays[1:3], lens, reverse,

@@ -1,5 +1,7 @@
 """Which fused kernel runs a layer-direction, on how many threads: :func:`plan`, the one place
-that decides it, from the sizes and torch's thread count alone (same input, same bits).
+that decides it. The kernel follows the sizes and torch's thread count alone; so do a
+training call's threads; a forward-only call's threads follow timings
+(:mod:`clearlstm.fused.chooser`), which cannot change its bits. Same input, same bits.
 
 ``"small"`` (tiny calls: the whole layer forward and backward as one kernel call each,
 :mod:`clearlstm.fused.kernels_small`), ``"sequence"`` (whole sequence, recurrent product
@@ -11,9 +13,12 @@ barrier per step made it slower than one thread at every size measured (2026-12,
 sequence: (300, 1, 32, 128) 1.11x, (1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the
 sequence kernel's time); and its backward sums in another order than the sequence kernel's,
 so switching on timings changed the bits. Ask for it with ``LSTM(..., kernel="split")``.
-Several sequences are split across threads only for calls large enough to amortise waking
-a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread count is never
-slower than one thread because of a busy core.
+A training call splits several sequences across threads only when it is large enough to
+amortise waking a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread
+count is never slower than one thread because of a busy core; a forward-only call (the
+trace, inference on the fused kernels) splits them, and runs its GEMMs on torch's threads,
+while timings show that it pays (:func:`learnt_plan`): each sequence's arithmetic, and the
+GEMMs' sums, are the same on one thread and on several.
 
 The LSTM variants (peepholes, coupled input-forget gate, cell clip; with layer norm, zoneout
 or dropout :mod:`clearlstm.fused.kernels_general`) run on the whole-sequence kernels only
@@ -29,7 +34,7 @@ import numba
 import torch
 from torch import Tensor
 
-from clearlstm.fused import KERNELS, pool
+from clearlstm.fused import KERNELS, chooser, pool
 
 # Whole-sequence kernels (four sequences per pass over w_hh.T) up to hidden 128 at any
 # batch and to 256 for a batch * hidden up to 8192; beyond, a GEMM per step on oneDNN's
@@ -44,11 +49,12 @@ SEQUENCE_WIDE_HIDDEN = 256
 SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
 
-# Sequences are split across threads only from this many recurrent multiply-adds per call
-# (T * B * 4H * H, ~15 ms on one core). A parallel region waits for its second thread to be
-# scheduled: up to a time slice (~3 ms) with the other core busy, tens of ms on an
-# oversubscribed machine, and with the work split in halves the thread that shares its core
-# finishes its half no sooner than one thread does the whole. Measured 2026-12 on 2 busy
+# A training call splits sequences across threads only from this many recurrent
+# multiply-adds (T * B * 4H * H, ~15 ms on one core; forward-only calls: learnt_plan). A
+# parallel region waits for its second thread to be scheduled: up to a time slice (~3 ms)
+# with the other core busy, tens of ms on an oversubscribed machine, and with the work split
+# in halves the thread that shares its core finishes its half no sooner than one thread does
+# the whole. Measured 2026-12 on 2 busy
 # cores, 2 threads / 1: (100, 8, 16, 64) trace 24x, training 5.7x; below this size the
 # default (2 threads) must never be slower than 1 thread, so it runs on one.
 SEQUENCE_PARALLEL_MACS = 2**29
@@ -66,10 +72,13 @@ SMALL_LONG_CALL_MAX_HIDDEN = 64  # see small_call
 
 class Plan(NamedTuple):
     """How one layer-direction runs: ``kernel``, one of :data:`KERNELS` (see the module's
-    docstring); ``threads`` for the numba kernels and the per-step GEMMs."""
+    docstring); ``threads`` for the numba kernels and the per-step GEMMs; ``learn``: the
+    chooser's key when the threads were learnt from timings (:func:`learnt_plan`), else
+    None."""
 
     kernel: str
     threads: int
+    learn: tuple | None = None
 
 
 def set_numba_threads(threads: int) -> None:
@@ -99,12 +108,17 @@ def numba_threads_usable() -> bool:
     return not _NUMBA_STARTED or _NUMBA_STARTED[0] == os.getpid()
 
 
-def plan(x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto") -> Plan:
+def plan(
+    x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto", record: bool = False
+) -> Plan:
     """The kernel and threads for one layer-direction: ``x (T, B, I)``, ``w_hh (G, H)``.
 
-    The choice depends on the sizes, whether a gradient is needed and torch's thread count
-    only (never on timings), so the same call gives the same bits every time. ``kernel``:
-    ``"auto"`` or one of :data:`KERNELS` to run that one (raises if it cannot run here).
+    The kernel depends on the sizes, whether a gradient is needed and torch's thread count
+    only. So do the threads of a training call; a forward-only call (no gradient, with or
+    without the ``record``) of the sequence or blas kernel runs on one thread or several as
+    timings found faster (:func:`learnt_plan`), which gives the same bits: the same call
+    gives the same bits every time. ``kernel``: ``"auto"`` or one of :data:`KERNELS` to run
+    that one on torch's threads (raises if it cannot run here).
     """
     if kernel != "auto":
         return _forced(kernel, w_hh.shape[1])
@@ -114,8 +128,28 @@ def plan(x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto") -> Plan:
     threads = _threads()
     wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
-        return Plan("sequence", sequence_threads(x, hidden, threads))
-    return Plan("blas", threads)
+        if training or batch < 2 or threads < 2:
+            return Plan("sequence", sequence_threads(x, hidden, threads))
+        return learnt_plan("sequence", x, w_hh, record, min(threads, batch))
+    if training or threads < 2:
+        return Plan("blas", threads)
+    return learnt_plan("blas", x, w_hh, record, threads)
+
+
+def learnt_plan(kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int) -> Plan:
+    """A forward-only call's plan: one thread or ``many``, whichever
+    :data:`clearlstm.fused.chooser.thread_chooser` found faster at this size lately (the
+    same bits either way: each thread runs whole sequences). The caller reports the time
+    (:func:`report`)."""
+    steps, batch, inputs = x.shape
+    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, many)
+    return Plan(kernel, chooser.thread_chooser.threads(key, 1, many), key)
+
+
+def report(how: Plan, seconds: float, steps: int) -> None:
+    """A call run on the learnt plan ``how`` took ``seconds`` for ``steps`` steps."""
+    if how.learn is not None:
+        chooser.thread_chooser.record(how.learn, how.threads, seconds / max(steps, 1))
 
 
 def sequence_threads(x: Tensor, hidden: int, threads: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 
 import torch
 from torch import Tensor
@@ -26,6 +26,10 @@ from clearlstm.fused import pool
 # slower on 2 threads with its 0.07-0.13 GFLOP gradient GEMMs there). Only the sizes and
 # torch's setting decide, never timings.
 SMALL_GEMM_FLOPS = 2**31
+# A forward-only call whose threads are learnt from timings (clearlstm.fused.chooser) runs
+# its GEMMs on torch's threads from here (two threads win from ~1.6 MFLOP on an idle
+# machine), where threads_keep_bits holds; the chooser falls back to one thread when busy.
+LEARNT_GEMM_FLOPS = 2**20
 ONEDNN_MIN_FLOPS = 2**22  # see input_product
 
 
@@ -76,12 +80,53 @@ def input_product(x2: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias, x2, w_ih.t(), out=xw)
 
 
+@lru_cache(maxsize=1024)
+def threads_keep_bits(kind: str, m: int, k: int, n: int, dtype: torch.dtype, threads: int) -> bool:
+    """Whether a GEMM of ``kind`` gives the same bits on ``threads`` threads as on one, for
+    ``a (m, k) @ w.T``, ``w (n, k)``: ``"input"`` (:func:`input_product`, bias included) or
+    ``"step"`` (:func:`step_product`, weights prepacked for ``m`` rows).
+
+    Checked once per shape on this machine, on random operands: a GEMM's sums run in an order
+    that depends on its blocking, never on the values, so one comparison of every output
+    element shows whether the threads split the sum (it would change the bits) or only the
+    rows and columns (it cannot). MKL and oneDNN in torch 2.13 on this CPU split only rows
+    and columns at every shape tested (tests/test_threads.py), but a build may differ; where
+    the bits differ a learnt plan keeps the size rule (:data:`SMALL_GEMM_FLOPS`).
+    """
+    if threads < 2:
+        return True
+    gen = torch.Generator().manual_seed(0)
+    a, w, bias = (torch.randn(*s, generator=gen, dtype=dtype) for s in ((m, k), (n, k), (n,)))
+    step = step_product(w, m) if kind == "step" else None  # packed once, as a call does
+    before, results = torch.get_num_threads(), []
+    for count in (1, threads):
+        torch.set_num_threads(count)
+        try:
+            results.append(step(a).clone() if step else input_product(a, w, bias).clone())
+        finally:
+            torch.set_num_threads(before)
+    return torch.equal(*results)
+
+
+def forward_gemm_threads(learnt: bool, threads: int, kind: str, m: int, k: int, n: int,
+                         dtype: torch.dtype, default: int) -> tuple[int, float]:  # fmt: skip
+    """``(threads, min_flops)`` for :func:`gemm_threads` in a forward pass: a learnt plan's
+    ``threads`` (one, or torch's) from :data:`LEARNT_GEMM_FLOPS` where
+    :func:`threads_keep_bits`, else ``default`` threads from :data:`SMALL_GEMM_FLOPS`; so
+    the bits never depend on which thread count the chooser picked."""
+    torch_threads = torch.get_num_threads()
+    if learnt and threads_keep_bits(kind, m, k, n, dtype, torch_threads):
+        return (torch_threads if threads > 1 else 1), LEARNT_GEMM_FLOPS
+    return default, SMALL_GEMM_FLOPS
+
+
 @contextmanager
-def gemm_threads(flops: float, threads: int) -> Iterator[None]:
-    """Run small GEMMs on one thread: waking a thread pool costs more than they take (and on
-    a busy machine a parallel region can wait milliseconds for a descheduled thread)."""
+def gemm_threads(flops: float, threads: int, min_flops: float = SMALL_GEMM_FLOPS) -> Iterator[None]:
+    """Run small GEMMs (below ``min_flops``) on one thread: waking a thread pool costs more
+    than they take (and on a busy machine a parallel region can wait milliseconds for a
+    descheduled thread)."""
     before = torch.get_num_threads()
-    wanted = 1 if flops < SMALL_GEMM_FLOPS else max(1, min(threads, before))
+    wanted = 1 if flops < min_flops else max(1, min(threads, before))
     if wanted == before:
         yield
         return

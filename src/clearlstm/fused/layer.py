@@ -9,6 +9,8 @@ any, nothing is computed and the caller raises (:func:`clearlstm.nn.checks`).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -23,7 +25,7 @@ from clearlstm.core.records import (
 )
 from clearlstm.fused import kernels, pool
 from clearlstm.fused.autograd import FusedLayer, forward_layer
-from clearlstm.fused.dispatch import plan
+from clearlstm.fused.dispatch import plan, report
 from clearlstm.fused.small_layers import (
     SmallLayer,
     all_steps,
@@ -80,7 +82,7 @@ def run_layer(
         if stacked:
             h_n, c_n = h_n.unsqueeze(0), c_n.unsqueeze(0)
         return LayerResult(out, h_n, c_n, rec)
-    how = plan(x, w_hh, needs_grad, kernel)
+    how = plan(x, w_hh, needs_grad, kernel, record)
     steps, batch, _ = x.shape
     zeros = zero_state(batch, w_hh.shape[1], x.dtype)  # shared, never written
     given = h0 is not None
@@ -106,7 +108,12 @@ def run_layer(
         bias = combined_bias(b_ih, b_hh)
         store = needs_grad or record
         args = (x, w_ih, bias, h0, c0, w_hh, torch.from_numpy(lens), reverse, store, record, how)
-        results = FusedLayer.apply(*args) if needs_grad else forward_layer(*args)[:6]
+        if needs_grad:
+            results = FusedLayer.apply(*args)
+        else:  # threads learnt from timings (dispatch.learnt_plan): the call is timed
+            began = time.perf_counter()
+            results = forward_layer(*args)[:6]
+            report(how, time.perf_counter() - began, steps)
     out, h_n, c_n, gates, cs, pre = results
     rec = layer_record(out, gates, cs, pre, lengths) if record else None
     if stacked:
