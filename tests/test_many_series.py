@@ -286,6 +286,14 @@ def test_id_column_goes_with_a_csv_file_only(tmp_path):
     assert result.returncode == 1 and "--id-column needs --csv FILE" in result.stderr
 
 
+def test_future_covariates_are_refused_for_many_series(tmp_path):
+    data = write_stores(tmp_path / "s.csv")
+    result = run(*train_args(data, tmp_path / "m", "--future-covariates", "sales"))
+    assert result.returncode == 1
+    assert "--future-covariates is not supported with --id-column" in result.stderr
+    assert not (tmp_path / "m" / "settings.json").exists()
+
+
 def test_id_is_refused_for_a_model_of_one_series(models_folder, tmp_path):
     out = tmp_path / "f.csv"
     result = run("forecast", "--model", str(models_folder / "wave"), "--id", "a", "--out", str(out))

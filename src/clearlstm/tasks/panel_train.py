@@ -137,6 +137,11 @@ def load_panel(options: SeriesOptions, id_column: str) -> Panel:
             "--id-column needs --csv FILE, a long-format file (one row per series and time "
             "step); the bundled datasets are single series"
         )
+    if options.future_covariates:
+        raise ValueError(
+            "--future-covariates is not supported with --id-column yet: a model of many series "
+            "reads past-only covariates (--covariates)"
+        )
     return read_panel(
         options.csv, id_column, options.targets, options.covariates, options.time_column,
         options.fill,
