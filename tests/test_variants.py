@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,7 @@ from torch.testing import assert_close
 
 import clearlstm
 from clearlstm.core.records import LayerRecord, LayerWeights, Variant
+from clearlstm.fused import kernels_variant
 from clearlstm.nn.functional import lstm
 
 TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-9}, torch.float32: {"atol": 5e-5, "rtol": 1e-4}}
@@ -190,3 +192,49 @@ def test_threads_give_the_same_bits(threads):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, other)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_four_sequences_together_give_each_ones_bits(name, dtype):
+    # From hidden 64 the kernels run four sequences per pass over w_hh (sequences [0, 4)
+    # of 6 here, the last two alone): each must get the bits it gets run alone.
+    variant = VARIANTS[name]
+    steps, batch, hidden = 11, 6, 64
+    rng = np.random.default_rng(3)
+
+    def rand(*shape, s=1.0):
+        return (rng.standard_normal(shape) * s).astype(dtype)
+
+    xw, whh = rand(steps, batch, 4 * hidden), rand(4 * hidden, hidden, s=hidden**-0.5)
+    h0, c0, peep = rand(batch, hidden), rand(batch, hidden), rand(3, hidden)
+    if not variant.get("peephole"):
+        peep = peep[:0]  # (0, H): none
+    coupled, clip = bool(variant.get("coupled_input_forget")), variant.get("cell_clip", 0.0)
+    lengths = np.array([11, 4, 9, 1, 11, 7])
+    grad_out, grad_hn, grad_cn = (
+        rand(steps, batch, hidden),
+        rand(batch, hidden),
+        rand(batch, hidden),
+    )
+
+    def run(b0, b1):
+        out, gates, cs, pre = (
+            np.zeros((steps, batch, w), dtype) for w in (hidden, 4 * hidden, hidden, 4 * hidden)
+        )
+        h_n, c_n, dh0, dc0 = (np.zeros((batch, hidden), dtype) for _ in range(4))
+        dz, dpeep = np.zeros((steps, batch, 4 * hidden), dtype), np.zeros((batch, 3, hidden), dtype)
+        kernels_variant.forward_rows_variant(
+            xw.copy(), np.ascontiguousarray(whh.T), h0, c0, lengths, False, out, h_n, c_n,
+            gates, cs, pre, True, True, peep, coupled, clip, b0, b1)  # fmt: skip
+        kernels_variant.backward_rows_variant(
+            grad_out, grad_hn, grad_cn, gates, cs, pre, c0, whh, lengths, False, dz, dh0, dc0,
+            peep, dpeep, coupled, clip, b0, b1)  # fmt: skip
+        return out, h_n, c_n, gates, cs, pre, dz, dh0, dc0, dpeep
+
+    together = run(0, batch)
+    for b in range(batch):
+        alone = run(b, b + 1)
+        for got, want in zip(together, alone, strict=True):
+            axis = 1 if got.ndim == 3 and got.shape[0] == steps else 0
+            np.testing.assert_array_equal(np.take(got, b, axis), np.take(want, b, axis))

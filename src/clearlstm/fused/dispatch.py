@@ -22,7 +22,8 @@ GEMMs' sums, are the same on one thread and on several.
 
 The LSTM variants (peepholes, coupled input-forget gate, cell clip; with layer norm, zoneout
 or dropout :mod:`clearlstm.fused.kernels_general`) run on the whole-sequence kernels only
-(:mod:`clearlstm.fused.kernels_variant`), at every size: :func:`variant_plan`.
+(:mod:`clearlstm.fused.kernels_variant`), at every size, their threads by the same rules:
+:func:`variant_plan`.
 """
 
 from __future__ import annotations
@@ -136,13 +137,16 @@ def plan(
     return learnt_plan("blas", x, w_hh, record, threads)
 
 
-def learnt_plan(kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int) -> Plan:
+def learnt_plan(
+    kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int, variant: object = None
+) -> Plan:
     """A forward-only call's plan: one thread or ``many``, whichever
-    :data:`clearlstm.fused.chooser.thread_chooser` found faster at this size lately (the
-    same bits either way: each thread runs whole sequences). The caller reports the time
-    (:func:`report`)."""
+    :data:`clearlstm.fused.chooser.thread_chooser` found faster at this size (and
+    ``variant``) lately (the same bits either way: each thread runs whole sequences). The
+    caller reports the time (:func:`report`)."""
     steps, batch, inputs = x.shape
-    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, many)
+    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, many,
+           variant)  # fmt: skip
     return Plan(kernel, chooser.thread_chooser.threads(key, 1, many), key)
 
 
@@ -164,10 +168,15 @@ def sequence_threads(x: Tensor, hidden: int, threads: int) -> int:
 VARIANT_KERNELS = ("sequence",)  # the kernels that run the LSTM variants
 
 
-def variant_plan(x: Tensor, kernel: str = "auto") -> Plan:
-    """:func:`plan` for a layer-direction with a variant (``LayerWeights.variant``): the
-    whole-sequence kernel, the batch split across torch's threads; an explicit ``kernel``
-    that has no variant math raises."""
+def variant_plan(
+    x: Tensor, w_hh: Tensor, training: bool, kernel: str = "auto", record: bool = False,
+    variant: object = None,
+) -> Plan:  # fmt: skip
+    """:func:`plan` for a layer-direction with ``variant`` (``LayerWeights.variant``): the
+    whole-sequence kernel, on the threads the plain LSTM's rules give (a training call's from
+    the sizes, a forward-only call's learnt from timings, per variant: each thread runs whole
+    sequences, so the bits are the same). An explicit ``kernel`` without variant math raises;
+    ``"sequence"`` runs on torch's threads."""
     if kernel != "auto" and kernel not in VARIANT_KERNELS:
         if kernel not in KERNELS:
             raise ValueError(f"LSTM: kernel must be 'auto' or one of {KERNELS}; got {kernel!r}")
@@ -176,7 +185,12 @@ def variant_plan(x: Tensor, kernel: str = "auto") -> Plan:
             "coupled_input_forget, cell_clip, layer_norm, zoneout, dropout); use kernel='auto' "
             f"or one of {VARIANT_KERNELS}"
         )
-    return Plan("sequence", min(_threads(), x.shape[1]))
+    threads, batch = _threads(), x.shape[1]
+    if kernel != "auto":
+        return Plan("sequence", min(threads, batch))
+    if training or batch < 2 or threads < 2:
+        return Plan("sequence", sequence_threads(x, w_hh.shape[1], threads))
+    return learnt_plan("sequence", x, w_hh, record, min(threads, batch), variant)
 
 
 def _threads() -> int:

@@ -108,7 +108,7 @@ def forward_rows_general(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gat
                 for j in range(width):
                     z[0, j] = xw[t, b, j]
                 matvec_t(hm, 0, whh_t, z, 0)
-            peep_clip_ifg(z, c, peep, clip)
+            peep_clip_ifg(z, 0, c, peep, clip)
             if record:
                 for j in range(3 * hidden):
                     pre[t, b, j] = z[0, j]
@@ -124,7 +124,7 @@ def forward_rows_general(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gat
                 mean_c, rstd_c = _moments(ct, hidden)
                 if store:
                     stats[t, b, 2], stats[t, b, 3] = mean_c, rstd_c
-            peep_clip_o(z, ct, peep, clip)
+            peep_clip_o(z, 0, ct, peep, clip)
             if record:
                 for j in range(3 * hidden, width):
                     pre[t, b, j] = z[0, j]

@@ -10,6 +10,8 @@ the batch. Kept apart so the plain layer's code path stays as it was.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -18,7 +20,7 @@ from torch.autograd.function import once_differentiable
 from clearlstm.core.records import LayerWeights, combined_bias
 from clearlstm.fused import kernels, kernels_variant, pool
 from clearlstm.fused.autograd import _transposed, _unused, previous_h
-from clearlstm.fused.dispatch import Plan, set_numba_threads, variant_plan
+from clearlstm.fused.dispatch import Plan, report, set_numba_threads, variant_plan
 from clearlstm.fused.gemm import gemm_threads, input_product
 from clearlstm.fused.general_layer import run_general_layer
 from clearlstm.fused.small_layers import all_steps, as_array, output_grads, small_arrays, zero_state
@@ -131,7 +133,7 @@ def run_variant_layer(
     c_n, gates, cs, pre`` (records empty without ``record``), None when ``check_finite`` found
     NaN/Inf among the inputs. Layer norm, zoneout and dropout (``Variant.extended``, with a
     training call's ``masks``) run in :mod:`clearlstm.fused.general_layer`."""
-    how: Plan = variant_plan(x, kernel)
+    how: Plan = variant_plan(x, weights.w_hh, needs_grad, kernel, record, weights.variant)
     steps, batch, _ = x.shape
     hidden = weights.w_hh.shape[1]
     lens = all_steps(batch, steps) if lengths is None else as_array(lengths)
@@ -146,7 +148,11 @@ def run_variant_layer(
         if norm is not None and not torch.isfinite(torch.cat([p.detach() for p in norm])).all():
             return None
     if weights.variant.extended:
-        return run_general_layer(x, h0, c0, weights, reverse, record, how, lens, needs_grad, masks)
+        began = time.perf_counter()
+        results = run_general_layer(x, h0, c0, weights, reverse, record, how, lens, needs_grad,
+                                    masks)  # fmt: skip
+        report(how, time.perf_counter() - began, steps)  # a learnt plan's: forward-only
+        return results
     if h0 is None:
         h0 = c0 = x.new_zeros(batch, hidden)
     bias = combined_bias(weights.b_ih, weights.b_hh)
@@ -155,5 +161,8 @@ def run_variant_layer(
         args = (x, weights.w_ih, bias, h0, c0, weights.w_hh, peep, lens, reverse, record, how)
         return VariantLayer.apply(*args, flags)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
-    return variant_forward(x, weights.w_ih, bias, h0, c0, weights.w_hh, peep, lens, reverse,
-                           record, record, how, flags)  # fmt: skip
+    began = time.perf_counter()  # threads learnt from timings (dispatch.learnt_plan)
+    results = variant_forward(x, weights.w_ih, bias, h0, c0, weights.w_hh, peep, lens, reverse,
+                              record, record, how, flags)  # fmt: skip
+    report(how, time.perf_counter() - began, steps)
+    return results
