@@ -70,9 +70,6 @@ def forward_layer(
     hidden = width // 4
     x2 = x.detach().reshape(steps * batch, inputs)
     w_ih, bias = w_ih.detach(), None if bias is None else bias.detach()
-    if how.kernel == "split":  # each thread's gate rows together (kernels_split.unit_order)
-        order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
-        w_ih, bias = w_ih[order], None if bias is None else bias[order]
     # premul GEMM; like the gradient GEMMs it runs alone, so on torch's threads, not the plan's
     # (a learnt plan's own, where that cannot change the bits: gemm.forward_gemm_threads)
     learnt = how.learn is not None
@@ -87,8 +84,8 @@ def forward_layer(
     gates = _recycled(xw, steps, batch, width) if store else unused
     cs = _recycled(xw, steps, batch, hidden) if store else unused
     # Each step reads its input products before it writes its pre-activations at the same
-    # place, so one buffer serves both: a trace writes a third less. (The split kernel's
-    # threads read the input products in another order than they write.)
+    # place, so one buffer serves both: a trace writes a third less. (Not the split kernel's:
+    # abandoned, it is rerun on one thread from the input products.)
     in_place = record and how.kernel != "split"
     pre = xw if in_place else _recycled(xw, steps, batch, width) if record else unused
     lens = lengths if isinstance(lengths, np.ndarray) else lengths.numpy()
@@ -116,9 +113,7 @@ def forward_layer(
         parts = kernels_split.split_columns(as_array(w_hh.contiguous()), how.threads)
         if kernels_split.forward_split(as_array(xw), parts, *state, *outputs):
             return out, h_n, c_n, gates, cs, pre, h0, c0, parts
-        # a thread lost its core: the same bits on one thread, gates back in the usual order
-        back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
-        xw = xw[:, :, back].contiguous()
+        # a thread lost its core: the same bits on one thread
     whh_t = _transposed(w_hh)  # (H, G): rows vectorize over the gates
     threads = 1 if how.kernel == "split" else how.threads
     kernels.forward_sequence(as_array(xw), whh_t, *state, *outputs, threads)

@@ -37,7 +37,6 @@ def _forward_slice(
     steps, batch, hidden = xw.shape[0], c0.shape[0], c0.shape[1]
     units = u1 - u0
     width = 4 * units
-    first = me * width  # this thread's block of the permuted xw
     z = np.empty((batch, width), xw.dtype)
     c = np.empty((batch, units), xw.dtype)
     h = np.empty((batch, units), xw.dtype)
@@ -58,8 +57,9 @@ def _forward_slice(
                     hbuf[write + b, j] = hbuf[read + b, j]
                 continue
             t = step_time(s, n, reverse)
-            for j in range(width):
-                z[b, j] = xw[t, b, first + j]
+            for q in range(4):  # this slice's units of each gate, as the GEMM left them
+                for j in range(units):
+                    z[b, q * units + j] = xw[t, b, q * hidden + u0 + j]
             matvec_t(hbuf, read + b, whh_p, z, b)
             if record:
                 for q in range(4):
@@ -125,9 +125,8 @@ def forward_split(
 ) -> bool:
     """:func:`clearlstm.fused.kernels.forward_sequence` with the units split across threads.
 
-    ``xw (T, B, G)`` in the order of :func:`unit_order` (thread ``p``'s four gates of its
-    units, then the next thread's), ``whh_parts`` from :func:`split_columns`; every other
-    argument and every output as in ``forward_sequence`` (outputs in the usual gate order).
+    ``whh_parts`` from :func:`split_columns`; every other argument (``xw`` too, so the input
+    product is the sequence kernel's) and every output as in ``forward_sequence``.
     Runs ``whh_parts.shape[0]`` numba threads, which must be available. Returns False, with
     the outputs incomplete, if a thread was later than ``patience`` polls at a step (then
     run the one-thread kernel).
