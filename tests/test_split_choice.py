@@ -1,7 +1,7 @@
-"""One sequence's forward-only calls may run on the split kernel (its units across two
-threads) when timings say it pays (:func:`clearlstm.fused.dispatch.plan`): that is allowed
-only because it gives the sequence kernel's bits on one thread, checked here at the sizes
-where it can be chosen: outputs, final states and every record, float32 and float64, padded
+"""One sequence's calls may run on the split kernel (its units across two threads) when
+timings say it pays (:func:`clearlstm.fused.dispatch.plan`): that is allowed only because it
+gives the sequence kernel's bits on one thread, checked here at the sizes where it can be
+chosen: outputs, final states, every record and every gradient, float32 and float64, padded
 or not, both directions, with and without the record."""
 
 from __future__ import annotations
@@ -130,8 +130,43 @@ def test_learnt_split_gives_the_same_bits(monkeypatch, case) -> None:
         assert torch.equal(value, results[1][name]), name
 
 
+def gradients(case: dict, kernel: str) -> dict[str, torch.Tensor]:
+    """Outputs and the gradients of every input of a training call on ``kernel``."""
+    x, h0, c0, weights, lengths = layer(case)
+    leaves = [x, h0, c0, weights.w_ih, weights.w_hh, weights.b_ih, weights.b_hh]
+    for t in leaves:
+        t.requires_grad_(True)
+    result = fused_layer(x, h0, c0, weights, lengths, case["reverse"], case["record"], kernel)
+    found = values(result)
+    gen = torch.Generator().manual_seed(case["seed"] + 1)
+    seeds = [torch.randn(v.shape, generator=gen, dtype=v.dtype) for v in found.values()]
+    total = sum((v * g).sum() for v, g in zip(found.values(), seeds, strict=True))
+    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"]
+    return {k: v.detach() for k, v in found.items()} | {
+        f"grad.{n}": g for n, g in zip(names, grads, strict=True) if g is not None
+    }
+
+
 @needs_two_threads
-def test_split_is_learnt_only_for_one_sequence_without_a_gradient(monkeypatch) -> None:
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=one_sequence())
+def test_split_training_gives_the_sequence_kernels_bits(case) -> None:
+    """``kernel="split"`` against ``kernel="sequence"`` with a gradient: the outputs and
+    every gradient torch.equal (the split backward sums each unit as the sequence one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one, two = (gradients(case, kernel) for kernel in ("sequence", "split"))
+    finally:
+        torch.set_num_threads(before)
+    assert one.keys() == two.keys()
+    for name, value in one.items():
+        assert torch.equal(value, two[name]), name
+
+
+@needs_two_threads
+def test_split_is_learnt_only_for_one_sequence(monkeypatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     fixed = Fixed(True)
     monkeypatch.setattr(chooser, "thread_chooser", fixed)
@@ -142,7 +177,9 @@ def test_split_is_learnt_only_for_one_sequence_without_a_gradient(monkeypatch) -
 
     for hidden in (64, 128, 256, dispatch.SPLIT_MAX_HIDDEN):
         assert plan(1, hidden)[:2] == ("split", 2), hidden
-        assert plan(1, hidden, training=True) == dispatch.Plan("sequence", 1), hidden
+        training = plan(1, hidden, training=True)
+        assert training[:2] == ("split", 2), hidden
+        assert training.learn != plan(1, hidden).learn, "training timed apart"
     assert plan(1, 32) == dispatch.Plan("sequence", 1), "w_hh fits L1: one thread"
     assert plan(1, 66)[:2] == ("split", 2)
     assert plan(1, 65) == dispatch.Plan("sequence", 1), "odd: no split"

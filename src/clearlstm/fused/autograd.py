@@ -17,6 +17,7 @@ chooses. Large buffers come from :mod:`clearlstm.fused.pool`.
 
 from __future__ import annotations
 
+import time
 from functools import cache
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from clearlstm.fused import kernels, kernels_split, pool, step_kernels
-from clearlstm.fused.dispatch import Plan, set_numba_threads
+from clearlstm.fused.dispatch import Plan, report, set_numba_threads
 from clearlstm.fused.gemm import (
     forward_gemm_threads,
     gemm_threads,
@@ -131,9 +132,11 @@ class FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
+        began = time.perf_counter()  # a learnt plan is timed by its forward and backward
         out, h_n, c_n, gates, cs, pre, h0, c0, parts = forward_layer(
             x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how
         )
+        ctx.seconds = time.perf_counter() - began
         if store:
             ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, cs, lengths)
             ctx.reverse, ctx.how, ctx.parts = reverse, how, parts  # w_hh's version is checked
@@ -164,11 +167,12 @@ class FusedLayer(torch.autograd.Function):
                 as_array(c0),
             )
             results = (lens, ctx.reverse, as_array(dz), as_array(dh0), as_array(dc0))
-            parts = ctx.parts  # the forward's split of w_hh (None unless "split")
-            if parts is None:
+            began = time.perf_counter()
+            if ctx.parts is None:  # the forward's split of w_hh: None unless "split"
                 kernels.backward_sequence(*args, as_array(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
-                kernels_split.backward_split(*args, parts, *results)
+                kernels_split.backward_split(*args, as_array(w_hh), *results, how.threads)
+            report(how, ctx.seconds + time.perf_counter() - began, steps)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done

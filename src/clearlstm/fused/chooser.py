@@ -10,10 +10,11 @@ traces), and lose up to 85x when the second core is busy, the parallel region wa
 slice for its second thread. :class:`ThreadChooser` times both on real calls and runs the
 faster. One sequence (no batch to split) chooses between the sequence kernel on one thread
 and the split kernel on two (:func:`clearlstm.fused.dispatch.split_learnt`): the split
-forward sums each unit as the sequence kernel does, so it too gives the same bits; an
-option is then a ``(kernel, threads)`` pair. Training keeps the size rule of
-:func:`clearlstm.fused.dispatch.sequence_threads`: its gradients run more GEMMs, which this
-does not time.
+forward and backward sum each unit as the sequence kernel does, so it too gives the same
+bits, in training too (timed by its forward and backward kernels); an option is then a
+``(kernel, threads)`` pair. Other training calls keep the size rule of
+:func:`clearlstm.fused.dispatch.sequence_threads`: their gradients run more GEMMs, which
+this does not time.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Which fused kernel runs a layer-direction, on how many threads: :func:`plan`, the one place
-that decides it. A training call's kernel and threads follow the sizes and torch's thread
-count alone; a forward-only call's threads (and, for one sequence, sequence or split kernel)
-follow timings (:mod:`clearlstm.fused.chooser`), which cannot change its bits. Same input,
-same bits.
+that decides it. The kernel follows the sizes and torch's thread count; so do a training
+call's threads, except for one sequence (sequence kernel on one thread or split kernel on
+two); a forward-only call's threads follow timings (:mod:`clearlstm.fused.chooser`), which
+cannot change its bits. Same input, same bits.
 
 ``"small"`` (tiny calls: the whole layer forward and backward as one kernel call each,
 :mod:`clearlstm.fused.kernels_small`), ``"sequence"`` (whole sequence, recurrent product
@@ -11,11 +11,10 @@ outgrows the caches) and ``"split"`` (one sequence, its units split across two t
 split kernel pays only while each thread has a core to itself (1.33x at (1000, 1, 32, 128)
 on an idle machine); with the second core busy its barrier per step made it slower than one
 thread at every size measured (2026-12, one sequence: (300, 1, 32, 128) 1.11x,
-(1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the sequence kernel's time). Its forward
-gives the sequence kernel's bits (each unit's sums in the same order), so ``"auto"`` lets
-timings choose it for a forward-only call of one sequence (:func:`learnt_plan`); its
-backward sums ``dz @ w_hh`` in another order, so a training call never runs it unless asked
-for with ``LSTM(..., kernel="split")``.
+(1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the sequence kernel's time). Its forward and
+backward give the sequence kernel's bits (each unit's sums in the same order), so ``"auto"``
+lets timings choose it for one sequence (:func:`learnt_plan`; a training call is timed by
+its forward and backward kernels).
 A training call splits several sequences across threads only when it is large enough to
 amortise waking a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread
 count is never slower than one thread because of a busy core; a forward-only call (the
@@ -133,8 +132,8 @@ def plan(
     threads = _threads()
     wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
-        if not training and split_learnt(batch, hidden, threads):
-            return learnt_plan("sequence", x, w_hh, record, 2, "split")
+        if split_learnt(batch, hidden, threads):
+            return learnt_plan("sequence", x, w_hh, record, 2, "split", training)
         if training or batch < 2 or threads < 2:
             return Plan("sequence", sequence_threads(x, hidden, threads))
         return learnt_plan("sequence", x, w_hh, record, min(threads, batch))
@@ -144,16 +143,18 @@ def plan(
 
 
 def learnt_plan(
-    kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int, many_kernel: str = ""
-) -> Plan:
-    """A forward-only call's plan: ``kernel`` on one thread or ``many_kernel`` (``kernel``
+    kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int, many_kernel: str = "",
+    tag: object = None,
+) -> Plan:  # fmt: skip
+    """A plan learnt from timings: ``kernel`` on one thread or ``many_kernel`` (``kernel``
     unless given) on ``many``, whichever :data:`clearlstm.fused.chooser.thread_chooser`
-    found faster at this size lately (the same bits either way: each thread runs whole
-    sequences, or the split kernel's units sum as the sequence kernel's). The caller reports
-    the time (:func:`report`)."""
+    found faster at this size (and ``tag``: a training call's, a variant's) lately; the same
+    bits either way (each thread runs whole sequences, or the split kernel's units sum as
+    the sequence kernel's). The caller reports the time (:func:`report`)."""
     steps, batch, inputs = x.shape
     one, two = (kernel, 1), (many_kernel or kernel, many)
-    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, two)
+    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, two,
+           tag)  # fmt: skip
     return Plan(*chooser.thread_chooser.threads(key, one, two), key)
 
 
@@ -165,7 +166,8 @@ def report(how: Plan, seconds: float, steps: int) -> None:
 
 
 def split_learnt(batch: int, hidden: int, threads: int) -> bool:
-    """Whether a forward-only call may run on the split kernel when timings say it pays:
+    """Whether a call may run on the split kernel when timings say it pays (forward and
+    backward give the sequence kernel's bits; a training call is timed by its two kernels):
     one sequence, an even ``hidden`` from :data:`SPLIT_MIN_HIDDEN` (below, ``w_hh`` fits a
     core's L1 and the barrier per step costs more than it saves) to
     :data:`SPLIT_MAX_HIDDEN`, two threads."""
