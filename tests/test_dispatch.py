@@ -76,7 +76,7 @@ def test_plan_keeps_whole_sequence_kernels_while_w_hh_fits_the_caches(monkeypatc
     assert all(kernel[b, 128] == "sequence" for b in (2, 16, 256)), "hidden 128: any batch"
     assert kernel[32, 256] == "sequence" and kernel[64, 256] == "blas", "256: a few sequences"
     assert all(kernel[b, 512] == "blas" for b in (2, 16, 256)), "512: a GEMM per step"
-    assert kernel[1, 512] == "sequence", "one sequence: one thread, never split by auto"
+    assert kernel[1, 512] in ("sequence", "split"), "one sequence: whole-sequence kernels"
     assert plan(1, 1024).kernel == "blas", "w_hh of 16 MiB: a GEMM per step"
     assert plan(4, 1024, training=True).kernel == "blas"
 
@@ -97,8 +97,8 @@ def test_default_threads_split_sequences_only_where_the_wait_is_amortised(monkey
     above = dispatch.plan(torch.empty(at, batch, inputs), w_hh, True)
     assert below == dispatch.Plan("sequence", 1)
     assert above == dispatch.Plan("sequence", 2)
-    one = dispatch.plan(torch.empty(10 * at, 1, inputs), w_hh, False)
-    assert one == dispatch.Plan("sequence", 1), "one sequence: one thread"
+    one = dispatch.plan(torch.empty(10 * at, 1, inputs), w_hh, True)
+    assert one == dispatch.Plan("sequence", 1), "one sequence: one thread (forward-only: learnt)"
 
 
 def test_small_gemms_run_on_one_thread() -> None:
@@ -161,29 +161,31 @@ def test_step_kernels_split_a_large_batch_across_threads(monkeypatch) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_abandoned_split_backward_is_redone_with_the_same_bits(dtype, reverse) -> None:
-    """An abandoned split backward is redone on one thread with the same operations in the
-    same order: training results never depend on whether a thread lost its core."""
-    from clearlstm.fused import kernels_split
+@pytest.mark.parametrize("hidden", [40, 64, 128])
+@pytest.mark.parametrize("patience", [barrier.PATIENCE, 0])
+def test_split_backward_gives_the_sequence_kernels_bits(dtype, reverse, hidden, patience):
+    """The split backward, on two threads or abandoned (``patience`` 0: redone on one),
+    against the one-thread sequence kernel: the same bits, so a choice between them on
+    timings, or a thread losing its core, never changes a gradient."""
+    from clearlstm.fused import kernels, kernels_split
 
     rng = np.random.default_rng(3)
-    steps, batch, hidden = 9, 2, 40
+    steps, batch = 9, 2
     width = 4 * hidden
     gates = rng.uniform(0.05, 0.95, (steps, batch, width)).astype(dtype)
     cs, grad_out = (rng.standard_normal((steps, batch, hidden)).astype(dtype) for _ in range(2))
     grad_hn, grad_cn, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(3))
-    w_hh = rng.standard_normal((width, hidden)).astype(dtype)
+    w_hh = (rng.standard_normal((width, hidden)) * hidden**-0.5).astype(dtype)
     lengths = np.array([steps, 4], np.int64)
-    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, kernels_split.split_columns(w_hh, 2))
+    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, w_hh, lengths, reverse)
     results = []
-    for serial in (False, True):
+    for split in (True, False):
         dz = np.full((steps, batch, width), np.nan, dtype)
         dh0, dc0 = np.full((batch, hidden), np.nan, dtype), np.full((batch, hidden), np.nan, dtype)
-        if serial:
-            pbuf = np.empty((2 * 2 * batch, hidden), dtype)
-            kernels_split._backward_split_serial(*args, lengths, reverse, dz, dh0, dc0, pbuf)
-        else:  # two threads (redone on one if a thread was late: complete either way)
-            kernels_split.backward_split(*args, lengths, reverse, dz, dh0, dc0)
+        if split:
+            kernels_split.backward_split(*args, dz, dh0, dc0, 2, patience)
+        else:
+            kernels.backward_rows(*args, dz, dh0, dc0, 0, batch)
         results.append((dz, dh0, dc0))
     for a, b in zip(*results, strict=True):
         assert not np.isnan(a).any()

@@ -17,6 +17,7 @@ chooses. Large buffers come from :mod:`clearlstm.fused.pool`.
 
 from __future__ import annotations
 
+import time
 from functools import cache
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from clearlstm.fused import kernels, kernels_split, pool, step_kernels
-from clearlstm.fused.dispatch import Plan, set_numba_threads
+from clearlstm.fused.dispatch import Plan, report, set_numba_threads
 from clearlstm.fused.gemm import (
     forward_gemm_threads,
     gemm_threads,
@@ -70,9 +71,6 @@ def forward_layer(
     hidden = width // 4
     x2 = x.detach().reshape(steps * batch, inputs)
     w_ih, bias = w_ih.detach(), None if bias is None else bias.detach()
-    if how.kernel == "split":  # each thread's gate rows together (kernels_split.unit_order)
-        order = torch.from_numpy(kernels_split.unit_order(hidden, how.threads))
-        w_ih, bias = w_ih[order], None if bias is None else bias[order]
     # premul GEMM; like the gradient GEMMs it runs alone, so on torch's threads, not the plan's
     # (a learnt plan's own, where that cannot change the bits: gemm.forward_gemm_threads)
     learnt = how.learn is not None
@@ -87,8 +85,8 @@ def forward_layer(
     gates = _recycled(xw, steps, batch, width) if store else unused
     cs = _recycled(xw, steps, batch, hidden) if store else unused
     # Each step reads its input products before it writes its pre-activations at the same
-    # place, so one buffer serves both: a trace writes a third less. (The split kernel's
-    # threads read the input products in another order than they write.)
+    # place, so one buffer serves both: a trace writes a third less. (Not the split kernel's:
+    # abandoned, it is rerun on one thread from the input products.)
     in_place = record and how.kernel != "split"
     pre = xw if in_place else _recycled(xw, steps, batch, width) if record else unused
     lens = lengths if isinstance(lengths, np.ndarray) else lengths.numpy()
@@ -116,9 +114,7 @@ def forward_layer(
         parts = kernels_split.split_columns(as_array(w_hh.contiguous()), how.threads)
         if kernels_split.forward_split(as_array(xw), parts, *state, *outputs):
             return out, h_n, c_n, gates, cs, pre, h0, c0, parts
-        # a thread lost its core: the same bits on one thread, gates back in the usual order
-        back = torch.from_numpy(np.argsort(kernels_split.unit_order(hidden, how.threads)))
-        xw = xw[:, :, back].contiguous()
+        # a thread lost its core: the same bits on one thread
     whh_t = _transposed(w_hh)  # (H, G): rows vectorize over the gates
     threads = 1 if how.kernel == "split" else how.threads
     kernels.forward_sequence(as_array(xw), whh_t, *state, *outputs, threads)
@@ -136,9 +132,11 @@ class FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how):
+        began = time.perf_counter()  # a learnt plan is timed by its forward and backward
         out, h_n, c_n, gates, cs, pre, h0, c0, parts = forward_layer(
             x, w_ih, bias, h0, c0, w_hh, lengths, reverse, store, record, how
         )
+        ctx.seconds = time.perf_counter() - began
         if store:
             ctx.save_for_backward(x, w_ih, h0, c0, w_hh, out, gates, cs, lengths)
             ctx.reverse, ctx.how, ctx.parts = reverse, how, parts  # w_hh's version is checked
@@ -169,11 +167,12 @@ class FusedLayer(torch.autograd.Function):
                 as_array(c0),
             )
             results = (lens, ctx.reverse, as_array(dz), as_array(dh0), as_array(dc0))
-            parts = ctx.parts  # the forward's split of w_hh (None unless "split")
-            if parts is None:
+            began = time.perf_counter()
+            if ctx.parts is None:  # the forward's split of w_hh: None unless "split"
                 kernels.backward_sequence(*args, as_array(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
-                kernels_split.backward_split(*args, parts, *results)
+                kernels_split.backward_split(*args, as_array(w_hh), *results, how.threads)
+            report(how, ctx.seconds + time.perf_counter() - began, steps)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done

@@ -8,13 +8,19 @@ shape on this machine). So the thread count is free to follow the machine's stat
 threads win while each has a core (1.4-1.9x at (100, 8, 16, 64) and (200, 16, 128, 512)
 traces), and lose up to 85x when the second core is busy, the parallel region waiting a time
 slice for its second thread. :class:`ThreadChooser` times both on real calls and runs the
-faster. Training keeps the size rule of :func:`clearlstm.fused.dispatch.sequence_threads`:
-its gradients run more GEMMs, which this does not time.
+faster. One sequence (no batch to split) chooses between the sequence kernel on one thread
+and the split kernel on two (:func:`clearlstm.fused.dispatch.split_learnt`): the split
+forward and backward sum each unit as the sequence kernel does, so it too gives the same
+bits, in training too (timed by its forward and backward kernels); an option is then a
+``(kernel, threads)`` pair. Other training calls keep the size rule of
+:func:`clearlstm.fused.dispatch.sequence_threads`: their gradients run more GEMMs, which
+this does not time.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 KEEP = 3  # timings kept per option: the fastest counts (noise only ever adds time)
 PROBE_EVERY = 64  # calls between probes of the other option, at least
@@ -23,7 +29,8 @@ PROBE_MAX_EVERY = 4096  # calls: a busy machine that turned idle is noticed with
 
 
 class ThreadChooser:
-    """Per call size (``key``), which of two thread counts runs, learnt from timings.
+    """Per call size (``key``), which of two options runs (``(kernel, threads)`` pairs for
+    :mod:`clearlstm.fused.dispatch`; any hashables), learnt from timings.
 
     Each option's first call is not counted (it may compile, start threads, fault in
     buffers); then each is timed once more, and the faster by its fastest recent call
@@ -34,13 +41,14 @@ class ThreadChooser:
     """
 
     def __init__(self) -> None:
-        self._seconds: dict[tuple, dict[int, list[float]]] = {}  # key -> threads -> recent
-        self._warm: set[tuple] = set()  # (key, threads) whose first call came back
+        self._seconds: dict[tuple, dict[Hashable, list[float]]] = {}  # key -> option -> recent
+        self._warm: set[tuple] = set()  # (key, option) whose first call came back
         self._calls: dict[tuple, int] = {}  # calls planned per key
         self._next_probe: dict[tuple, int] = {}  # the call that probes the other option
 
-    def threads(self, key: tuple, one: int, many: int) -> int:
-        """The thread count for the next call of size ``key``: ``one`` or ``many``."""
+    def threads(self, key: tuple, one: Hashable, many: Hashable) -> Hashable:
+        """The option for the next call of size ``key``: ``one`` (fewer threads, measured
+        first) or ``many``."""
         calls = self._calls.get(key, 0)
         self._calls[key] = calls + 1
         seen = self._seconds.get(key, {})
@@ -53,8 +61,8 @@ class ThreadChooser:
             return other
         return faster
 
-    def record(self, key: tuple, threads: int, seconds: float) -> None:
-        """A call of size ``key`` on ``threads`` took ``seconds``."""
+    def record(self, key: tuple, threads: Hashable, seconds: float) -> None:
+        """A call of size ``key`` run on option ``threads`` took ``seconds``."""
         if (key, threads) not in self._warm:
             self._warm.add((key, threads))
             return

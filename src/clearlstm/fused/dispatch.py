@@ -1,18 +1,20 @@
 """Which fused kernel runs a layer-direction, on how many threads: :func:`plan`, the one place
-that decides it. The kernel follows the sizes and torch's thread count alone; so do a
-training call's threads; a forward-only call's threads follow timings
-(:mod:`clearlstm.fused.chooser`), which cannot change its bits. Same input, same bits.
+that decides it. The kernel follows the sizes and torch's thread count; so do a training
+call's threads, except for one sequence (sequence kernel on one thread or split kernel on
+two); a forward-only call's threads follow timings (:mod:`clearlstm.fused.chooser`), which
+cannot change its bits. Same input, same bits.
 
 ``"small"`` (tiny calls: the whole layer forward and backward as one kernel call each,
 :mod:`clearlstm.fused.kernels_small`), ``"sequence"`` (whole sequence, recurrent product
 fused; several sequences split across threads), ``"blas"`` (a GEMM per step, once ``w_hh``
 outgrows the caches) and ``"split"`` (one sequence, its units split across two threads). The
-split kernel is never chosen by ``"auto"``: it pays only while each thread has a core to
-itself (1.33x at (1000, 1, 32, 128) on an idle machine), and with the second core busy its
-barrier per step made it slower than one thread at every size measured (2026-12, one
-sequence: (300, 1, 32, 128) 1.11x, (1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the
-sequence kernel's time); and its backward sums in another order than the sequence kernel's,
-so switching on timings changed the bits. Ask for it with ``LSTM(..., kernel="split")``.
+split kernel pays only while each thread has a core to itself (1.33x at (1000, 1, 32, 128)
+on an idle machine); with the second core busy its barrier per step made it slower than one
+thread at every size measured (2026-12, one sequence: (300, 1, 32, 128) 1.11x,
+(1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the sequence kernel's time). Its forward and
+backward give the sequence kernel's bits (each unit's sums in the same order), so ``"auto"``
+lets timings choose it for one sequence (:func:`learnt_plan`; a training call is timed by
+its forward and backward kernels).
 A training call splits several sequences across threads only when it is large enough to
 amortise waking a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread
 count is never slower than one thread because of a busy core; a forward-only call (the
@@ -49,6 +51,7 @@ SEQUENCE_MAX_HIDDEN = 128
 SEQUENCE_WIDE_HIDDEN = 256
 SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
+SPLIT_MIN_HIDDEN = 64  # see split_learnt
 
 # A training call splits sequences across threads only from this many recurrent
 # multiply-adds (T * B * 4H * H, ~15 ms on one core; forward-only calls: learnt_plan). A
@@ -114,12 +117,13 @@ def plan(
 ) -> Plan:
     """The kernel and threads for one layer-direction: ``x (T, B, I)``, ``w_hh (G, H)``.
 
-    The kernel depends on the sizes, whether a gradient is needed and torch's thread count
-    only. So do the threads of a training call; a forward-only call (no gradient, with or
-    without the ``record``) of the sequence or blas kernel runs on one thread or several as
-    timings found faster (:func:`learnt_plan`), which gives the same bits: the same call
-    gives the same bits every time. ``kernel``: ``"auto"`` or one of :data:`KERNELS` to run
-    that one on torch's threads (raises if it cannot run here).
+    A training call's kernel and threads depend on the sizes and torch's thread count only. A
+    forward-only call (no gradient, with or without the ``record``) of the sequence or blas
+    kernel runs on one thread or several, and one sequence on the sequence kernel or the
+    split kernel (:func:`split_learnt`), as timings found faster (:func:`learnt_plan`): all
+    give the same bits, so the same call gives the same bits every time. ``kernel``:
+    ``"auto"`` or one of :data:`KERNELS` to run that one on torch's threads (raises if it
+    cannot run here).
     """
     if kernel != "auto":
         return _forced(kernel, w_hh.shape[1])
@@ -129,6 +133,8 @@ def plan(
     threads = _threads()
     wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
+        if split_learnt(batch, hidden, threads):
+            return learnt_plan("sequence", x, w_hh, record, 2, "split", training)
         if training or batch < 2 or threads < 2:
             return Plan("sequence", sequence_threads(x, hidden, threads))
         return learnt_plan("sequence", x, w_hh, record, min(threads, batch))
@@ -138,22 +144,36 @@ def plan(
 
 
 def learnt_plan(
-    kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int, variant: object = None
-) -> Plan:
-    """A forward-only call's plan: one thread or ``many``, whichever
-    :data:`clearlstm.fused.chooser.thread_chooser` found faster at this size (and
-    ``variant``) lately (the same bits either way: each thread runs whole sequences). The
-    caller reports the time (:func:`report`)."""
+    kernel: str, x: Tensor, w_hh: Tensor, record: bool, many: int, many_kernel: str = "",
+    tag: object = None,
+) -> Plan:  # fmt: skip
+    """A plan learnt from timings: ``kernel`` on one thread or ``many_kernel`` (``kernel``
+    unless given) on ``many``, whichever :data:`clearlstm.fused.chooser.thread_chooser`
+    found faster at this size (and ``tag``: a training call's, a variant's) lately; the same
+    bits either way (each thread runs whole sequences, or the split kernel's units sum as
+    the sequence kernel's). The caller reports the time (:func:`report`)."""
     steps, batch, inputs = x.shape
-    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, many,
-           variant)  # fmt: skip
-    return Plan(kernel, chooser.thread_chooser.threads(key, 1, many), key)
+    one, two = (kernel, 1), (many_kernel or kernel, many)
+    key = (kernel, steps.bit_length(), batch, inputs, w_hh.shape[1], record, x.dtype, two,
+           tag)  # fmt: skip
+    return Plan(*chooser.thread_chooser.threads(key, one, two), key)
 
 
 def report(how: Plan, seconds: float, steps: int) -> None:
     """A call run on the learnt plan ``how`` took ``seconds`` for ``steps`` steps."""
     if how.learn is not None:
-        chooser.thread_chooser.record(how.learn, how.threads, seconds / max(steps, 1))
+        option = (how.kernel, how.threads)
+        chooser.thread_chooser.record(how.learn, option, seconds / max(steps, 1))
+
+
+def split_learnt(batch: int, hidden: int, threads: int) -> bool:
+    """Whether a call may run on the split kernel when timings say it pays (forward and
+    backward give the sequence kernel's bits; a training call is timed by its two kernels):
+    one sequence, an even ``hidden`` from :data:`SPLIT_MIN_HIDDEN` (below, ``w_hh`` fits a
+    core's L1 and the barrier per step costs more than it saves) to
+    :data:`SPLIT_MAX_HIDDEN`, two threads."""
+    even = hidden % 2 == 0
+    return batch == 1 and threads >= 2 and even and SPLIT_MIN_HIDDEN <= hidden <= SPLIT_MAX_HIDDEN
 
 
 def sequence_threads(x: Tensor, hidden: int, threads: int) -> int:
@@ -190,7 +210,7 @@ def variant_plan(
         return Plan("sequence", min(threads, batch))
     if training or batch < 2 or threads < 2:
         return Plan("sequence", sequence_threads(x, w_hh.shape[1], threads))
-    return learnt_plan("sequence", x, w_hh, record, min(threads, batch), variant)
+    return learnt_plan("sequence", x, w_hh, record, min(threads, batch), tag=variant)
 
 
 def _threads() -> int:

@@ -6,8 +6,11 @@ core is bound by its L2 bandwidth. Here thread ``p`` owns a slice of the units, 
 its columns of ``w_hh.T`` (all four gates of its units, so the gates and memories stay
 private), and the threads meet once per step to exchange the new short-term memory ``h``.
 The meeting is a spin barrier (:mod:`clearlstm.fused.barrier`); ``h`` is double
-buffered so one barrier per step is enough. Arithmetic is that of :mod:`clearlstm.fused.kernels`,
-term for term, so results are bit-identical to :func:`clearlstm.fused.kernels.forward_sequence`.
+buffered so one barrier per step is enough. The backward splits the units the same way: each
+thread's gates, one barrier, then each thread's units of ``dz @ w_hh`` from the whole ``dz``.
+Arithmetic is that of :mod:`clearlstm.fused.kernels`, term for term and every sum in the same
+order, so results are bit-identical to :func:`clearlstm.fused.kernels.forward_sequence` and
+``backward_sequence``: a choice between them on timings cannot change a result.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from numba import njit, prange
 
 from clearlstm.fused.barrier import PAD, PATIENCE, barrier, new_counters
 from clearlstm.fused.kernel_math import (
+    BLOCK_MIN_HIDDEN,
     JIT,
     denormal_floor,
     gates_backward,
@@ -26,6 +30,7 @@ from clearlstm.fused.kernel_math import (
     previous_c,
     step_time,
 )
+from clearlstm.fused.kernels import backward_rows
 
 
 @njit(**JIT)
@@ -37,7 +42,6 @@ def _forward_slice(
     steps, batch, hidden = xw.shape[0], c0.shape[0], c0.shape[1]
     units = u1 - u0
     width = 4 * units
-    first = me * width  # this thread's block of the permuted xw
     z = np.empty((batch, width), xw.dtype)
     c = np.empty((batch, units), xw.dtype)
     h = np.empty((batch, units), xw.dtype)
@@ -58,8 +62,9 @@ def _forward_slice(
                     hbuf[write + b, j] = hbuf[read + b, j]
                 continue
             t = step_time(s, n, reverse)
-            for j in range(width):
-                z[b, j] = xw[t, b, first + j]
+            for q in range(4):  # this slice's units of each gate, as the GEMM left them
+                for j in range(units):
+                    z[b, q * units + j] = xw[t, b, q * hidden + u0 + j]
             matvec_t(hbuf, read + b, whh_p, z, b)
             if record:
                 for q in range(4):
@@ -125,9 +130,8 @@ def forward_split(
 ) -> bool:
     """:func:`clearlstm.fused.kernels.forward_sequence` with the units split across threads.
 
-    ``xw (T, B, G)`` in the order of :func:`unit_order` (thread ``p``'s four gates of its
-    units, then the next thread's), ``whh_parts`` from :func:`split_columns`; every other
-    argument and every output as in ``forward_sequence`` (outputs in the usual gate order).
+    ``whh_parts`` from :func:`split_columns`; every other argument (``xw`` too, so the input
+    product is the sequence kernel's) and every output as in ``forward_sequence``.
     Runs ``whh_parts.shape[0]`` numba threads, which must be available. Returns False, with
     the outputs incomplete, if a thread was later than ``patience`` polls at a step (then
     run the one-thread kernel).
@@ -160,15 +164,10 @@ def _backward_begin(grad_hn, grad_cn, lengths, dz, dh, dc, u0):
 
 
 @njit(**JIT)
-def _backward_share(
-    s, grad_out, gates, cs, c0, w_p, lengths, reverse, dz, dh, dc, cp, dz_p, pbuf, row, u0
-):  # fmt: skip
-    """Step ``s`` through this slice's gates; its share of ``dz @ w_hh`` into ``pbuf[row + b]``.
-
-    pbuf (2 * threads * B, H): slice p's share for sequence b is row (parity * threads + p) *
-    B + b; the parity of ``s`` alternates, so the threads need one barrier per step.
-    """
-    batch, units, hidden = dh.shape[0], dh.shape[1], c0.shape[1]
+def _backward_gates(s, grad_out, gates, cs, c0, lengths, reverse, dz, dh, dc, cp, u0):
+    """Step ``s`` back through this slice's gates: ``dz[t, b]`` of its units, for every
+    sequence still running."""
+    batch, units = dh.shape
     for b in range(batch):
         n = lengths[b]
         if s >= n:
@@ -178,94 +177,85 @@ def _backward_share(
             dh[b, j] += grad_out[t, b, u0 + j]
         previous_c(cp, b, cs, c0, s, n, reverse, b, u0)
         gates_backward(dh, dc, cp, b, gates, cs, t, b, dz, u0)
-        for q in range(4):
-            for j in range(units):
-                dz_p[0, q * units + j] = dz[t, b, q * hidden + u0 + j]
-        matvec_dot(dz_p, 0, w_p, pbuf, row + b)  # narrow: H dot products, not 4 H' axpys
 
 
 @njit(**JIT)
-def _backward_gather(s, lengths, pbuf, base, threads, dh, u0):
-    """``dh`` of this slice's units = the slices' shares summed in slice order."""
+def _backward_product(s, lengths, reverse, dz, w_p, narrow, dh, dz_row):
+    """This slice's units of ``dh = dz[t, b] @ w_hh`` from every slice's ``dz``, each unit
+    summed over all ``4H`` gate rows in the order of :func:`clearlstm.fused.kernels
+    .backward_rows` (the same operations on the same values: the same bits).
+
+    ``w_p``: with ``narrow`` (``H`` below :data:`BLOCK_MIN_HIDDEN`) this slice's rows of
+    ``w_hh.T`` ``(units, 4H)``, else its columns of ``w_hh`` ``(4H, units)``."""
     batch, units = dh.shape
-    tiny = denormal_floor(pbuf[0, 0])
-    zero = pbuf.dtype.type(0.0)
+    tiny = denormal_floor(dz[0, 0, 0])
+    zero = dz.dtype.type(0.0)
     for b in range(batch):
-        if s >= lengths[b]:
+        n = lengths[b]
+        if s >= n:
             continue
+        t = step_time(s, n, reverse)
+        for j in range(dz.shape[2]):
+            dz_row[0, j] = dz[t, b, j]
+        if narrow:
+            matvec_dot(dz_row, 0, w_p, dh, b)
+        else:
+            for j in range(units):
+                dh[b, j] = 0.0
+            matvec_t(dz_row, 0, w_p, dh, b, True)
         for j in range(units):
-            total = pbuf[base + b, u0 + j]
-            for p in range(1, threads):
-                total += pbuf[base + p * batch + b, u0 + j]
-            if abs(total) < tiny:
-                total = zero
-            dh[b, j] = total
+            if abs(dh[b, j]) < tiny:
+                dh[b, j] = zero
 
 
 @njit(**JIT)
 def _backward_slice(
-    grad_out, grad_hn, grad_cn, gates, cs, c0, w_p, lengths, reverse, dz, dh0, dc0,
-    pbuf, counters, me, threads, u0, u1,
+    grad_out, grad_hn, grad_cn, gates, cs, c0, w_p, narrow, lengths, reverse, dz, dh0, dc0,
+    counters, me, threads, u0, u1,
 ):  # fmt: skip
-    """Thread ``me``'s share of :func:`backward_split`: units ``[u0, u1)``."""
+    """Thread ``me``'s share of :func:`backward_split`: units ``[u0, u1)``. One barrier per
+    step, between the gates (each slice writes its units of ``dz[t]``) and the product (each
+    reads all of ``dz[t]``); the next step writes another time's ``dz``."""
     batch, units, dtype = c0.shape[0], u1 - u0, grad_out.dtype
     dh = np.empty((batch, units), dtype)
     dc = np.empty((batch, units), dtype)
     cp = np.empty((batch, units), dtype)
-    dz_p = np.empty((1, 4 * units), dtype)  # this slice's rows of dz[t, b], gate-major
+    dz_row = np.empty((1, dz.shape[2]), dtype)
     _backward_begin(grad_hn, grad_cn, lengths, dz, dh, dc, u0)
     longest = lengths.max()
     for s in range(longest - 1, -1, -1):
-        base = (s % 2) * threads * batch
-        args = (grad_out, gates, cs, c0, w_p, lengths, reverse, dz, dh, dc, cp, dz_p, pbuf)
-        _backward_share(s, *args, base + me * batch, u0)
+        _backward_gates(s, grad_out, gates, cs, c0, lengths, reverse, dz, dh, dc, cp, u0)
         if not barrier(counters, me, threads, longest - s):
             return
-        _backward_gather(s, lengths, pbuf, base, threads, dh, u0)
+        _backward_product(s, lengths, reverse, dz, w_p, narrow, dh, dz_row)
     dh0[:, u0:u1] = dh
     dc0[:, u0:u1] = dc
 
 
 @njit(cache=True, parallel=True)
 def _backward_split(
-    grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0,
-    pbuf, counters,
+    grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, narrow, lengths, reverse, dz, dh0, dc0,
+    counters,
 ):  # fmt: skip
-    threads, units = w_parts.shape[0], w_parts.shape[2] // 4
+    threads, units = w_parts.shape[0], c0.shape[1] // w_parts.shape[0]
     for p in prange(threads):
         _backward_slice(
-            grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts[p], lengths, reverse, dz, dh0,
-            dc0, pbuf, counters, p, threads, p * units, (p + 1) * units,
+            grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts[p], narrow, lengths, reverse,
+            dz, dh0, dc0, counters, p, threads, p * units, (p + 1) * units,
         )  # fmt: skip
 
 
-@njit(cache=True, **JIT)
-def _backward_split_serial(
-    grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0, pbuf
-):  # fmt: skip
-    """:func:`_backward_split` on one thread, slice after slice at every step: the same
-    operations in the same order, so the same bits (the fallback of an abandoned call)."""
-    threads, units = w_parts.shape[0], w_parts.shape[2] // 4
-    batch, dtype = c0.shape[0], grad_out.dtype
-    dh = np.empty((threads, batch, units), dtype)
-    dc = np.empty((threads, batch, units), dtype)
-    cp = np.empty((batch, units), dtype)
-    dz_p = np.empty((1, 4 * units), dtype)
-    for p in range(threads):
-        _backward_begin(grad_hn, grad_cn, lengths, dz, dh[p], dc[p], p * units)
-    longest = lengths.max()
-    for s in range(longest - 1, -1, -1):
-        base = (s % 2) * threads * batch
-        for p in range(threads):
-            _backward_share(
-                s, grad_out, gates, cs, c0, w_parts[p], lengths, reverse, dz, dh[p], dc[p],
-                cp, dz_p, pbuf, base + p * batch, p * units,
-            )  # fmt: skip
-        for p in range(threads):
-            _backward_gather(s, lengths, pbuf, base, threads, dh[p], p * units)
-    for p in range(threads):
-        dh0[:, p * units : (p + 1) * units] = dh[p]
-        dc0[:, p * units : (p + 1) * units] = dc[p]
+def backward_parts(w_hh: np.ndarray, threads: int) -> tuple[np.ndarray, bool]:
+    """Each thread's share of ``w_hh (4H, H)`` for :func:`backward_split`, and ``narrow``:
+    ``(threads, units, 4H)`` rows of ``w_hh.T`` below :data:`BLOCK_MIN_HIDDEN` (dot
+    products, as the sequence kernel), else ``(threads, 4H, units)`` columns of ``w_hh``."""
+    width, hidden = w_hh.shape
+    units = hidden // threads
+    narrow = hidden < BLOCK_MIN_HIDDEN
+    if narrow:
+        return np.ascontiguousarray(w_hh.T.reshape(threads, units, width)), True
+    cols = w_hh.reshape(width, threads, units).transpose(1, 0, 2)
+    return np.ascontiguousarray(cols), False
 
 
 def backward_split(
@@ -275,32 +265,32 @@ def backward_split(
     gates: np.ndarray,
     cs: np.ndarray,
     c0: np.ndarray,
-    w_parts: np.ndarray,
+    w_hh: np.ndarray,
     lengths: np.ndarray,
     reverse: bool,
     dz: np.ndarray,
     dh0: np.ndarray,
     dc0: np.ndarray,
+    threads: int = 2,
     patience: int = PATIENCE,
 ) -> bool:
-    """:func:`clearlstm.fused.kernels.backward_sequence` with the units split across threads.
+    """:func:`clearlstm.fused.kernels.backward_sequence` with the units split across
+    ``threads`` (``H`` divisible by it); arguments as there, ``w_hh (4H, H)``.
 
-    ``w_parts`` from :func:`split_columns`; every other argument as in ``backward_sequence``.
-    Each thread back-propagates through the gates of its units and multiplies its rows of
-    ``dz`` by its rows of ``w_hh``; the threads' shares of ``dz @ w_hh`` are summed in thread
-    order. It may differ from the one-thread kernel in the last bit (the sum runs in another
-    order) but never from itself: if a thread lost its core (then False is returned) the same
-    operations run again on one thread, so the outputs are always complete.
+    Each thread back-propagates through the gates of its units, then computes its units of
+    ``dz @ w_hh`` from every thread's ``dz``, each summed as the one-thread kernel sums it:
+    the same bits as :func:`clearlstm.fused.kernels.backward_rows`. If a thread lost its core
+    (then False is returned) the one-thread kernel runs instead, so the outputs are always
+    complete and the bits the same either way.
     """
-    threads = w_parts.shape[0]
-    batch, hidden = c0.shape
-    pbuf = np.empty((2 * threads * batch, hidden), c0.dtype)
+    parts, narrow = backward_parts(w_hh, threads)
     counters = new_counters(threads, patience)
-    args = (grad_out, grad_hn, grad_cn, gates, cs, c0, w_parts, lengths, reverse, dz, dh0, dc0)
-    _backward_split(*args, pbuf, counters)
+    args = (grad_out, grad_hn, grad_cn, gates, cs, c0)
+    rest = (lengths, reverse, dz, dh0, dc0)
+    _backward_split(*args, parts, narrow, *rest, counters)
     if counters[threads * PAD] == 0:
         return True
-    _backward_split_serial(*args, pbuf)
+    backward_rows(*args, w_hh, *rest, 0, c0.shape[0])
     return False
 
 
