@@ -98,7 +98,8 @@ def test_default_threads_split_sequences_only_where_the_wait_is_amortised(monkey
     assert below == dispatch.Plan("sequence", 1)
     assert above == dispatch.Plan("sequence", 2)
     one = dispatch.plan(torch.empty(10 * at, 1, inputs), w_hh, True)
-    assert one == dispatch.Plan("sequence", 1), "one sequence: one thread (forward-only: learnt)"
+    assert one.learn is not None, "one sequence: sequence (1 thread) or split (2), learnt"
+    assert one[:2] in (("sequence", 1), ("split", 2))
 
 
 def test_small_gemms_run_on_one_thread() -> None:
