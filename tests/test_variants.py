@@ -226,7 +226,7 @@ def test_four_sequences_together_give_each_ones_bits(name, dtype):
         dz, dpeep = np.zeros((steps, batch, 4 * hidden), dtype), np.zeros((batch, 3, hidden), dtype)
         kernels_variant.forward_rows_variant(
             xw.copy(), np.ascontiguousarray(whh.T), h0, c0, lengths, False, out, h_n, c_n,
-            gates, cs, pre, True, True, peep, coupled, clip, b0, b1)  # fmt: skip
+            gates, cs, pre, True, True, peep, coupled, clip, 0.0, 0.0, b0, b1)  # fmt: skip
         kernels_variant.backward_rows_variant(
             grad_out, grad_hn, grad_cn, gates, cs, pre, c0, whh, lengths, False, dz, dh0, dc0,
             peep, dpeep, coupled, clip, b0, b1)  # fmt: skip

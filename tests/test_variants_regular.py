@@ -132,6 +132,72 @@ def test_fused_equals_reference(case):
                 assert_scaled(a, e, dtype, f"record[{layer}][{direction}].{field}")
 
 
+EVALUATION_ZONEOUT = {
+    "zoneout": {"zoneout_h": 0.3, "zoneout_c": 0.5},
+    "zoneout_c": {"zoneout_c": 0.2},
+    "zoneout_h_peephole_clip": {"zoneout_h": 0.25, "peephole": True, "cell_clip": 1.5},
+    "zoneout_coupled_dropout": {"zoneout_c": 0.4, "coupled_input_forget": True,
+                                "recurrent_dropout": 0.3},
+}  # fmt: skip
+
+
+@PROPERTY
+@given(st.sampled_from(list(EVALUATION_ZONEOUT)), st.sampled_from([torch.float64, torch.float32]),
+       st.integers(1, 7), st.integers(1, 6), st.sampled_from([3, 8, 64]), st.booleans(),
+       st.booleans(), st.integers(0, 2**16))  # fmt: skip
+def test_evaluation_zoneout_without_a_gradient_equals_the_reference(
+    name, dtype, steps, batch, hidden, padded, bidirectional, seed
+):
+    """An evaluation call without a gradient runs zoneout's expectation in the variant
+    kernels (not the general one): outputs, final states and the trace against the
+    reference, with padding, both directions and other variants mixed in."""
+    torch.manual_seed(seed)
+    model = clearlstm.LSTM(3, hidden, 2, bidirectional=bidirectional, dtype=dtype,
+                           **EVALUATION_ZONEOUT[name]).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(hidden**0.5 * 0.7)
+    x = torch.randn(steps, batch, 3, dtype=dtype) * 2
+    lengths = torch.randint(1, steps + 1, (batch,)) if padded else None
+    with torch.no_grad():
+        results = {
+            backend: lstm(x, None, None, model.all_weights(), bidirectional=bidirectional,
+                          training=False, lengths=lengths, record=True, backend=backend)
+            for backend in ("reference", "fused")
+        }  # fmt: skip
+    expected, actual = results["reference"], results["fused"]
+    for what, a, e in zip(("output", "h_n", "c_n"), actual[:3], expected[:3], strict=True):
+        assert_close(a, e, **TOL[dtype], msg=lambda m, what=what: f"{what}: {m}")
+    for layer, directions in enumerate(expected[3]):
+        for direction, record in enumerate(directions):
+            for field in LayerRecord._fields:
+                a = getattr(actual[3][layer][direction], field)
+                assert_scaled(a, getattr(record, field), dtype, f"record[{layer}].{field}")
+
+
+def test_evaluation_zoneout_runs_the_variant_kernel(monkeypatch):
+    from clearlstm.fused import kernels_general, kernels_variant
+
+    calls = []
+    for module, name in ((kernels_variant, "forward_rows_variant"),
+                         (kernels_general, "forward_rows_general")):  # fmt: skip
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name: calls.append(name)
+                            or real(*a))  # fmt: skip
+    model = clearlstm.LSTM(2, 3, zoneout_h=0.2, zoneout_c=0.1)
+    x = torch.randn(5, 2, 2)
+    with torch.no_grad():
+        model.eval()(x)
+    assert calls == ["forward_rows_variant"], "evaluation, no gradient: the blend"
+    calls.clear()
+    model.eval()(x)[0].sum().backward()
+    assert calls == ["forward_rows_general"], "with a gradient: the general kernel's backward"
+    calls.clear()
+    with torch.no_grad():
+        model.train()(x)
+    assert calls == ["forward_rows_general"], "training: masks"
+
+
 def test_a_training_call_draws_the_same_masks_on_both_paths():
     """Through the module: the same seed gives the same masks, so both paths agree."""
     model = make_model("all", 3, 8, 2, True, torch.float64, 1.0, 4).train()

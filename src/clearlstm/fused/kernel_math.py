@@ -1,5 +1,6 @@
 """The numba building blocks every LSTM kernel shares: gate activations, the recurrent product
-as axpys or dot products, and one step's gates forward and backward.
+as axpys or dot products, one step's gates forward and backward, and the variants' peephole
+and clip terms (:func:`peep_clip_ifg`, :func:`peep_clip_o`).
 
 Nonlinearities: float64 uses libm's exact ``tanh``/``exp`` (parity ~1e-12 with the
 reference); float32 uses a rational tanh (Eigen's ``ptanh_float`` coefficients) evaluated in
@@ -298,3 +299,38 @@ def previous_c(cp, r, cs, c0, s, n, reverse, b, u0=0):
         tp = step_time(s - 1, n, reverse)
         for j in range(cp.shape[1]):
             cp[r, j] = cs[tp, b, u0 + j]
+
+
+@njit(inline="always", **JIT)  # inlined: no aliasing doubt
+def _clip_span(z, r, j0, j1, bound):
+    """``z[r, j0:j1]`` clipped to ``[-bound, bound]`` in place, as selects (NaN passes: its
+    comparisons are False), so the loop vectorizes."""
+    for j in range(j0, j1):
+        a = z[r, j]
+        a = bound if a >= bound else a
+        z[r, j] = -bound if a <= -bound else a
+
+
+@njit(inline="always", **JIT)  # inlined: no aliasing doubt
+def peep_clip_ifg(z, r, c, peep, clip):
+    """What the input, forget and cell gates' activations receive, in ``z[r, :3H]`` in
+    place: the peephole terms on the old memory ``c[r] (H,)`` (``peep (3, H)``, or ``(0, H)``
+    for none) added, then the clip (``clip > 0``)."""
+    hidden = c.shape[1]
+    if peep.shape[0] > 0:
+        for j in range(hidden):
+            z[r, j] = z[r, j] + peep[0, j] * c[r, j]
+            z[r, hidden + j] = z[r, hidden + j] + peep[1, j] * c[r, j]
+    if clip > 0:
+        _clip_span(z, r, 0, 3 * hidden, z.dtype.type(clip))
+
+
+@njit(inline="always", **JIT)  # inlined: no aliasing doubt
+def peep_clip_o(z, r, c_new, peep, clip):
+    """:func:`peep_clip_ifg` for the output gate, ``z[r, 3H:]``, on the new memory."""
+    hidden = c_new.shape[1]
+    if peep.shape[0] > 0:
+        for j in range(hidden):
+            z[r, 3 * hidden + j] = z[r, 3 * hidden + j] + peep[2, j] * c_new[r, j]
+    if clip > 0:
+        _clip_span(z, r, 3 * hidden, 4 * hidden, z.dtype.type(clip))

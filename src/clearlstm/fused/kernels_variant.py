@@ -8,9 +8,11 @@ plain LSTM's kernels compile to the code they always did.
 
 Arguments beyond those of :mod:`clearlstm.fused.kernels`: ``peep (3, H)`` rows ``p_i, p_f,
 p_o`` or ``(0, H)`` for none; ``coupled`` (``i = 1 - f``); ``clip > 0`` the cell clip or 0
-for none. The pre-activations ``pre (T, B, G)`` are what each activation received (peephole
-terms added, clipped); with a clip the backward reads them, to know which were clipped
-(gradient zero on and beyond the bound, as in the reference).
+for none; in the forward ``rate_h, rate_c`` the zoneout rates of an evaluation call (its
+expectation, no masks; 0 for none: a call with a gradient, or masks, runs in
+:mod:`clearlstm.fused.kernels_general`). The pre-activations ``pre (T, B, G)`` are what each
+activation received (peephole terms added, clipped); with a clip the backward reads them, to
+know which were clipped (gradient zero on and beyond the bound, as in the reference).
 """
 
 from __future__ import annotations
@@ -28,49 +30,17 @@ from clearlstm.fused.kernel_math import (
     matvec_dot,
     matvec_t,
     matvec_t4,
+    peep_clip_ifg,
+    peep_clip_o,
     previous_c,
     step_time,
 )
 from clearlstm.fused.kernels import _finish_forward, _start_backward
 
 
-@njit(inline="always", **JIT)  # inlined: no aliasing doubt
-def _clip_span(z, r, j0, j1, bound):
-    """``z[r, j0:j1]`` clipped to ``[-bound, bound]`` in place, as selects (NaN passes: its
-    comparisons are False), so the loop vectorizes."""
-    for j in range(j0, j1):
-        a = z[r, j]
-        a = bound if a >= bound else a
-        z[r, j] = -bound if a <= -bound else a
-
-
-@njit(inline="always", **JIT)  # inlined: no aliasing doubt
-def peep_clip_ifg(z, r, c, peep, clip):
-    """What the input, forget and cell gates' activations receive, in ``z[r, :3H]`` in
-    place: the peephole terms on the old memory ``c[r] (H,)`` (``peep (3, H)``, or ``(0, H)``
-    for none) added, then the clip (``clip > 0``)."""
-    hidden = c.shape[1]
-    if peep.shape[0] > 0:
-        for j in range(hidden):
-            z[r, j] = z[r, j] + peep[0, j] * c[r, j]
-            z[r, hidden + j] = z[r, hidden + j] + peep[1, j] * c[r, j]
-    if clip > 0:
-        _clip_span(z, r, 0, 3 * hidden, z.dtype.type(clip))
-
-
-@njit(inline="always", **JIT)  # inlined: no aliasing doubt
-def peep_clip_o(z, r, c_new, peep, clip):
-    """:func:`peep_clip_ifg` for the output gate, ``z[r, 3H:]``, on the new memory."""
-    hidden = c_new.shape[1]
-    if peep.shape[0] > 0:
-        for j in range(hidden):
-            z[r, 3 * hidden + j] = z[r, 3 * hidden + j] + peep[2, j] * c_new[r, j]
-    if clip > 0:
-        _clip_span(z, r, 3 * hidden, 4 * hidden, z.dtype.type(clip))
-
-
 @njit(**JIT)
-def gates_forward_variant(z, r, c, h, out, t, b, pre, record, peep, coupled, clip):
+def gates_forward_variant(z, r, c, h, out, t, b, pre, record, peep, coupled, clip, rate_h,
+                          rate_c, kept):  # fmt: skip
     """:func:`clearlstm.fused.kernel_math.gates_forward` of row 0 with the variant terms;
     writes the pre-activations to ``pre[t, b]`` with ``record``.
 
@@ -78,11 +48,19 @@ def gates_forward_variant(z, r, c, h, out, t, b, pre, record, peep, coupled, cli
     scalar: 4.5x the plain kernel's time at H = 32): the peephole terms and clips of the
     input, forget and cell gates; the new memory; the output gate's peephole on it and clip;
     the new ``h``. Each value is computed with the same operations as in one pass.
+
+    Zoneout in evaluation (``rate_h``, ``rate_c`` > 0; Krueger et al. 2016): the new ``h``
+    and ``c`` blended with the old as ``rate * old + (1 - rate) * new``, its expectation, as
+    :mod:`clearlstm.fused.kernels_general` does; ``h`` is computed from the memory before the
+    blend. ``kept (., H)``: scratch for the old memory.
     """
     hidden = c.shape[1]
     tiny = denormal_floor(z[r, 0])
     zero = z.dtype.type(0.0)
     one = z.dtype.type(1.0)
+    if rate_c > 0:
+        for j in range(hidden):
+            kept[r, j] = c[r, j]
     peep_clip_ifg(z, r, c, peep, clip)  # the input and forget gates look at the old memory
     if record:
         for j in range(3 * hidden):
@@ -107,18 +85,33 @@ def gates_forward_variant(z, r, c, h, out, t, b, pre, record, peep, coupled, cli
     if record:
         for j in range(hidden):
             pre[t, b, 3 * hidden + j] = z[r, 3 * hidden + j]
-    for j in range(hidden):
-        o = _sigmoid(z[r, 3 * hidden + j])
-        h_new = o * _tanh(c[r, j])
-        h_new = zero if abs(h_new) < tiny else h_new
-        z[r, 3 * hidden + j] = o
-        h[r, j] = h_new
-        out[t, b, j] = h_new
+    keep_h, keep_c = z.dtype.type(rate_h), z.dtype.type(rate_c)
+    if rate_h > 0:
+        for j in range(hidden):
+            o = _sigmoid(z[r, 3 * hidden + j])
+            h_new = o * _tanh(c[r, j])
+            h_new = zero if abs(h_new) < tiny else h_new
+            h_new = keep_h * h[r, j] + (one - keep_h) * h_new
+            z[r, 3 * hidden + j] = o
+            h[r, j] = h_new
+            out[t, b, j] = h_new
+    else:
+        for j in range(hidden):
+            o = _sigmoid(z[r, 3 * hidden + j])
+            h_new = o * _tanh(c[r, j])
+            h_new = zero if abs(h_new) < tiny else h_new
+            z[r, 3 * hidden + j] = o
+            h[r, j] = h_new
+            out[t, b, j] = h_new
+    if rate_c > 0:
+        for j in range(hidden):
+            c[r, j] = keep_c * kept[r, j] + (one - keep_c) * c[r, j]
 
 
 @njit(**JIT)
 def _forward_block_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre,
-                           store, record, peep, coupled, clip, first):  # fmt: skip
+                           store, record, peep, coupled, clip, rate_h, rate_c,
+                           first):  # fmt: skip
     """Sequences ``first .. first + 3`` together, step by step (one pass over ``w_hh`` for
     four: :func:`clearlstm.fused.kernels._forward_block`)."""
     hidden = c0.shape[1]
@@ -126,6 +119,7 @@ def _forward_block_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, g
     z = np.empty((ROWS, width), xw.dtype)
     h = np.empty((ROWS, hidden), xw.dtype)
     c = np.empty((ROWS, hidden), xw.dtype)
+    kept = np.empty((ROWS, hidden), xw.dtype)
     longest = 0
     for r in range(ROWS):
         for j in range(hidden):
@@ -147,7 +141,8 @@ def _forward_block_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, g
             if s >= n:
                 continue
             t = step_time(s, n, reverse)
-            gates_forward_variant(z, r, c, h, out, t, b, pre, record, peep, coupled, clip)
+            gates_forward_variant(z, r, c, h, out, t, b, pre, record, peep, coupled, clip,
+                                  rate_h, rate_c, kept)  # fmt: skip
             if store:
                 for j in range(width):
                     gates[t, b, j] = z[r, j]
@@ -159,18 +154,20 @@ def _forward_block_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, g
 
 @njit(cache=True, **JIT)
 def forward_rows_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre,
-                         store, record, peep, coupled, clip, b0, b1):  # fmt: skip
+                         store, record, peep, coupled, clip, rate_h, rate_c, b0, b1):  # fmt: skip
     """Sequences ``[b0, b1)``: :data:`ROWS` at a time from :data:`BLOCK_MIN_HIDDEN` on, the
     rest one at a time, inline (same bits either way; arguments: module docstring)."""
     hidden = c0.shape[1]
     blocks = (b1 - b0) // ROWS if hidden >= BLOCK_MIN_HIDDEN else 0
     for first in range(b0, b0 + blocks * ROWS, ROWS):
         _forward_block_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs,
-                               pre, store, record, peep, coupled, clip, first)  # fmt: skip
+                               pre, store, record, peep, coupled, clip, rate_h, rate_c,
+                               first)  # fmt: skip
     width = 4 * hidden
     z = np.empty((1, width), xw.dtype)
     h = np.empty((1, hidden), xw.dtype)
     c = np.empty((1, hidden), xw.dtype)
+    kept = np.empty((1, hidden), xw.dtype)
     for b in range(b0 + blocks * ROWS, b1):
         for j in range(hidden):
             h[0, j] = h0[b, j]
@@ -181,7 +178,8 @@ def forward_rows_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gat
             for j in range(width):
                 z[0, j] = xw[t, b, j]  # read before pre[t, b] (maybe the same place) is written
             matvec_t(h, 0, whh_t, z, 0)
-            gates_forward_variant(z, 0, c, h, out, t, b, pre, record, peep, coupled, clip)
+            gates_forward_variant(z, 0, c, h, out, t, b, pre, record, peep, coupled, clip,
+                                  rate_h, rate_c, kept)  # fmt: skip
             if store:
                 for j in range(width):
                     gates[t, b, j] = z[0, j]
@@ -192,12 +190,13 @@ def forward_rows_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gat
 
 @njit(cache=True, parallel=True)
 def _forward_parallel(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs, pre, store,
-                      record, peep, coupled, clip, chunks):  # fmt: skip
+                      record, peep, coupled, clip, rate_h, rate_c, chunks):  # fmt: skip
     batch = xw.shape[1]
     for p in prange(chunks):
         b0, b1 = p * batch // chunks, (p + 1) * batch // chunks
         forward_rows_variant(xw, whh_t, h0, c0, lengths, reverse, out, h_n, c_n, gates, cs,
-                             pre, store, record, peep, coupled, clip, b0, b1)  # fmt: skip
+                             pre, store, record, peep, coupled, clip, rate_h, rate_c, b0,
+                             b1)  # fmt: skip
 
 
 def forward_variant(*args, threads: int = 1) -> None:

@@ -39,9 +39,11 @@ def _peep_array(peep: Tensor | None, hidden: int, dtype: np.dtype) -> np.ndarray
     return as_array(peep.detach().contiguous())
 
 
-def variant_forward(x, w_ih, bias, h0, c0, w_hh, peep, lens, reverse, store, record, how, flags):
+def variant_forward(x, w_ih, bias, h0, c0, w_hh, peep, lens, reverse, store, record, how, flags,
+                    zoneout=(0.0, 0.0)):  # fmt: skip
     """Forward of :class:`VariantLayer`: ``out, h_n, c_n, gates, cs, pre`` (pre filled with
-    ``record``, and with a clip whenever ``store``: the backward reads it)."""
+    ``record``, and with a clip whenever ``store``: the backward reads it). ``zoneout``: the
+    rates ``(h, c)`` of an evaluation call without a gradient (its expectation)."""
     steps, batch, inputs = x.shape
     width = w_ih.shape[0]
     hidden = width // 4
@@ -64,7 +66,7 @@ def variant_forward(x, w_ih, bias, h0, c0, w_hh, peep, lens, reverse, store, rec
     peeps = _peep_array(peep, hidden, arrays[0].dtype)
     kernels_variant.forward_variant(
         arrays[0], _transposed(w_hh.detach()), *arrays[1:], lens, reverse, *buffers, store,
-        write_pre, peeps, coupled, clip, threads=how.threads,
+        write_pre, peeps, coupled, clip, *zoneout, threads=how.threads,
     )  # fmt: skip
     return out, h_n, c_n, gates, cs, pre
 
@@ -132,7 +134,9 @@ def run_variant_layer(
     """:func:`clearlstm.fused.layer.run_layer` for a layer with ``weights.variant``: ``out, h_n,
     c_n, gates, cs, pre`` (records empty without ``record``), None when ``check_finite`` found
     NaN/Inf among the inputs. Layer norm, zoneout and dropout (``Variant.extended``, with a
-    training call's ``masks``) run in :mod:`clearlstm.fused.general_layer`."""
+    training call's ``masks``) run in :mod:`clearlstm.fused.general_layer`, except zoneout
+    in an evaluation call without a gradient (no masks: its expectation, a blend the variant
+    kernels do at the plain kernels' speed)."""
     how: Plan = variant_plan(x, weights.w_hh, needs_grad, kernel, record, weights.variant)
     steps, batch, _ = x.shape
     hidden = weights.w_hh.shape[1]
@@ -147,7 +151,9 @@ def run_variant_layer(
         norm = weights.layer_norm  # one pass over all six (a numba call each cost 0.1 ms)
         if norm is not None and not torch.isfinite(torch.cat([p.detach() for p in norm])).all():
             return None
-    if weights.variant.extended:
+    v = weights.variant
+    blend = masks is None and not needs_grad and not v.layer_norm  # dropout is off here
+    if v.extended and not blend:
         began = time.perf_counter()
         results = run_general_layer(x, h0, c0, weights, reverse, record, how, lens, needs_grad,
                                     masks)  # fmt: skip
@@ -163,6 +169,6 @@ def run_variant_layer(
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
     began = time.perf_counter()  # threads learnt from timings (dispatch.learnt_plan)
     results = variant_forward(x, weights.w_ih, bias, h0, c0, weights.w_hh, peep, lens, reverse,
-                              record, record, how, flags)  # fmt: skip
+                              record, record, how, flags, (v.zoneout_h, v.zoneout_c))  # fmt: skip
     report(how, time.perf_counter() - began, steps)
     return results
