@@ -8,11 +8,12 @@ shuffled order, a block of calls after a short idle, the first dropped), medians
 
 The plain LSTM runs where ``backend="auto"`` sends it: the fused kernels at (100, 8, 16, 32),
 torch's own op (oneDNN) beyond ``B * H = 256`` (``nn.functional.FUSED_MAX_UNITS``), which no
-variant can use; the row "plain sequence" is the plain model forced onto the whole-sequence
-kernel, the one the variants run on, so ``variant / plain sequence`` is what the variant math
-itself costs. Zoneout and dropout draw masks only in training (``model.train()``); their
-inference rows are evaluation mode (zoneout: the expectation blend; dropout: off). Writes
-``benchmarks/results/variants.md`` unless ``--output``.
+variant can use; the row "plain fused" is the plain model on the fused kernels
+(``backend="fused"``: the whole-sequence kernel here, on the threads the same rules give the
+variants), so ``variant / plain fused`` is what the variant math itself costs. Zoneout and
+dropout draw masks only in training (``model.train()``); their inference rows are evaluation
+mode (zoneout: the expectation blend; dropout: off). Writes ``benchmarks/results/variants.md``
+unless ``--output``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def models(shape) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     ref = nn.LSTM(inputs, hidden)
     out = {"plain": clearlstm.LSTM.from_torch(ref)}
-    out["plain sequence"] = clearlstm.LSTM.from_torch(ref, kernel="sequence")
+    out["plain fused"] = clearlstm.LSTM.from_torch(ref, backend="fused")
     for name, kwargs in VARIANTS.items():
         model = clearlstm.LSTM(inputs, hidden, **kwargs)
         model.load_state_dict(ref.state_dict(), strict=False)  # the variants' own: initial
@@ -107,10 +108,10 @@ def main() -> None:
             for kind in ("inference", "training"):
                 t, note = r[kind], masks if kind == "training" else ""
                 row += [f"{t[name] * 1e3:.2f}", f"{t[name] / t['plain']:.2f}",
-                        f"{t[name] / t['plain sequence']:.2f}{note}"]  # fmt: skip
+                        f"{t[name] / t['plain fused']:.2f}{note}"]  # fmt: skip
             rows.append(row)
-        header = ["model", "inference ms", "/ plain", "/ plain sequence", "training step ms",
-                  "/ plain", "/ plain sequence"]  # fmt: skip
+        header = ["model", "inference ms", "/ plain", "/ plain fused", "training step ms",
+                  "/ plain", "/ plain fused"]  # fmt: skip
         sections += [f"\n## (T, B, I, H) = {shape}\n", table(header, rows)]
         print("done", shape, flush=True)
     sections.append(
