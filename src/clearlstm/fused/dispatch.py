@@ -117,11 +117,12 @@ def plan(
 ) -> Plan:
     """The kernel and threads for one layer-direction: ``x (T, B, I)``, ``w_hh (G, H)``.
 
-    A training call's kernel and threads depend on the sizes and torch's thread count only. A
-    forward-only call (no gradient, with or without the ``record``) of the sequence or blas
-    kernel runs on one thread or several, and one sequence on the sequence kernel or the
-    split kernel (:func:`split_learnt`), as timings found faster (:func:`learnt_plan`): all
-    give the same bits, so the same call gives the same bits every time. ``kernel``:
+    A training call's kernel and threads depend on the sizes and torch's thread count only,
+    except one sequence's. A forward-only call (no gradient, with or without the ``record``)
+    of the sequence or blas kernel runs on one thread or several, and one sequence (training
+    too) on the sequence kernel or the split kernel (:func:`split_learnt`), as timings found
+    faster (:func:`learnt_plan`): all give the same bits, so the same call gives the same
+    bits every time. ``kernel``:
     ``"auto"`` or one of :data:`KERNELS` to run that one on torch's threads (raises if it
     cannot run here).
     """
@@ -135,9 +136,7 @@ def plan(
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
         if split_learnt(batch, hidden, threads):
             return learnt_plan("sequence", x, w_hh, record, 2, "split", training)
-        if training or batch < 2 or threads < 2:
-            return Plan("sequence", sequence_threads(x, hidden, threads))
-        return learnt_plan("sequence", x, w_hh, record, min(threads, batch))
+        return _sequence_plan(x, w_hh, training, record, threads)
     if training or threads < 2:
         return Plan("blas", threads)
     return learnt_plan("blas", x, w_hh, record, threads)
@@ -176,6 +175,16 @@ def split_learnt(batch: int, hidden: int, threads: int) -> bool:
     return batch == 1 and threads >= 2 and even and SPLIT_MIN_HIDDEN <= hidden <= SPLIT_MAX_HIDDEN
 
 
+def _sequence_plan(x: Tensor, w_hh: Tensor, training: bool, record: bool, threads: int,
+                   tag: object = None) -> Plan:  # fmt: skip
+    """The whole-sequence kernel's threads: a training call's (or one sequence's, or on one
+    thread) from the sizes, a forward-only call's learnt (per ``tag``)."""
+    batch = x.shape[1]
+    if training or batch < 2 or threads < 2:
+        return Plan("sequence", sequence_threads(x, w_hh.shape[1], threads))
+    return learnt_plan("sequence", x, w_hh, record, min(threads, batch), tag=tag)
+
+
 def sequence_threads(x: Tensor, hidden: int, threads: int) -> int:
     """Threads for the whole-sequence kernels on ``x (T, B, I)``: the batch split across up
     to ``threads`` only for calls of :data:`SEQUENCE_PARALLEL_MACS` or more."""
@@ -208,9 +217,7 @@ def variant_plan(
     threads, batch = _threads(), x.shape[1]
     if kernel != "auto":
         return Plan("sequence", min(threads, batch))
-    if training or batch < 2 or threads < 2:
-        return Plan("sequence", sequence_threads(x, w_hh.shape[1], threads))
-    return learnt_plan("sequence", x, w_hh, record, min(threads, batch), tag=variant)
+    return _sequence_plan(x, w_hh, training, record, threads, variant)
 
 
 def _threads() -> int:
