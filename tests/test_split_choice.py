@@ -178,9 +178,12 @@ def test_split_is_learnt_only_for_one_sequence(monkeypatch) -> None:
     for hidden in (64, 128, 256, dispatch.SPLIT_MAX_HIDDEN):
         assert plan(1, hidden)[:2] == ("split", 2), hidden
         training = plan(1, hidden, training=True)
-        assert training[:2] == ("split", 2), hidden
+        split = hidden >= dispatch.SPLIT_TRAINING_MIN_HIDDEN
+        assert training[:2] == ("split" if split else "sequence", 2), hidden
         assert training.learn != plan(1, hidden).learn, "training timed apart"
     assert plan(1, 32) == dispatch.Plan("sequence", 1), "w_hh fits L1: one thread"
+    training = plan(1, 32, training=True)
+    assert training[:2] == ("sequence", 2) and training.learn, "its GEMMs on two threads"
     assert plan(1, 66)[:2] == ("split", 2)
     assert plan(1, 65) == dispatch.Plan("sequence", 1), "odd: no split"
     assert plan(2, 128)[:2] == ("sequence", 2), "two sequences: one per thread"

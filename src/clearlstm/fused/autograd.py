@@ -28,9 +28,10 @@ from torch.autograd.function import once_differentiable
 from clearlstm.fused import kernels, kernels_split, pool, step_kernels
 from clearlstm.fused.dispatch import Plan, report, set_numba_threads
 from clearlstm.fused.gemm import (
-    forward_gemm_threads,
     gemm_threads,
+    gradient_products,
     input_product,
+    learnt_gemm_threads,
     step_product,
 )
 from clearlstm.fused.small_layers import as_array, output_grads
@@ -72,10 +73,10 @@ def forward_layer(
     x2 = x.detach().reshape(steps * batch, inputs)
     w_ih, bias = w_ih.detach(), None if bias is None else bias.detach()
     # premul GEMM; like the gradient GEMMs it runs alone, so on torch's threads, not the plan's
-    # (a learnt plan's own, where that cannot change the bits: gemm.forward_gemm_threads)
+    # (a learnt plan's own, where that cannot change the bits: gemm.learnt_gemm_threads)
     learnt = how.learn is not None
-    count = forward_gemm_threads(learnt, how.threads, "input", steps * batch, inputs, width,
-                                 x.dtype, torch.get_num_threads())  # fmt: skip
+    count = learnt_gemm_threads(learnt, how.threads, "input", steps * batch, inputs, width,
+                                x.dtype, torch.get_num_threads())  # fmt: skip
     with gemm_threads(2.0 * x2.shape[0] * inputs * width, *count):
         xw = input_product(x2, w_ih, bias).view(steps, batch, width)
     h0, c0 = h0.detach().contiguous(), c0.detach().contiguous()
@@ -98,8 +99,8 @@ def forward_layer(
         arrays = [as_array(t) for t in (xw, h_n, c_n, out, gates, cs, pre)]
         product = step_product(w_hh, batch)
         default = torch.get_num_threads() if learnt else how.threads
-        count = forward_gemm_threads(learnt, how.threads, "step", batch, hidden, width,
-                                     x.dtype, default)  # fmt: skip
+        count = learnt_gemm_threads(learnt, how.threads, "step", batch, hidden, width,
+                                    x.dtype, default)  # fmt: skip
         with gemm_threads(2.0 * batch * hidden * width, *count):
             for s in range(steps):
                 hw = as_array(product(h_n))
@@ -119,9 +120,6 @@ def forward_layer(
     threads = 1 if how.kernel == "split" else how.threads
     kernels.forward_sequence(as_array(xw), whh_t, *state, *outputs, threads)
     return out, h_n, c_n, gates, cs, pre, h0, c0, parts
-
-
-_FEW_INPUTS = 8  # see FusedLayer.backward
 
 
 class FusedLayer(torch.autograd.Function):
@@ -147,13 +145,20 @@ class FusedLayer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_hn, grad_cn, *_):
+        began = time.perf_counter()  # a learnt plan is timed with its gradient GEMMs
         x, w_ih, h0, c0, w_hh, out, gates, cs, lengths = ctx.saved_tensors
         steps, batch, hidden = out.shape
         width = 4 * hidden
         w_hh = w_hh.contiguous()
+        lens, how = lengths.numpy(), ctx.how
+        flops = 2.0 * steps * batch * width * max(hidden, x.shape[2])
+        # a plan that timings put on several threads found the cores free: its gradient
+        # GEMMs use them too where that keeps the bits (gemm.learnt_gemm_threads)
+        count = learnt_gemm_threads(how.learn is not None, how.threads, "gradient",
+                                    steps * batch, x.shape[2], width, x.dtype,
+                                    torch.get_num_threads())  # fmt: skip
         grad_out, grad_hn, grad_cn = output_grads(grad_out, grad_hn, grad_cn, out)
         dz = _recycled(out, steps, batch, width)  # gradient w.r.t. the pre-activations
-        lens, how = lengths.numpy(), ctx.how
         if how.threads > 1:
             set_numba_threads(how.threads)
         if how.kernel != "blas":
@@ -167,12 +172,10 @@ class FusedLayer(torch.autograd.Function):
                 as_array(c0),
             )
             results = (lens, ctx.reverse, as_array(dz), as_array(dh0), as_array(dc0))
-            began = time.perf_counter()
             if ctx.parts is None:  # the forward's split of w_hh: None unless "split"
                 kernels.backward_sequence(*args, as_array(w_hh), *results, how.threads)
             else:  # complete even if abandoned: then redone on one thread, same bits
                 kernels_split.backward_split(*args, as_array(w_hh), *results, how.threads)
-            report(how, ctx.seconds + time.perf_counter() - began, steps)
         else:
             dh, dc = grad_hn.clone(), grad_cn.clone()  # carries, updated in place
             dh0 = out.new_zeros(batch, hidden)  # dz_step @ w_hh of the step just done
@@ -196,24 +199,13 @@ class FusedLayer(torch.autograd.Function):
                     dh0 = product(dz_step)
             dc0 = dc  # every sequence has step 0, so dh0 is the last recurrent gradient
         need = ctx.needs_input_grad
-        dx = dw_ih = db = dw_hh = None
         dz2 = dz.view(steps * batch, width)
         x2 = x.reshape(steps * batch, -1)
-        flops = 2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1])
-        with gemm_threads(flops, torch.get_num_threads()):
-            # Operands laid out so MKL takes its faster paths for few inputs (measured: dx
-            # 2.3-3x faster with 8 inputs, slower from 16; dw_ih 1.0-3x, never slower).
-            if need[0] and x2.shape[1] <= _FEW_INPUTS:
-                dx = torch.mm(dz2, w_ih.t().contiguous().t()).view(x.shape)
-            elif need[0]:
-                dx = torch.mm(dz2, w_ih).view(x.shape)
-            if need[1]:
-                dw_ih = torch.mm(x2.t(), dz2).t()
-            if need[2]:
-                db = dz2.sum(0)
-            if need[5]:
-                h_prev = previous_h(out, h0, lengths, ctx.reverse)  # (T, B, H)
-                dw_hh = torch.mm(dz2.t(), h_prev.view(steps * batch, hidden))
+        with gemm_threads(flops, *count):
+            h_prev = previous_h(out, h0, lengths, ctx.reverse).view(-1, hidden) if need[5] else None
+            dx, dw_ih, db, dw_hh = gradient_products(dz2, x2, w_ih, h_prev, need[:3] + need[5:6])
+        dx = None if dx is None else dx.view(x.shape)
+        report(how, ctx.seconds + time.perf_counter() - began, steps)
         return dx, dw_ih, db, dh0, dc0, dw_hh, None, None, None, None, None
 
 

@@ -11,10 +11,10 @@ slice for its second thread. :class:`ThreadChooser` times both on real calls and
 faster. One sequence (no batch to split) chooses between the sequence kernel on one thread
 and the split kernel on two (:func:`clearlstm.fused.dispatch.split_learnt`): the split
 forward and backward sum each unit as the sequence kernel does, so it too gives the same
-bits, in training too (timed by its forward and backward kernels); an option is then a
-``(kernel, threads)`` pair. Other training calls keep the size rule of
-:func:`clearlstm.fused.dispatch.sequence_threads`: their gradients run more GEMMs, which
-this does not time.
+bits, in training too; an option is then a ``(kernel, threads)`` pair. One sequence's
+training is timed as a whole, gradient GEMMs included, which run on the second thread too
+where that keeps their bits (:func:`clearlstm.fused.gemm.learnt_gemm_threads`). Other
+training calls keep the size rule of :func:`clearlstm.fused.dispatch.sequence_threads`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from collections.abc import Hashable
 
 KEEP = 3  # timings kept per option: the fastest counts (noise only ever adds time)
 PROBE_EVERY = 64  # calls between probes of the other option, at least
+# Each option is timed twice before the choice settles, unless its first time was this many
+# times the other's: one unlucky call (preempted, page faults) would otherwise pick the
+# slower option for PROBE_EVERY calls, a whole run for a short job.
+SECOND_LOOK = 2.0
 PROBE_BUDGET = 32  # calls between probes per probe's cost in calls: ~3% of the time, at most
 PROBE_MAX_EVERY = 4096  # calls: a busy machine that turned idle is noticed within this many
 
@@ -32,12 +36,13 @@ class ThreadChooser:
     """Per call size (``key``), which of two options runs (``(kernel, threads)`` pairs for
     :mod:`clearlstm.fused.dispatch`; any hashables), learnt from timings.
 
-    Each option's first call is not counted (it may compile, start threads, fault in
-    buffers); then each is timed once more, and the faster by its fastest recent call
-    runs. The other is timed again after :data:`PROBE_EVERY` calls, or later when its last
-    probe cost more (so probing a two-thread call that waits milliseconds for a core takes at
-    most about 1/:data:`PROBE_BUDGET` of the time); three slow calls in a row of the option
-    in use hand over to the other. Used only where both options give the same bits.
+    Each option's first call is not counted (it may compile, start threads, fault in buffers);
+    then each is timed twice more (once if it took over :data:`SECOND_LOOK` times the other),
+    and the faster by its fastest recent call runs. The other is timed again after
+    :data:`PROBE_EVERY` calls, or later when its last probe cost more (so probing a two-thread
+    call that waits milliseconds for a core takes at most about 1/:data:`PROBE_BUDGET` of the
+    time); three slow calls in a row of the option in use hand over to the other. Used only
+    where both options give the same bits.
     """
 
     def __init__(self) -> None:
@@ -54,6 +59,9 @@ class ThreadChooser:
         seen = self._seconds.get(key, {})
         for option in (one, many):  # measure one thread first: it never waits for a core
             if option not in seen:
+                return option
+        for option, other in ((one, many), (many, one)):  # a second timing, unless far slower
+            if len(seen[option]) < 2 and min(seen[option]) < SECOND_LOOK * min(seen[other]):
                 return option
         faster, other = (one, many) if min(seen[one]) <= min(seen[many]) else (many, one)
         if calls >= self._next_probe.get(key, PROBE_EVERY):

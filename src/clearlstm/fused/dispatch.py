@@ -13,8 +13,9 @@ on an idle machine); with the second core busy its barrier per step made it slow
 thread at every size measured (2026-12, one sequence: (300, 1, 32, 128) 1.11x,
 (1000, 1, 32, 128) 3.7x, (300, 1, 32, 64) ~700x the sequence kernel's time). Its forward and
 backward give the sequence kernel's bits (each unit's sums in the same order), so ``"auto"``
-lets timings choose it for one sequence (:func:`learnt_plan`; a training call is timed by
-its forward and backward kernels).
+lets timings choose it for one sequence (:func:`learnt_plan`; a training call is timed as a
+whole, and on two threads runs its gradient GEMMs there too; below
+:data:`SPLIT_TRAINING_MIN_HIDDEN` the second thread runs only those).
 A training call splits several sequences across threads only when it is large enough to
 amortise waking a second thread (:data:`SEQUENCE_PARALLEL_MACS`), so the default thread
 count is never slower than one thread because of a busy core; a forward-only call (the
@@ -52,6 +53,10 @@ SEQUENCE_WIDE_HIDDEN = 256
 SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
 SPLIT_MIN_HIDDEN = 64  # see split_learnt
+# One sequence's training step (split forward and backward, its GEMMs on two threads against
+# the sequence kernels, GEMMs on two threads), 2 idle cores, 2026-12: (1000, 1, 8, 64) 1.10x
+# the time, (1000, 1, 32, 128) 0.92x.
+SPLIT_TRAINING_MIN_HIDDEN = 128
 
 # A training call splits sequences across threads only from this many recurrent
 # multiply-adds (T * B * 4H * H, ~15 ms on one core; forward-only calls: learnt_plan). A
@@ -134,8 +139,10 @@ def plan(
     threads = _threads()
     wide = hidden <= SEQUENCE_WIDE_HIDDEN and batch * hidden <= SEQUENCE_MAX_UNITS
     if hidden <= SEQUENCE_MAX_HIDDEN or wide or (batch < threads and hidden <= SPLIT_MAX_HIDDEN):
-        if split_learnt(batch, hidden, threads):
+        if split_learnt(batch, hidden, threads, training):
             return learnt_plan("sequence", x, w_hh, record, 2, "split", training)
+        if training and batch == 1 and threads >= 2:  # the second core for the GEMMs only
+            return learnt_plan("sequence", x, w_hh, record, 2, tag=training)
         return _sequence_plan(x, w_hh, training, record, threads)
     if training or threads < 2:
         return Plan("blas", threads)
@@ -165,14 +172,17 @@ def report(how: Plan, seconds: float, steps: int) -> None:
         chooser.thread_chooser.record(how.learn, option, seconds / max(steps, 1))
 
 
-def split_learnt(batch: int, hidden: int, threads: int) -> bool:
+def split_learnt(batch: int, hidden: int, threads: int, training: bool = False) -> bool:
     """Whether a call may run on the split kernel when timings say it pays (forward and
-    backward give the sequence kernel's bits; a training call is timed by its two kernels):
-    one sequence, an even ``hidden`` from :data:`SPLIT_MIN_HIDDEN` (below, ``w_hh`` fits a
-    core's L1 and the barrier per step costs more than it saves) to
-    :data:`SPLIT_MAX_HIDDEN`, two threads."""
+    backward give the sequence kernel's bits; a training call is timed as a whole): one
+    sequence, an even ``hidden`` from :data:`SPLIT_MIN_HIDDEN` (below, ``w_hh`` fits a
+    core's L1 and the barrier per step costs more than it saves; a training call's backward,
+    from :data:`SPLIT_TRAINING_MIN_HIDDEN`) to :data:`SPLIT_MAX_HIDDEN`, two threads.
+    Where it may not, one sequence's training chooses between its GEMMs on one thread or
+    on two (:func:`plan`)."""
     even = hidden % 2 == 0
-    return batch == 1 and threads >= 2 and even and SPLIT_MIN_HIDDEN <= hidden <= SPLIT_MAX_HIDDEN
+    least = SPLIT_TRAINING_MIN_HIDDEN if training else SPLIT_MIN_HIDDEN
+    return batch == 1 and threads >= 2 and even and least <= hidden <= SPLIT_MAX_HIDDEN
 
 
 def _sequence_plan(x: Tensor, w_hh: Tensor, training: bool, record: bool, threads: int,

@@ -21,7 +21,7 @@ from clearlstm.core.records import LayerWeights, combined_bias
 from clearlstm.fused import kernels, kernels_variant, pool
 from clearlstm.fused.autograd import _transposed, _unused, previous_h
 from clearlstm.fused.dispatch import Plan, report, set_numba_threads, variant_plan
-from clearlstm.fused.gemm import gemm_threads, input_product
+from clearlstm.fused.gemm import gemm_threads, gradient_products, input_product
 from clearlstm.fused.general_layer import run_general_layer
 from clearlstm.fused.small_layers import all_steps, as_array, output_grads, small_arrays, zero_state
 
@@ -110,18 +110,15 @@ class VariantLayer(torch.autograd.Function):
         need = ctx.needs_input_grad
         dz2 = dz.view(steps * batch, width)
         x2 = x.detach().reshape(steps * batch, -1)
-        dx = dw_ih = db = dw_hh = dp = None
+        dp = None
         flops = 2.0 * dz2.shape[0] * width * max(hidden, x2.shape[1])
         with gemm_threads(flops, torch.get_num_threads()):
-            if need[0]:
-                dx = torch.mm(dz2, w_ih.detach()).view(x.shape)
-            if need[1]:
-                dw_ih = torch.mm(x2.t(), dz2).t()
-            if need[2]:
-                db = dz2.sum(0)
-            if need[5]:
-                h_prev = previous_h(out, h0, torch.from_numpy(ctx.lens), ctx.reverse)
-                dw_hh = torch.mm(dz2.t(), h_prev.view(steps * batch, hidden))
+            lens = torch.from_numpy(ctx.lens)
+            h_prev = previous_h(out, h0, lens, ctx.reverse).view(-1, hidden) if need[5] else None
+            dx, dw_ih, db, dw_hh = gradient_products(
+                dz2, x2, w_ih.detach(), h_prev, need[:3] + need[5:6]
+            )
+        dx = None if dx is None else dx.view(x.shape)
         if need[6]:
             dp = dpeep.sum(0)
         return dx, dw_ih, db, dh0, dc0, dw_hh, dp, None, None, None, None, None
