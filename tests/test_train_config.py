@@ -56,3 +56,16 @@ def test_fit_refuses_before_it_trains_or_writes(tmp_path):
             fit(model, data, data, lambda m, x, y: m(x).sum((1, 2)), config, tmp_path, {})
     assert list(tmp_path.iterdir()) == []
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_stop_after_ends_a_run_without_validation_after_that_many_epochs(tmp_path):
+    """A refit on all rows trains the validation-chosen number of epochs (``stop_after``) on
+    the full run's schedule, and ends normally (the test hook CLEARLSTM_STOP_AFTER_EPOCH is
+    another thing: a simulated kill)."""
+    model = Forecaster(1, 1, 1, 4, 1)
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.randn(16, 4, 1, generator=gen), torch.randn(16, 1, 1, generator=gen))
+    config = TrainConfig(epochs=10, batch_size=8)
+    loss = lambda m, x, y: (m(x) - y).square().mean((1, 2))  # noqa: E731
+    result = fit(model, data, None, loss, config, tmp_path, {}, stop_after=3)
+    assert result.epochs_run == 3 and [h["epoch"] for h in result.history] == [1, 2, 3]

@@ -220,9 +220,10 @@ def fit(
     trained = DistributedDataParallel(model) if context.active else model
     per_epoch = len(batches(len(x_train), config, 0, context))
     reporter.start(config.epochs * per_epoch, done * per_epoch)
-    stop_after = int(os.environ.get(STOP_AFTER_EPOCH, "0"))
+    interrupt_after = int(os.environ.get(STOP_AFTER_EPOCH, "0"))  # a test's simulated kill
+    last = min(config.epochs, stop_after or config.epochs, interrupt_after or config.epochs)
 
-    for epoch in range(done, min(config.epochs, stop_after or config.epochs)):
+    for epoch in range(done, last):
         if bad_epochs >= config.patience:
             break
         model.train()
@@ -265,7 +266,7 @@ def fit(
             }
             checkpoint.save_training_state(out_dir, tensors, state)
         reporter.epoch(EpochReport(epoch + 1, config.epochs, total / count, val_loss, lr, improved))
-        if stop_after and epoch + 1 >= stop_after and epoch + 1 < config.epochs:
+        if interrupt_after and epoch + 1 >= interrupt_after and epoch + 1 < config.epochs:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C after this epoch
     return FitResult(best, best_val, best_epoch, len(history), history)
 
