@@ -3,6 +3,7 @@ ensemble, their settings, and the CLI flags that set them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -140,6 +141,41 @@ def test_linear_part_starts_at_the_least_squares_fit_of_an_autoregression():
     assert error < 0.5 * float(((x[300:, -1:, :] - truth[300:]) ** 2).mean())
 
 
+def test_a_refit_keeps_the_penalty_that_validation_chose(monkeypatch):
+    """On all rows there is no validation part: choosing the penalty on the rows it fits
+    would always take the smallest (an overfitted linear part in every refitted model)."""
+    rng = np.random.default_rng(4)
+    y = np.cumsum(rng.standard_normal(200))
+    x = torch.as_tensor(np.stack([y[t - 5 : t] for t in range(5, 200)]))[..., None].float()
+    truth = torch.as_tensor(y[5:200])[:, None, None].float()
+    all_rows = (x, truth)
+    chosen = Forecaster(1, 1, 1, 4, 1, linear_window=5)
+    recipe.start_linear(chosen, all_rows, all_rows)
+    assert chosen.ridge_penalty == min(recipe.RIDGE), "in-sample, the smallest penalty wins"
+    kept = Forecaster(1, 1, 1, 4, 1, linear_window=5)
+    said = recipe.start_linear(kept, all_rows, all_rows, penalty=100.0)
+    assert kept.ridge_penalty == 100.0 and "ridge penalty 100" in said
+    _, _, coef = recipe.ridge(kept, all_rows, all_rows, (100.0,))
+    assert torch.allclose(kept.linear.weight, torch.as_tensor(coef[:-1].T).float())
+
+    from clearlstm.tasks import refit
+
+    seen = []
+
+    def start(model, train, val, normalise, penalty=None):
+        seen.append(penalty)
+        raise InterruptedError  # enough: the refit's choice is known
+
+    monkeypatch.setattr(refit.recipe, "start_linear", start)
+    base = forecaster()
+    shape = S.ForecasterShape(1, 1, 1, 4, 1, normalise="mean", linear_window=5,
+                              ridge_penalty=10.0)  # fmt: skip
+    settings = dataclasses.replace(base, model=shape)
+    with pytest.raises(InterruptedError):
+        refit.fit_epochs(settings, all_rows, 1)
+    assert seen == [10.0]
+
+
 def test_window_choice():
     assert recipe.window(None, 300, 1) == 36
     assert recipe.window(None, 60, 1) == 24
@@ -189,6 +225,7 @@ def test_cli_trains_with_the_recipe_prints_and_saves_its_choices(tmp_path):
     assert saved["model"]["members"] == 3 and saved["model"]["linear_window"] == 36
     assert saved["result"]["choices"].startswith("window 36; transform")
     assert saved["model"]["normalise"] == recipe.AUTO_NORMALISE
+    assert saved["model"]["ridge_penalty"] in recipe.RIDGE  # what validation chose
     forecast = run(
         "forecast", "--model", str(out), "--steps", "5", "--out", str(tmp_path / "f.csv")
     )

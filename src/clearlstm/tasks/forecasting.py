@@ -281,6 +281,7 @@ def model_settings(
         linear_window=model.linear_window,
         lstm=lstm_settings.LstmSettings.of(model.lstm),
         future=model.future,
+        ridge_penalty=model.ridge_penalty,
     )
     data = DataSettings(
         dataset=options.dataset,

@@ -104,6 +104,7 @@ class Forecaster(nn.Module):
         # A linear autoregression on the normalised window beside the LSTM (LSTNet's
         # "highway"): started at its least-squares fit, the LSTM learns what it misses.
         self.linear_window = linear_window
+        self.ridge_penalty: float | None = None  # the linear part's, once started (recipe)
         self.linear = None
         if linear_window is not None:
             self.linear = nn.Linear(linear_window * targets + ahead, horizon * targets)

@@ -58,12 +58,16 @@ def check_normalise(asked: str, season: int | None, window: int) -> None:
 
 
 def ridge(
-    model: Forecaster, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]
+    model: Forecaster,
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+    penalties: tuple[float, ...] = RIDGE,
 ) -> tuple[float, float, np.ndarray]:
     """The ridge fit of the training part's ``y - base`` on the normalised window's lags
     (inputs ``(S, W, C)``, truths ``(S, H, K)``) and the future covariates on the forecast
-    rows, its penalty chosen on validation: the validation mean squared error, the penalty
-    and the coefficients ``(W*K + H*F + 1, H*K)`` (intercept last)."""
+    rows, its penalty (one of ``penalties``) chosen on validation: the validation mean
+    squared error, the penalty and the coefficients ``(W*K + H*F + 1, H*K)`` (intercept
+    last)."""
 
     def design(x: Tensor) -> np.ndarray:
         lags = model.lags(x).double().numpy()
@@ -77,10 +81,10 @@ def ridge(
     av, bv = design(val[0]), residual(*val)
     penalty = np.eye(a.shape[1]) * len(a)
     penalty[-1, -1] = 0  # the intercept is not shrunk
-    fits = [np.linalg.solve(a.T @ a + lam * penalty, a.T @ b) for lam in RIDGE]
+    fits = [np.linalg.solve(a.T @ a + lam * penalty, a.T @ b) for lam in penalties]
     errors = [float(((av @ c - bv) ** 2).mean()) for c in fits]
     best = int(np.argmin(errors))
-    return errors[best], RIDGE[best], fits[best]
+    return errors[best], penalties[best], fits[best]
 
 
 def start_linear(
@@ -88,12 +92,16 @@ def start_linear(
     train: tuple[Tensor, Tensor],
     val: tuple[Tensor, Tensor],
     asked: str = "auto",
+    penalty: float | None = None,
 ) -> str:
     """Set the normalisation (``auto``: :data:`AUTO_NORMALISE`), the linear part to its
-    ridge fit and the LSTM's head to zero; the choices in words."""
+    ridge fit (``penalty``, else the one of :data:`RIDGE` that does best on ``val``) and the
+    LSTM's head to zero; the choices in words. A refit on all rows passes the penalty that
+    validation chose: chosen on the rows it fits, the smallest would always win."""
     assert model.linear is not None
     model.normalise = AUTO_NORMALISE if asked == "auto" else asked
-    error, penalty, coef = ridge(model, train, val)
+    error, penalty, coef = ridge(model, train, val, RIDGE if penalty is None else (penalty,))
+    model.ridge_penalty = penalty
     with torch.no_grad():
         model.linear.weight.copy_(torch.as_tensor(coef[:-1].T))
         model.linear.bias.copy_(torch.as_tensor(coef[-1]))

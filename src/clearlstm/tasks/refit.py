@@ -74,8 +74,9 @@ def fit_epochs(
     validation part: the last weights."""
     torch.manual_seed(settings.train.seed)
     model = Forecaster.from_settings(settings)
-    if model.linear is not None:  # no validation part left: the penalty is chosen on all rows
-        recipe.start_linear(model, samples, samples, settings.model.normalise)
+    if model.linear is not None:  # no validation part left: validation's penalty, if saved
+        m = settings.model
+        recipe.start_linear(model, samples, samples, m.normalise, m.ridge_penalty)
     with tempfile.TemporaryDirectory(prefix="clearlstm-refit-") as state:
         result = fit(
             model, samples, None, forecast_loss, settings.train, Path(state),

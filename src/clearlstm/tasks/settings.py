@@ -69,6 +69,9 @@ class ForecasterShape(JsonSettings):
     lstm: LstmSettings = field(default=LstmSettings(), metadata=limits(optional=True))  # variant
     # The last columns, known for the forecast rows too (absent in older folders: none).
     future: int = field(default=0, metadata=limits(optional=True, low=0, high=MAX_COLUMNS))
+    # The linear part's ridge penalty, chosen on validation; a refit on all rows keeps it
+    # (absent in older folders: a refit chooses it on the rows it learns from).
+    ridge_penalty: float | None = optional(low=0.0, high=1e6)
 
     def check_json(self, file: str, where: str) -> None:
         if (self.normalise == "seasonal") != (self.season is not None):
