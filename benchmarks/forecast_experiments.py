@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict] = {
     "transform log": {"transform": "log"},
     "transform boxcox": {"transform": "boxcox"},
     "200 epochs, patience 20": {"train_epochs": 200, "train_patience": 20},
+    "patience 25": {"train_patience": 25},
     "lr 0.001": {"train_lr": 1e-3},
     "hidden 64": {"hidden_size": 64},
 }
