@@ -31,6 +31,9 @@ SMALL_GEMM_FLOPS = 2**31
 # machine), where threads_keep_bits holds; the chooser falls back to one thread when busy.
 LEARNT_GEMM_FLOPS = 2**20
 ONEDNN_MIN_FLOPS = 2**22  # see input_product
+# threads_keep_bits checks gradient GEMMs on random operands of the call's size up to this
+# many dz elements (64 MiB of float32): beyond, a learnt plan keeps the size rule.
+GRADIENT_CHECK_MAX = 2**24
 
 
 @cache
@@ -96,6 +99,8 @@ def threads_keep_bits(kind: str, m: int, k: int, n: int, dtype: torch.dtype, thr
     """
     if threads < 2:
         return True
+    if kind == "gradient" and m * n > GRADIENT_CHECK_MAX:
+        return False  # not checked at this size (the size rule then holds on every option)
     gen = torch.Generator().manual_seed(0)
     a, w, bias = (torch.randn(*s, generator=gen, dtype=dtype) for s in ((m, k), (n, k), (n,)))
     step = step_product(w, m) if kind == "step" else None  # packed once, as a call does
