@@ -265,3 +265,11 @@ def test_each_option_is_timed_twice_before_the_choice_settles() -> None:
         picks.append(threads)
     assert picks == [1, 1, 2, 2, 1, 2], "a second timing of each"
     assert [choice.threads(key, 1, 2) for _ in range(3)] == [2, 2, 2], "two's 1.0 counts"
+
+
+def test_gradient_gemms_are_checked_only_up_to_a_size() -> None:
+    """Beyond GRADIENT_CHECK_MAX dz elements the check allocates nothing and says no: a
+    learnt one-sequence training step then keeps the size rule on either option."""
+    rows = gemm.GRADIENT_CHECK_MAX // 512 + 1
+    assert not gemm.threads_keep_bits("gradient", rows, 8, 512, torch.float32, 2)
+    assert gemm.threads_keep_bits("gradient", rows, 8, 512, torch.float32, 1)
