@@ -53,9 +53,9 @@ SEQUENCE_WIDE_HIDDEN = 256
 SEQUENCE_MAX_UNITS = 8192  # batch * hidden, up to SEQUENCE_WIDE_HIDDEN
 SPLIT_MAX_HIDDEN = 512
 SPLIT_MIN_HIDDEN = 64  # see split_learnt
-# One sequence's training step (split forward and backward, its GEMMs on two threads against
-# the sequence kernels, GEMMs on two threads), 2 idle cores, 2026-12: (1000, 1, 8, 64) 1.10x
-# the time, (1000, 1, 32, 128) 0.92x.
+# One sequence's training step on the split kernels (gradient GEMMs on two threads) against
+# the sequence kernels (kernel="sequence": GEMMs on one), 2 idle cores, 2026-12:
+# (1000, 1, 8, 64) 1.10x the time, (1000, 1, 32, 128) 0.92-0.94x.
 SPLIT_TRAINING_MIN_HIDDEN = 128
 
 # A training call splits sequences across threads only from this many recurrent
