@@ -103,22 +103,23 @@ def threads_keep_bits(kind: str, m: int, k: int, n: int, dtype: torch.dtype, thr
         return False  # not checked at this size (the size rule then holds on every option)
     gen = torch.Generator().manual_seed(0)
     a, w, bias = (torch.randn(*s, generator=gen, dtype=dtype) for s in ((m, k), (n, k), (n,)))
-    step = step_product(w, m) if kind == "step" else None  # packed once, as a call does
     if kind == "gradient":
         dz, h_prev = (torch.randn(m, s, generator=gen, dtype=dtype) for s in (n, n // 4))
+    step = step_product(w, m) if kind == "step" else None  # packed once, as a call does
+
+    def products() -> tuple[Tensor | None, ...]:
+        if kind == "gradient":
+            return gradient_products(dz, a, w, h_prev, (True,) * 4)
+        return ((step(a) if step else input_product(a, w, bias)).clone(),)
+
     before, results = torch.get_num_threads(), []
     for count in (1, threads):
         torch.set_num_threads(count)
         try:
-            if kind == "gradient":
-                results.append(gradient_products(dz, a, w, h_prev, (True,) * 4))
-            else:
-                results.append((step(a) if step else input_product(a, w, bias)).clone())
+            results.append(products())
         finally:
             torch.set_num_threads(before)
-    if kind == "gradient":
-        return all(torch.equal(*pair) for pair in zip(*results, strict=True))
-    return torch.equal(*results)
+    return all(torch.equal(*pair) for pair in zip(*results, strict=True))
 
 
 def learnt_gemm_threads(learnt: bool, threads: int, kind: str, m: int, k: int, n: int,
